@@ -1,0 +1,1 @@
+"""The search service: FastAPI routes over the shared core, served by uvicorn."""

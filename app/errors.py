@@ -1,0 +1,47 @@
+"""The one place core errors become HTTP answers: JSON {"detail": ...} with the status the contract names."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from clipspace.errors import (
+    ClipspaceError,
+    CorruptImage,
+    EmptyImage,
+    ImageTooLarge,
+    IndexCorrupt,
+    IndexNotReady,
+    ModelMismatch,
+    NotAnImage,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_FOR = {
+    EmptyImage: 400,
+    CorruptImage: 400,
+    NotAnImage: 415,
+    ImageTooLarge: 413,
+    IndexNotReady: 503,
+    IndexCorrupt: 503,
+    ModelMismatch: 503,
+}
+
+
+def status_for(error: ClipspaceError) -> int:
+    for kind in type(error).__mro__:
+        if kind in STATUS_FOR:
+            return STATUS_FOR[kind]
+    return 500
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ClipspaceError)
+    async def clipspace_error(request: Request, error: ClipspaceError) -> JSONResponse:
+        status = status_for(error)
+        if status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, error)
+        return JSONResponse({"detail": str(error)}, status_code=status)

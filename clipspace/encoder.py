@@ -1,0 +1,190 @@
+"""The shared embedding space: one loader for every open_clip model source, and the embed calls."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from clipspace.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16")
+_NO_WEIGHTS = {None, "", "none", "random"}
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to load and how to run it.
+
+    `model` is anything open_clip's factory accepts: a built-in architecture ("ViT-B-32"), "hf-hub:org/repo",
+    "local-dir:/path" — or a path to an architecture JSON file (random init unless `pretrained` names weights).
+    `pretrained` is a tag ("laion2b_s34b_b79k"), a checkpoint path, or None/"none" for seeded random weights
+    (tests and benchmarks); it is ignored for hf-hub: and local-dir: models, which carry their weights.
+    """
+
+    model: str
+    pretrained: str | None = None
+    precision: str = "fp32"
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+
+    @property
+    def has_weights(self) -> bool:
+        return self.model.startswith(("hf-hub:", "local-dir:")) or self.pretrained not in _NO_WEIGHTS
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with native bf16 matmuls (AVX512-BF16 / AMX), where a bf16 model is ~1.8x faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def default_precision(device: str) -> str:
+    """bf16 where the hardware runs it natively (CUDA, AVX512-BF16/AMX CPUs), else fp32 (see docs/decisions.md)."""
+    if device.startswith("cuda"):
+        return "bf16"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A digest of every weight, so an index can prove which model built it whatever path the model came from."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return "blake2b:" + digest.hexdigest()
+
+
+class DualEncoder:
+    """An open_clip model with its preprocessing and tokenizer, answering L2-normalised float32 vectors."""
+
+    def __init__(self, spec: ModelSpec, model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
+                 fingerprint: str, preprocess_cfg: dict[str, Any]) -> None:
+        self.spec = spec
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.fingerprint = fingerprint
+        self.preprocess_cfg = preprocess_cfg
+        self._dtype = _DTYPES[spec.precision]
+        self.dim = int(model.text_projection.shape[1] if _is_parameter(model, "text_projection")
+                       else self.embed_texts(["probe"]).shape[1])
+
+    @property
+    def image_size(self) -> int:
+        size = self.preprocess_cfg["size"]
+        return int(size if isinstance(size, int) else max(size))
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What an index manifest records about the model, enough to reload it and to prove it is the same."""
+        return {
+            "model": self.spec.model,
+            "pretrained": None if self.spec.pretrained in _NO_WEIGHTS else self.spec.pretrained,
+            "seed": None if self.spec.has_weights else self.spec.seed,
+            "precision": self.spec.precision,
+            "fingerprint": self.fingerprint,
+            "dim": self.dim,
+            "image_size": self.image_size,
+            "preprocess": self.preprocess_cfg,
+        }
+
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Embed texts; anything longer than the model's context is truncated by the tokenizer."""
+        return self._embed(texts, batch_size, lambda batch: self.model.encode_text(
+            self.tokenizer(list(batch)).to(self.spec.device)))
+
+    def embed_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
+        """Embed RGB PIL images with the model's own preprocessing."""
+        return self._embed(images, batch_size, lambda batch: self._encode_pixels(
+            torch.stack([self.preprocess(image) for image in batch])))
+
+    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """Embed a batch already preprocessed by `self.preprocess` (the builder decodes in parallel)."""
+        with torch.inference_mode():
+            return _normalised(self._encode_pixels(pixels))
+
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels.to(self.spec.device, self._dtype))
+
+    def _embed(self, items: Sequence, batch_size: int, encode: Callable[[Sequence], torch.Tensor]) -> np.ndarray:
+        if len(items) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            return np.concatenate([_normalised(encode(batch)) for batch in _batches(items, batch_size)])
+
+
+def load_encoder(spec: ModelSpec, threads: int | None = None) -> DualEncoder:
+    """Load any open_clip model through its one factory; seeded random weights when none are named."""
+    if threads:
+        torch.set_num_threads(threads)
+    name = _register_architecture_file(spec.model)
+    pretrained = None if spec.pretrained in _NO_WEIGHTS else spec.pretrained
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device=spec.device, pretrained_text=False)
+        tokenizer = open_clip.get_tokenizer(name)
+    except Exception as error:  # open_clip raises many types; the caller needs one with the model's name
+        raise ModelLoadError(f"cannot load model {spec.model!r} (pretrained={spec.pretrained!r}): {error}") from error
+    model.eval()
+    fingerprint = weights_fingerprint(model)
+    model.to(_DTYPES[spec.precision])
+    preprocess_cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+    preprocess_cfg.setdefault("size", model.visual.image_size)
+    encoder = DualEncoder(spec, model, preprocess, tokenizer, fingerprint, _jsonable(preprocess_cfg))
+    log.info("loaded %s (%s, %s, dim %d, %s)", spec.model, pretrained or "no pretrained weights",
+             spec.precision, encoder.dim, fingerprint)
+    return encoder
+
+
+def _register_architecture_file(model: str) -> str:
+    """Let a JSON architecture file stand for a model name, through open_clip's own config registry."""
+    if model.endswith(".json") and not model.startswith(("hf-hub:", "local-dir:")):
+        path = Path(model)
+        if not path.is_file():
+            raise ModelLoadError(f"architecture file not found: {path}")
+        open_clip.add_model_config(path)
+        return path.stem
+    return model
+
+
+def _is_parameter(model: torch.nn.Module, name: str) -> bool:
+    return isinstance(getattr(model, name, None), torch.Tensor)
+
+
+def _normalised(features: torch.Tensor) -> np.ndarray:
+    return F.normalize(features.float(), dim=-1).cpu().numpy()
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return value

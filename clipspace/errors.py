@@ -1,0 +1,45 @@
+"""Typed errors raised by the core; the shells map them to HTTP statuses and exit codes in one place each."""
+
+
+class ClipspaceError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class ImageRejected(ClipspaceError):
+    """An image could not be used; subclasses say why, so callers can answer precisely."""
+
+
+class EmptyImage(ImageRejected):
+    """Zero bytes: nothing to decode."""
+
+
+class NotAnImage(ImageRejected):
+    """The bytes are not in any image format we can decode."""
+
+
+class CorruptImage(ImageRejected):
+    """A known image format, but truncated or damaged."""
+
+
+class ImageTooLarge(ImageRejected):
+    """More pixels than the configured limit: refused before decoding (decompression-bomb guard)."""
+
+
+class ModelLoadError(ClipspaceError):
+    """The model named by a spec or a manifest cannot be loaded (unknown name, missing files, no network)."""
+
+
+class ModelMismatch(ClipspaceError):
+    """The encoder at hand is not the one the index was built with; answering would be silently wrong."""
+
+
+class IndexNotReady(ClipspaceError):
+    """No published index version exists (yet) where one was expected."""
+
+
+class IndexCorrupt(ClipspaceError):
+    """An index version on disk fails its own manifest (missing file, checksum or shape mismatch)."""
+
+
+class IndexBusy(ClipspaceError):
+    """Another build holds the index lock; two builders must not publish over each other."""

@@ -1,0 +1,98 @@
+"""Safe image decoding shared by builder and service: check limits from the header, then decode to RGB."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from clipspace.errors import CorruptImage, EmptyImage, ImageTooLarge, NotAnImage
+
+DEFAULT_MAX_PIXELS = 64_000_000  # a 8000x8000 photo; far beyond any camera image we expect to embed
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+_TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_BACKGROUND = (255, 255, 255)
+
+# A truncated file must be an error, never half an image silently padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def load_image(source: bytes | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               draft_size: int | None = None) -> Image.Image:
+    """Decode `source` to an upright RGB image or raise a typed `ImageRejected`.
+
+    The pixel limit is checked on the header, before any pixel is decoded, so a decompression bomb costs
+    nothing. `draft_size` lets JPEG decode at a reduced DCT scale that still covers draft_size x draft_size
+    (about half the decode+resize cost when the model looks at far fewer pixels than the file has).
+    """
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    if not data:
+        raise EmptyImage("empty file: no image data")
+    image = _open(data, max_pixels)
+    file_size = image.size
+    if draft_size and image.format == "JPEG":
+        image.draft("RGB", (draft_size, draft_size))
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise CorruptImage(f"corrupt or truncated {image.format} image: {error}") from error
+    upright = _upright(image)
+    rgb = to_rgb(upright)
+    # What a viewer shows: the file's size (not the drafted one), turned as the EXIF orientation turns it.
+    rgb.info["original_size"] = file_size if upright.size == image.size else file_size[::-1]
+    return rgb
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB the way a person would see it (transparency over white, 16-bit scaled)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        return Image.fromarray(_to_8bit(image), "L").convert("RGB")
+    if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(str(error)) from error
+    except UnidentifiedImageError as error:
+        raise NotAnImage("not a recognised image format") from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise CorruptImage(f"unreadable image header: {error}") from error
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
+    if width == 0 or height == 0:
+        raise CorruptImage(f"image has no pixels ({width}x{height})")
+    return image
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply EXIF orientation; a damaged EXIF block is not a reason to lose the picture."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # Pillow raises assorted types on malformed EXIF
+        return image
+
+
+def _to_8bit(image: Image.Image) -> np.ndarray:
+    """Scale 16-bit integer or float greyscale to 0..255 (a plain convert would clip it to white)."""
+    pixels = np.asarray(image, dtype=np.float64)
+    # Pillow opens 16-bit files as I;16 or I (range 0..65535); float images are 0..1, or 0..255 beyond that.
+    top = 65535.0 if image.mode != "F" else (1.0 if pixels.max(initial=0.0) <= 1.0 else 255.0)
+    return np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8)

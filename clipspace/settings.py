@@ -1,0 +1,31 @@
+"""The one place settings are read: CLIPSPACE_* environment variables, with defaults that work out of the box."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_MODEL = "local-dir:data/models/clipspace-shapes-v1"
+DEMO_IMAGES = Path("data/demo")
+
+
+class Settings(BaseSettings):
+    """Shared by the builder (as defaults for its flags) and the service (as its whole configuration)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIPSPACE_", frozen=True)
+
+    index_dir: Path = Path("var/index")
+    images_dir: Path = DEMO_IMAGES
+    model: str | None = Field(None, description="builder: model to embed with (default: the embedded model); "
+                                                "service: load this instead of the manifest's model reference "
+                                                "(it must be the same weights)")
+    pretrained: str | None = None
+    precision: str = Field("auto", pattern="^(auto|fp32|bf16)$")
+    device: str = "cpu"
+    threads: int | None = Field(None, ge=1)
+    max_image_pixels: int = Field(64_000_000, ge=1)
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    reload_interval_s: float = Field(2.0, gt=0)
+    max_batch: int = Field(32, ge=1)

@@ -1,0 +1,102 @@
+"""Command line of the builder: flags (defaults from CLIPSPACE_* settings), logging, and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from clipspace.encoder import ModelSpec, default_precision, load_encoder
+from clipspace.errors import ClipspaceError, IndexBusy, ModelLoadError
+from clipspace.settings import EMBEDDED_MODEL, Settings
+from index_builder.build import BuildOptions, BuildReport, build_index
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+log = logging.getLogger("index_builder")
+
+
+def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m index_builder",
+        description="Embed the images under --images into a new version of the index at --index. "
+                    "Running it again reindexes: unchanged files reuse their vectors, deleted ones disappear.")
+    parser.add_argument("--images", type=Path, default=settings.images_dir, help="image folder (recursive)")
+    parser.add_argument("--index", type=Path, default=settings.index_dir, help="index folder")
+    parser.add_argument("--model", default=settings.model or EMBEDDED_MODEL,
+                        help="open_clip model: a name (ViT-B-32), hf-hub:org/repo, local-dir:PATH, or an "
+                             "architecture .json (default: the embedded model)")
+    parser.add_argument("--pretrained", default=settings.pretrained,
+                        help="weights for a named model: a tag (laion2b_s34b_b79k), a checkpoint path, or "
+                             "'none' for seeded random weights")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=settings.precision,
+                        help="auto = bf16 on CUDA and on CPUs with native bf16, else fp32")
+    parser.add_argument("--device", default=settings.device)
+    parser.add_argument("--threads", type=int, default=settings.threads, help="torch threads (default: all)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=BuildOptions.workers, help="decode threads")
+    parser.add_argument("--index-type", default="auto",
+                        help="FAISS factory string (Flat, HNSW32,Flat, ...); auto = Flat below 50k images")
+    parser.add_argument("--max-pixels", type=int, default=settings.max_image_pixels)
+    parser.add_argument("--no-jpeg-draft", action="store_true", help="always decode JPEGs at full size")
+    parser.add_argument("--keep-versions", type=int, default=3)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1 or args.workers < 1 or args.keep_versions < 1:
+        parser.error("--batch-size, --workers and --keep-versions must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings()
+    args = parse_args(argv, settings)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("clipspace", "index_builder"):  # our own progress; open_clip's INFO chatter stays quiet
+        logging.getLogger(name).setLevel(logging.WARNING if args.quiet else logging.INFO)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    precision = default_precision(args.device) if args.precision == "auto" else args.precision
+    spec = ModelSpec(args.model, args.pretrained, precision, args.device)
+    options = BuildOptions(images=args.images, index=args.index, batch_size=args.batch_size,
+                           workers=args.workers, index_type=args.index_type, max_pixels=args.max_pixels,
+                           jpeg_draft=not args.no_jpeg_draft, keep_versions=args.keep_versions,
+                           progress=not args.quiet and sys.stderr.isatty())
+    try:
+        if not args.images.is_dir():
+            log.error("image folder not found: %s (pass --images DIR)", args.images)
+            return EXIT_USAGE
+        encoder = load_encoder(spec, threads=args.threads)
+        report = build_index(options, encoder)
+    except KeyboardInterrupt:
+        log.error("interrupted: nothing was published; the previous version keeps serving")
+        return EXIT_INTERRUPTED
+    except ModelLoadError as error:
+        hint = " (the embedded model lives in data/models/: run from the repository root)" \
+            if args.model == EMBEDDED_MODEL else ""
+        log.error("%s%s", error, hint)
+        return EXIT_USAGE
+    except IndexBusy as error:
+        log.error("%s", error)
+        return EXIT_BUSY
+    except ClipspaceError as error:
+        log.error("build failed, nothing was published: %s", error)
+        return EXIT_FAILED
+    print(_summary(report, args.index))
+    return EXIT_OK
+
+
+def _summary(report: BuildReport, index: Path) -> str:
+    lines = [f"published version {report.version} at {index}: {report.added} added, {report.updated} updated, "
+             f"{report.reused} reused, {report.removed} removed, {len(report.skipped)} skipped "
+             f"({report.seconds:.1f} s, {report.embedded_per_s:.1f} images/s embedded)"]
+    if report.full_reembed_reason:
+        lines.append(f"  full embed: {report.full_reembed_reason}")
+    lines += [f"  skipped {path}: {reason}" for path, reason in report.skipped[:20]]
+    if len(report.skipped) > 20:
+        lines.append(f"  ... and {len(report.skipped) - 20} more (see manifest.json build_report)")
+    return "\n".join(lines)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
