@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.batching import MicroBatcher
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
-from clipspace.errors import ClipspaceError, IndexNotReady, ModelMismatch
+from clipspace.errors import ClipspaceError, ModelMismatch
 from clipspace.images import load_image
 from clipspace.settings import Settings
 from clipspace.store import IndexVersion, SearchHit, current_version_name
@@ -50,9 +50,14 @@ class Engine:
         return await self.slot.texts.embed(text)
 
     async def embed_image(self, data: bytes, max_pixels: int) -> np.ndarray:
-        """Decode and preprocess on a worker thread (never the event loop), then join the pixel batch."""
+        """Decode and preprocess on a worker thread (never the event loop), then join the pixel batch.
+
+        JPEGs are drafted exactly as the builder drafts them, so a file sent back as a query embeds to the
+        very vector stored for it.
+        """
         encoder = self.slot.encoder
-        pixels = await run_in_threadpool(lambda: encoder.preprocess(load_image(data, max_pixels=max_pixels)))
+        pixels = await run_in_threadpool(lambda: encoder.preprocess(
+            load_image(data, max_pixels=max_pixels, draft_size=encoder.image_size)))
         return await self.slot.pixels.embed(pixels)
 
     async def search(self, vector: np.ndarray, k: int, target: str) -> list[SearchHit]:
@@ -96,7 +101,8 @@ class EngineHolder:
         with self._lock:
             name = current_version_name(self.settings.index_dir)
             if name is None:
-                self.problem = str(IndexNotReady(f"no index published at {self.settings.index_dir}"))
+                self.problem = (f"no index published at {self.settings.index_dir} yet: build one with "
+                                f"`python -m index_builder --index {self.settings.index_dir}`")
                 return
             if name == self._tried:
                 return

@@ -73,7 +73,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError as error:
         raise NotAnImage("not a recognised image format") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise CorruptImage(f"unreadable image header: {error}") from error
+        raise CorruptImage(f"corrupt or truncated image header: {error}") from error
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}")

@@ -1,0 +1,51 @@
+# clipspace: `make run` serves the demo with the embedded model, `make test` runs the test suite.
+# Both create .venv and install what they need on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEMO_IMAGES := data/demo
+DEMO_INDEX := var/demo-index
+DEMO_SCENES := 600
+DEMO_SEED := 20261127
+
+# The torch build that installs from local disk on this project's machines; elsewhere override it, e.g.
+# make setup TORCH_PIN="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+ifeq ($(shell uname -m),aarch64)
+TORCH_PIN ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+endif
+
+.PHONY: setup run demo index test bench lint
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH_PIN)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(DEMO_IMAGES)/captions.jsonl: | $(STAMP)
+	$(BIN)/python -m clipspace.align world --out $(DEMO_IMAGES) --n $(DEMO_SCENES) --seed $(DEMO_SEED) --split test
+
+demo: $(DEMO_IMAGES)/captions.jsonl
+
+index: setup demo
+	$(BIN)/python -m index_builder --images $(DEMO_IMAGES) --index $(DEMO_INDEX)
+
+run: index
+	CLIPSPACE_INDEX_DIR=$(DEMO_INDEX) $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .

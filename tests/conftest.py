@@ -1,0 +1,123 @@
+"""Shared fixtures: offline settings, a tiny random open_clip model, generated corpora, a real uvicorn service."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub: tests never touch the network
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
+from index_builder.build import BuildOptions, BuildReport, build_index
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_ARCH = str(ROOT / "tests" / "assets" / "tiny-clip.json")
+
+
+@pytest.fixture(scope="session")
+def tiny_spec() -> ModelSpec:
+    return ModelSpec(TINY_ARCH, "none", "fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_spec: ModelSpec) -> DualEncoder:
+    return load_encoder(tiny_spec)
+
+
+def make_image(seed: int, size: tuple[int, int] = (120, 96)) -> Image.Image:
+    """A distinct picture per seed: noisy background, a few coloured shapes."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(pixels // 4 + rng.integers(0, 190, 3, dtype=np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(3):
+        x0, y0 = rng.integers(0, size[0] // 2), rng.integers(0, size[1] // 2)
+        box = (x0, y0, x0 + rng.integers(10, size[0] // 2), y0 + rng.integers(10, size[1] // 2))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    return image
+
+
+def write_corpus(folder: Path, names: list[str], first_seed: int = 0) -> list[Path]:
+    """Write one distinct image per name; the extension picks the format."""
+    paths = []
+    for offset, name in enumerate(names):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_image(first_seed + offset).save(path)
+        paths.append(path)
+    return paths
+
+
+def build(images: Path, index: Path, encoder: DualEncoder, **options) -> BuildReport:
+    return build_index(BuildOptions(images=images, index=index, progress=False, workers=2, **options), encoder)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Service:
+    """A real `uvicorn app.main:app` on 127.0.0.1, configured through CLIPSPACE_* variables."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(env["CLIPSPACE_INDEX_DIR"]).parent / f"uvicorn-{self.port}.log"
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=ROOT, env={**os.environ, "CLIPSPACE_RELOAD_INTERVAL_S": "0.2", **env},
+                stdout=log, stderr=subprocess.STDOUT)
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self._wait_alive()
+
+    def _wait_alive(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited: {self.log.read_text()}")
+            with contextlib.suppress(httpx.TransportError):
+                if self.client.get("/healthz").status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"uvicorn did not start: {self.log.read_text()}")
+
+    def wait_until(self, condition, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met in {timeout} s; log:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@contextlib.contextmanager
+def running_service(**env: str) -> Iterator[Service]:
+    service = Service({f"CLIPSPACE_{key.upper()}": str(value) for key, value in env.items()})
+    try:
+        yield service
+    finally:
+        service.stop()

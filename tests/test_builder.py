@@ -1,0 +1,177 @@
+"""The builder: scans a folder, skips what it cannot use, reindexes incrementally, never damages the index."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from clipspace.encoder import ModelSpec, load_encoder
+from clipspace.store import current_version_name, open_current
+from index_builder.build import scan_images
+from tests.conftest import ROOT, TINY_ARCH, build, make_image, write_corpus
+
+NAMES = ["a.jpg", "b.PNG", "sub dir/c.webp", "sub dir/ünïcödé 写真.jpeg", "deep/er/d.gif", "e.bmp", "f.tiff"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    images = tmp_path / "images"
+    write_corpus(images, NAMES)
+    return images
+
+
+def paths_in(index_dir) -> set[str]:
+    return {record.path for record, _, _ in open_current(index_dir).items()}
+
+
+def test_scan_finds_images_recursively_in_any_case_and_ignores_the_rest(corpus):
+    (corpus / "notes.md").write_text("not an image")
+    (corpus / "a.txt").write_text("a caption, not an image")
+    (corpus / ".hidden").mkdir()
+    make_image(9).save(corpus / ".hidden" / "x.png")
+    assert scan_images(corpus) == sorted(NAMES)
+
+
+def test_first_build_indexes_every_image_with_its_metadata(tmp_path, corpus, tiny_encoder):
+    report = build(corpus, tmp_path / "index", tiny_encoder)
+    assert (report.added, report.reused, report.removed, report.skipped) == (len(NAMES), 0, 0, [])
+    version = open_current(tmp_path / "index")
+    assert version.count == len(NAMES) and paths_in(tmp_path / "index") == set(NAMES)
+    record = next(r for r, _, _ in version.items() if r.path == "a.jpg")
+    assert (record.width, record.height) == (120, 96) and len(record.sha256) == 64
+    assert version.manifest["model"]["fingerprint"] == tiny_encoder.fingerprint
+
+
+def test_an_image_finds_itself_first(tmp_path, corpus, tiny_encoder):
+    build(corpus, tmp_path / "index", tiny_encoder)
+    version = open_current(tmp_path / "index")
+    query = tiny_encoder.embed_images([make_image(NAMES.index("b.PNG"))])[0]
+    best = version.search(query, k=3)[0]
+    assert best.path == "b.PNG" and best.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_corrupt_empty_and_foreign_files_are_skipped_and_reported(tmp_path, corpus, tiny_encoder):
+    (corpus / "broken.jpg").write_bytes((corpus / "a.jpg").read_bytes()[:300])
+    (corpus / "empty.png").write_bytes(b"")
+    (corpus / "fake.png").write_text("hello")
+    report = build(corpus, tmp_path / "index", tiny_encoder)
+    skipped = dict(report.skipped)
+    assert set(skipped) == {"broken.jpg", "empty.png", "fake.png"}
+    assert "truncated" in skipped["broken.jpg"] or "corrupt" in skipped["broken.jpg"]
+    assert report.added == len(NAMES)
+    manifest_report = open_current(tmp_path / "index").manifest["build_report"]
+    assert manifest_report["skipped"] == 3
+    assert {entry["path"] for entry in manifest_report["skipped_files"]} == set(skipped)
+
+
+def test_reindex_reuses_unchanged_embeds_new_and_changed_and_drops_deleted(tmp_path, corpus, tiny_encoder):
+    index = tmp_path / "index"
+    build(corpus, index, tiny_encoder)
+    first = {record.path: (record.id, row) for record, row, _ in open_current(index).items()}
+    first_vectors = np.array(open_current(index).image_vectors())
+    make_image(100).save(corpus / "a.jpg")  # changed content, same path
+    (corpus / "e.bmp").unlink()
+    write_corpus(corpus, ["new/g.png"], first_seed=200)
+    report = build(corpus, index, tiny_encoder)
+    assert (report.added, report.updated, report.removed, report.reused) == (1, 1, 1, len(NAMES) - 2)
+    assert paths_in(index) == (set(NAMES) - {"e.bmp"}) | {"new/g.png"}
+    version = open_current(index)
+    second = {record.path: (record.id, row) for record, row, _ in version.items()}
+    vectors = version.image_vectors()
+    for path in set(NAMES) - {"a.jpg", "e.bmp"}:
+        assert second[path][0] == first[path][0]  # ids are stable for a path
+        np.testing.assert_array_equal(vectors[second[path][1]], first_vectors[first[path][1]])
+    assert second["a.jpg"][0] == first["a.jpg"][0]
+    assert not np.allclose(vectors[second["a.jpg"][1]], first_vectors[first["a.jpg"][1]])
+    assert second["new/g.png"][0] > max(item_id for item_id, _ in first.values())
+
+
+def test_unchanged_reindex_reuses_everything_and_embeds_nothing(tmp_path, corpus, tiny_encoder):
+    build(corpus, tmp_path / "index", tiny_encoder)
+    report = build(corpus, tmp_path / "index", tiny_encoder)
+    assert (report.added, report.updated, report.reused, report.embedded_per_s) == (0, 0, len(NAMES), 0.0)
+    assert current_version_name(tmp_path / "index") == "0002"
+
+
+def test_caption_sidecars_are_stored_and_searchable_as_text(tmp_path, corpus, tiny_encoder):
+    (corpus / "a.txt").write_text("a dog on a beach\n", encoding="utf-8")
+    (corpus / "sub dir" / "c.txt").write_text("一只猫", encoding="utf-8")
+    report = build(corpus, tmp_path / "index", tiny_encoder)
+    assert report.captions_embedded == 2
+    version = open_current(tmp_path / "index")
+    hits = version.search(tiny_encoder.embed_texts(["一只猫"])[0], k=5, target="text")
+    assert next((hit.path, hit.caption) for hit in hits) == ("sub dir/c.webp", "一只猫")
+    assert len(hits) == 2
+    (corpus / "a.txt").write_text("a dog in the snow", encoding="utf-8")
+    report = build(corpus, tmp_path / "index", tiny_encoder)
+    assert (report.captions_embedded, report.captions_reused, report.reused) == (1, 1, len(NAMES))
+
+
+def test_a_model_change_forces_a_full_reembed(tmp_path, corpus, tiny_encoder):
+    build(corpus, tmp_path / "index", tiny_encoder)
+    other = load_encoder(ModelSpec(TINY_ARCH, "none", "fp32", seed=7))
+    report = build(corpus, tmp_path / "index", other)
+    assert report.reused == 0 and report.added == len(NAMES)
+    assert "model changed" in report.full_reembed_reason
+
+
+def test_jpeg_draft_keeps_embeddings_within_cosine_0_999_of_a_full_decode(tmp_path, tiny_encoder):
+    images = tmp_path / "big"
+    images.mkdir()
+    for seed in range(6):
+        make_image(seed, size=(1024, 768)).save(images / f"{seed}.jpg", quality=92)
+    build(images, tmp_path / "drafted", tiny_encoder, jpeg_draft=True)
+    build(images, tmp_path / "full", tiny_encoder, jpeg_draft=False)
+    drafted, full = (np.array(open_current(tmp_path / name).image_vectors()) for name in ("drafted", "full"))
+    assert not np.array_equal(drafted, full)  # the draft path really ran
+    assert (drafted * full).sum(axis=1).min() >= 0.999
+
+
+def run_cli(*args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "index_builder", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+def test_cli_reports_a_missing_folder_with_exit_code_2(tmp_path):
+    process = run_cli("--images", str(tmp_path / "nope"), "--index", str(tmp_path / "index"))
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 2 and "image folder not found" in output
+
+
+def test_cli_builds_and_prints_what_it_did(tmp_path, corpus):
+    (corpus / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    process = run_cli("--images", str(corpus), "--index", str(tmp_path / "index"), "--model", TINY_ARCH,
+                      "--pretrained", "none", "--precision", "fp32")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    assert f"{len(NAMES)} added" in output and "1 skipped" in output and "skipped bad.jpg" in output
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_interrupting_a_build_leaves_the_previous_version_serving(tmp_path, tiny_encoder, signum):
+    images, index = tmp_path / "images", tmp_path / "index"
+    write_corpus(images, ["first.png"])
+    build(images, index, tiny_encoder)
+    write_corpus(images, [f"more/{n}.jpg" for n in range(800)], first_seed=1000)
+    process = run_cli("--images", str(images), "--index", str(index), "--model", TINY_ARCH, "--pretrained",
+                      "none", "--precision", "fp32", "--batch-size", "8", "--workers", "1")
+    deadline = time.monotonic() + 120
+    for line in process.stdout:  # wait until it is embedding, then interrupt it
+        if "found 801 images" in line or time.monotonic() > deadline:
+            break
+    time.sleep(0.5)
+    os.kill(process.pid, signum)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode != 0, output
+    if signum != signal.SIGKILL:
+        assert process.returncode == 130 and "previous version keeps serving" in output
+    assert current_version_name(index) == "0001" and open_current(index).count == 1
+    report = build(images, index, tiny_encoder)  # the next build works and cleans up after the dead one
+    assert report.added == 800 and open_current(index).count == 801
+    assert not [p for p in (index / "versions").iterdir() if p.name.startswith(".")]

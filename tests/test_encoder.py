@@ -1,0 +1,75 @@
+"""The one model loader: every open_clip source, normalised vectors, and an identity that proves the weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clipspace.align.export import architecture_config, export_local_dir
+from clipspace.encoder import ModelSpec, load_encoder
+from clipspace.errors import ModelLoadError
+from tests.conftest import TINY_ARCH, make_image
+
+
+def test_embeddings_are_unit_float32_rows(tiny_encoder):
+    texts = tiny_encoder.embed_texts(["a red circle", "一个红色的圆形"])
+    images = tiny_encoder.embed_images([make_image(1), make_image(2), make_image(3)])
+    for vectors, rows in ((texts, 2), (images, 3)):
+        assert vectors.dtype == np.float32 and vectors.shape == (rows, tiny_encoder.dim)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_text_longer_than_the_context_is_truncated_not_an_error(tiny_encoder):
+    long_text = "a red circle beside a blue square " * 200
+    prefix = " ".join(long_text.split()[:60])  # already past the tiny model's 32-token context
+    np.testing.assert_allclose(tiny_encoder.embed_texts([long_text]), tiny_encoder.embed_texts([prefix]),
+                               atol=1e-6)
+
+
+def test_random_weights_are_seeded_so_builder_and_service_agree(tiny_spec, tiny_encoder):
+    again = load_encoder(tiny_spec)
+    other_seed = load_encoder(ModelSpec(TINY_ARCH, "none", "fp32", seed=1))
+    assert again.fingerprint == tiny_encoder.fingerprint
+    assert other_seed.fingerprint != tiny_encoder.fingerprint
+    np.testing.assert_array_equal(again.embed_texts(["x"]), tiny_encoder.embed_texts(["x"]))
+
+
+def test_bf16_model_stays_close_to_fp32(tiny_encoder):
+    bf16 = load_encoder(ModelSpec(TINY_ARCH, "none", "bf16"))
+    images = [make_image(seed) for seed in range(4)]
+    cosine = (bf16.embed_images(images) * tiny_encoder.embed_images(images)).sum(axis=1)
+    assert cosine.min() > 0.99
+    assert bf16.fingerprint == tiny_encoder.fingerprint  # same weights; precision is recorded separately
+    assert bf16.identity["precision"] == "bf16"
+
+
+def test_local_dir_export_loads_the_identical_model(tmp_path, tiny_encoder):
+    export_local_dir(tiny_encoder.model, architecture_config(TINY_ARCH), tiny_encoder.preprocess_cfg,
+                     tmp_path / "tiny")
+    loaded = load_encoder(ModelSpec(f"local-dir:{tmp_path / 'tiny'}"))
+    assert loaded.fingerprint == tiny_encoder.fingerprint
+    images = [make_image(7)]
+    np.testing.assert_array_equal(loaded.embed_images(images), tiny_encoder.embed_images(images))
+    np.testing.assert_array_equal(loaded.embed_texts(["一个圆"]), tiny_encoder.embed_texts(["一个圆"]))
+
+
+def test_checkpoint_path_as_pretrained_loads_those_weights(tmp_path, tiny_encoder):
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save({"state_dict": tiny_encoder.model.state_dict()}, checkpoint)
+    loaded = load_encoder(ModelSpec(TINY_ARCH, str(checkpoint), seed=12345))
+    assert loaded.fingerprint == tiny_encoder.fingerprint
+
+
+def test_unknown_models_and_missing_weights_are_clear_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="no-such-arch"):
+        load_encoder(ModelSpec("no-such-arch"))
+    with pytest.raises(ModelLoadError, match="local-dir"):
+        load_encoder(ModelSpec(f"local-dir:{tmp_path / 'missing'}"))
+    with pytest.raises(ModelLoadError, match="laion"):
+        load_encoder(ModelSpec(TINY_ARCH, "laion2b_s34b_b79k"))  # not a tag of this architecture
+
+
+def test_precision_must_be_one_we_support():
+    with pytest.raises(ValueError, match="precision"):
+        ModelSpec(TINY_ARCH, precision="fp16")

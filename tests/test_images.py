@@ -1,0 +1,99 @@
+"""The one image loader: limits before decoding, upright RGB out, typed errors for every bad file."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipspace.errors import CorruptImage, EmptyImage, ImageTooLarge, NotAnImage
+from clipspace.images import is_image_path, load_image
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def test_exif_orientation_is_applied():
+    wide = Image.new("RGB", (40, 20), (200, 30, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view"
+    loaded = load_image(encoded(wide, "JPEG", exif=exif))
+    assert loaded.size == (20, 40)
+    assert loaded.info["original_size"] == (20, 40)
+
+
+def test_transparent_rgba_is_composited_on_white():
+    image = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    image.putpixel((0, 0), (0, 0, 255, 255))
+    loaded = load_image(encoded(image, "PNG"))
+    assert loaded.mode == "RGB"
+    assert loaded.getpixel((5, 5)) == (255, 255, 255)
+    assert loaded.getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_palette_with_transparency_is_composited_on_white():
+    image = Image.new("P", (8, 8), 1)
+    image.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
+    image.info["transparency"] = 1
+    assert load_image(encoded(image, "PNG", transparency=1)).getpixel((3, 3)) == (255, 255, 255)
+
+
+def test_cmyk_and_greyscale_become_rgb():
+    assert load_image(encoded(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG")).mode == "RGB"
+    grey = load_image(encoded(Image.new("L", (8, 8), 100), "PNG"))
+    assert grey.mode == "RGB" and grey.getpixel((1, 1)) == (100, 100, 100)
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped_to_white():
+    pixels = np.full((8, 8), 32768, dtype=np.uint16)
+    loaded = load_image(encoded(Image.fromarray(pixels), "PNG"))
+    assert loaded.getpixel((2, 2)) == (128, 128, 128)
+
+
+def test_animated_gif_uses_the_first_frame():
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    red, _green, blue = load_image(buffer.getvalue()).getpixel((4, 4))
+    assert red > 200 and blue < 50
+
+
+def test_decompression_bomb_is_rejected_from_the_header():
+    bomb = encoded(Image.new("1", (12_000, 12_000)), "PNG")  # 144 Mpx, a few kB on disk
+    assert len(bomb) < 100_000
+    with pytest.raises(ImageTooLarge, match="limit"):
+        load_image(bomb)
+
+
+def test_pixel_limit_is_configurable():
+    with pytest.raises(ImageTooLarge):
+        load_image(encoded(Image.new("RGB", (100, 100)), "PNG"), max_pixels=9_999)
+
+
+def test_empty_truncated_and_foreign_files_raise_typed_errors():
+    with pytest.raises(EmptyImage):
+        load_image(b"")
+    jpeg = encoded(Image.effect_noise((256, 256), 64).convert("RGB"), "JPEG")
+    with pytest.raises(CorruptImage):
+        load_image(jpeg[: len(jpeg) // 2])
+    with pytest.raises(NotAnImage):
+        load_image(b"%PDF-1.4 definitely not a picture")
+    with pytest.raises(NotAnImage):
+        load_image(b"plain text, not pixels")
+
+
+def test_jpeg_draft_decodes_smaller_but_covers_the_requested_size():
+    jpeg = encoded(Image.effect_noise((1600, 1200), 32).convert("RGB"), "JPEG")
+    drafted = load_image(jpeg, draft_size=224)
+    assert min(drafted.size) >= 224 and drafted.size[0] < 1600
+    assert drafted.info["original_size"] == (1600, 1200)
+
+
+def test_image_paths_are_recognised_in_any_case(tmp_path):
+    assert all(is_image_path(tmp_path / name) for name in ("a.JPG", "b.jpeg", "c.Png", "d.webp", "e.TIFF"))
+    assert not any(is_image_path(tmp_path / name) for name in ("a.txt", "b.jpg.part", "c"))

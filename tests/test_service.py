@@ -1,0 +1,196 @@
+"""End to end: a real uvicorn serving a real index built by the builder, queried over HTTP."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import httpx
+import pytest
+from PIL import Image
+
+from clipspace.align.export import architecture_config, export_local_dir
+from clipspace.encoder import ModelSpec, load_encoder
+from tests.conftest import TINY_ARCH, build, make_image, running_service, write_corpus
+
+NAMES = [f"photo {n:02d}.jpg" for n in range(12)] + [f"png/{n}.png" for n in range(12)]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_encoder):
+    """One service for the read-only tests: 24 images, two with captions."""
+    root = tmp_path_factory.mktemp("served")
+    images = root / "images"
+    write_corpus(images, NAMES)
+    (images / "photo 03.txt").write_text("a sunset over the sea", encoding="utf-8")
+    (images / "png" / "5.txt").write_text("一只猫", encoding="utf-8")
+    build(images, root / "index", tiny_encoder)
+    with running_service(index_dir=root / "index") as service:
+        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.images = images
+        yield service
+
+
+def upload(service, data: bytes, *, k: int = 5, name: str = "q.jpg", content_type: str = "image/jpeg", **params):
+    return service.client.post("/search/image", params={"k": k, **params},
+                               files={"file": (name, data, content_type)})
+
+
+def test_image_query_returns_that_same_image_first_with_score_one(served):
+    answer = upload(served, (served.images / "photo 07.jpg").read_bytes())
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["query"] == {"modality": "image", "target": "image"}
+    assert body["results"][0]["path"] == "photo 07.jpg"
+    assert body["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    png = upload(served, (served.images / "png" / "9.png").read_bytes(), name="x.png", content_type="image/png")
+    assert png.json()["results"][0]["path"] == "png/9.png"
+
+
+def test_text_query_answers_the_contract_sorted_and_at_most_k(served):
+    for k in (1, 7, 1000):
+        body = served.client.post("/search/text", json={"text": "a red circle", "k": k}).json()
+        scores = [hit["score"] for hit in body["results"]]
+        assert len(scores) == min(k, len(NAMES)) and scores == sorted(scores, reverse=True)
+    hit = body["results"][0]
+    assert set(hit) == {"id", "score", "path", "url", "caption"} and hit["url"] == f"/images/{hit['id']}"
+    assert body["model"] == TINY_ARCH and body["index_version"] == "0001" and body["took_ms"] >= 0
+
+
+def test_text_target_searches_captions(served):
+    body = served.client.post("/search/text", json={"text": "一只猫", "target": "text"}).json()
+    assert next((hit["path"], hit["caption"]) for hit in body["results"]) == ("png/5.png", "一只猫")
+    assert len(body["results"]) == 2
+
+
+def test_images_endpoint_serves_indexed_files_only(served):
+    hit = served.client.post("/search/text", json={"text": "x", "k": 1}).json()["results"][0]
+    answer = served.client.get(hit["url"])
+    assert answer.status_code == 200 and answer.content == (served.images / hit["path"]).read_bytes()
+    assert served.client.get("/images/99999").status_code == 404
+    for probe in ("/images/..%2F..%2Fetc%2Fpasswd", "/images/-1", "/images/photo%2001.jpg"):
+        answer = served.client.get(probe)
+        assert answer.status_code in (404, 422) and "root:" not in answer.text
+
+
+def test_info_health_and_readiness(served):
+    info = served.client.get("/info").json()
+    assert (info["count"], info["caption_count"], info["dim"], info["index_type"]) == (24, 2, 32, "IndexFlatIP")
+    assert served.client.get("/healthz").json()["status"] == "alive"
+    assert served.client.get("/readyz").json()["status"] == "ready"
+    assert served.client.get("/openapi.json").json()["paths"].keys() >= {"/search/text", "/search/image"}
+    assert "clipspace" in served.client.get("/").text
+
+
+def truncated_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    make_image(5, size=(400, 300)).save(buffer, "JPEG")
+    return buffer.getvalue()[:2000]
+
+
+def png_bomb() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("1", (12_000, 12_000)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+BAD_REQUESTS = {
+    "empty text": (lambda c: c.post("/search/text", json={"text": ""}), 422),
+    "blank text": (lambda c: c.post("/search/text", json={"text": "   \n"}), 422),
+    "overlong text": (lambda c: c.post("/search/text", json={"text": "a" * 1001}), 422),
+    "k=0": (lambda c: c.post("/search/text", json={"text": "cat", "k": 0}), 422),
+    "k=100000": (lambda c: c.post("/search/text", json={"text": "cat", "k": 100000}), 422),
+    "unknown target": (lambda c: c.post("/search/text", json={"text": "cat", "target": "audio"}), 422),
+    "not json": (lambda c: c.post("/search/text", content=b"{oops", headers={"content-type": "application/json"}),
+                 422),
+    "image k=0": (lambda c: c.post("/search/image?k=0", files={"file": ("a.png", b"x", "image/png")}), 422),
+    "non-image upload": (lambda c: c.post("/search/image", files={"file": ("a.png", b"hello", "image/png")}), 415),
+    "declared as text": (lambda c: c.post("/search/image", files={"file": ("a.txt", b"hello", "text/plain")}), 415),
+    "empty upload": (lambda c: c.post("/search/image", files={"file": ("a.jpg", b"", "image/jpeg")}), 400),
+    "truncated jpeg": (lambda c: c.post("/search/image", files={"file": ("a.jpg", truncated_jpeg(), "image/jpeg")}),
+                       400),
+    "png bomb": (lambda c: c.post("/search/image", files={"file": ("b.png", png_bomb(), "image/png")}), 413),
+    "oversized upload": (lambda c: c.post("/search/image", files={"file": ("big.jpg", b"\xff" * (21 << 20))}), 413),
+    "json to upload route": (lambda c: c.post("/search/image", json={"file": "x"}), 415),
+    "no file field": (lambda c: c.post("/search/image", files={"other": ("a.png", b"x", "image/png")}), 422),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_bad_request_gets_its_4xx_and_the_service_keeps_serving(served, case):
+    send, status = BAD_REQUESTS[case]
+    try:
+        answer = send(served.client)
+    except httpx.TransportError:  # the server may close the connection on an oversized body it refused
+        pytest.fail(f"{case}: connection failed instead of an HTTP {status}")
+    assert answer.status_code == status, answer.text
+    assert "detail" in answer.json()
+    good = upload(served, (served.images / "photo 01.jpg").read_bytes())
+    assert good.status_code == 200 and good.json()["results"][0]["path"] == "photo 01.jpg"
+
+
+def test_concurrent_queries_are_all_answered(served):
+    answers: list[int] = []
+
+    def query(n: int) -> None:
+        with httpx.Client(base_url=served.url, timeout=60) as client:
+            answers.append(client.post("/search/text", json={"text": f"query {n}", "k": 3}).status_code)
+
+    threads = [threading.Thread(target=query, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [200] * 16
+
+
+def test_service_waits_for_an_index_then_follows_new_versions_without_failing_requests(tmp_path, tiny_encoder):
+    images, index = tmp_path / "images", tmp_path / "index"
+    write_corpus(images, ["one.png", "two.png"])
+    with running_service(index_dir=index) as service:
+        not_ready = service.client.get("/readyz")
+        assert not_ready.status_code == 503 and "index_builder" in not_ready.json()["detail"]
+        assert service.client.post("/search/text", json={"text": "x"}).status_code == 503
+        build(images, index, tiny_encoder)
+        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        assert service.client.get("/info").json()["count"] == 2
+
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def keep_querying() -> None:
+            with httpx.Client(base_url=service.url, timeout=60) as client:
+                while not stop.is_set():
+                    answer = client.post("/search/text", json={"text": "anything", "k": 50})
+                    if answer.status_code != 200:
+                        failures.append(answer.text)
+
+        hammer = threading.Thread(target=keep_querying)
+        hammer.start()
+        try:
+            write_corpus(images, ["three.jpg", "four.jpg"], first_seed=50)
+            (images / "one.png").unlink()
+            build(images, index, tiny_encoder)
+            service.wait_until(lambda: service.client.get("/info").json()["index_version"] == "0002")
+        finally:
+            stop.set()
+            hammer.join()
+        assert failures == []
+        paths = {hit["path"] for hit in service.client.post("/search/text", json={"text": "x", "k": 10}).json()[
+            "results"]}
+        assert paths == {"two.png", "three.jpg", "four.jpg"}
+
+
+def test_a_model_that_is_not_the_index_model_is_refused(tmp_path, tiny_encoder):
+    images, index, model_dir = tmp_path / "images", tmp_path / "index", tmp_path / "model"
+    write_corpus(images, ["one.png"])
+    export_local_dir(tiny_encoder.model, architecture_config(TINY_ARCH), tiny_encoder.preprocess_cfg, model_dir)
+    build(images, index, load_encoder(ModelSpec(f"local-dir:{model_dir}")))
+    retrained = load_encoder(ModelSpec(TINY_ARCH, "none", "fp32", seed=99))
+    export_local_dir(retrained.model, architecture_config(TINY_ARCH), retrained.preprocess_cfg, model_dir)
+    with running_service(index_dir=index) as service:
+        ready = service.client.get("/readyz")
+        assert ready.status_code == 503 and "different model" in ready.json()["detail"]
+        search = service.client.post("/search/text", json={"text": "x"})
+        assert search.status_code == 503 and "Rebuild the index" in search.json()["detail"]
+        assert service.client.get("/healthz").status_code == 200

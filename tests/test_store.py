@@ -1,0 +1,95 @@
+"""Index versions on disk: atomic publishing, verification against the manifest, search semantics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clipspace.errors import IndexBusy, IndexCorrupt, IndexNotReady
+from clipspace.store import (
+    ItemRecord,
+    build_lock,
+    current_version_name,
+    open_current,
+    publish_version,
+    write_version,
+)
+
+MODEL = {"model": "test", "fingerprint": "x"}
+
+
+def unit_rows(count: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def records(count: int, captioned: int = 0) -> list[ItemRecord]:
+    return [ItemRecord(100 + i, f"img/{i}.png", f"{i:064x}", 10, 0, 4, 4, f"caption {i}" if i < captioned else None)
+            for i in range(count)]
+
+
+def publish(index_dir, count=20, factory="Flat", captioned=0, keep=3, seed=0):
+    staging = write_version(index_dir, records(count, captioned), unit_rows(count, seed=seed),
+                            unit_rows(captioned, seed=seed + 1), model=MODEL, factory=factory,
+                            corpus_root=index_dir, report={})
+    return publish_version(index_dir, staging, keep=keep)
+
+
+def test_no_published_version_is_index_not_ready(tmp_path):
+    with pytest.raises(IndexNotReady, match="index_builder"):
+        open_current(tmp_path)
+
+
+def test_search_returns_sorted_scores_ids_and_at_most_k(tmp_path):
+    publish(tmp_path, count=20)
+    version = open_current(tmp_path)
+    query = unit_rows(20)[7]
+    hits = version.search(query, k=5)
+    assert next(hit.id for hit in hits) == 107 and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert len(hits) == 5 and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert len(version.search(query, k=1000)) == 20
+
+
+def test_caption_search_answers_the_captioned_items(tmp_path):
+    publish(tmp_path, count=10, captioned=4)
+    version = open_current(tmp_path)
+    hits = version.search(unit_rows(4, seed=1)[2], k=10, target="text")
+    assert len(hits) == 4 and hits[0].id == 102 and hits[0].caption == "caption 2"
+
+
+def test_hnsw_factory_returns_the_exact_top_hit(tmp_path):
+    publish(tmp_path, count=500, factory="HNSW32,Flat")
+    version = open_current(tmp_path)
+    assert version.index_type() == "IndexHNSWFlat"
+    assert version.search(unit_rows(500)[321], k=10)[0].id == 421
+    assert len(version.search(unit_rows(500)[0], k=300)) == 300
+
+
+def test_publishing_switches_current_and_keeps_only_recent_versions(tmp_path):
+    names = [publish(tmp_path, count=5 + n, keep=2) for n in range(4)]
+    assert names == ["0001", "0002", "0003", "0004"]
+    assert current_version_name(tmp_path) == "0004"
+    assert sorted(p.name for p in (tmp_path / "versions").iterdir()) == ["0003", "0004"]
+    assert open_current(tmp_path).count == 8
+
+
+def test_a_damaged_file_is_refused_on_open(tmp_path):
+    publish(tmp_path, count=5)
+    meta = tmp_path / "versions" / "0001" / "meta.sqlite"
+    meta.write_bytes(meta.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(IndexCorrupt, match=r"meta\.sqlite"):
+        open_current(tmp_path)
+
+
+def test_a_staging_folder_never_becomes_current_and_the_next_build_removes_it(tmp_path):
+    publish(tmp_path, count=5)
+    write_version(tmp_path, records(3), unit_rows(3), unit_rows(0), model=MODEL, factory="Flat",
+                  corpus_root=tmp_path, report={})  # a build that died before publishing
+    assert open_current(tmp_path).count == 5
+    with build_lock(tmp_path):
+        assert not [p for p in (tmp_path / "versions").iterdir() if p.name.startswith(".staging")]
+
+
+def test_two_builds_cannot_hold_the_lock_at_once(tmp_path):
+    with build_lock(tmp_path), pytest.raises(IndexBusy), build_lock(tmp_path):
+        pass
