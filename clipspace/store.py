@@ -166,17 +166,21 @@ class IndexVersion:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.name = self.path.name
-        self.manifest = self._verified_manifest()
-        self.dim: int = self.manifest["dim"]
-        self.count: int = self.manifest["count"]
-        self._faiss = {"image": faiss.read_index(str(self.path / "image.faiss"))}
-        if (self.path / "text.faiss").exists():
-            self._faiss["text"] = faiss.read_index(str(self.path / "text.faiss"))
-        if self._faiss["image"].ntotal != self.count or self._faiss["image"].d != self.dim:
-            raise IndexCorrupt(f"{self.path}: image.faiss holds {self._faiss['image'].ntotal} vectors of dim "
-                               f"{self._faiss['image'].d}, manifest says {self.count} of dim {self.dim}")
-        self._db = sqlite3.connect(f"file:{self.path / 'meta.sqlite'}?mode=ro", uri=True,
-                                   check_same_thread=False)
+        try:
+            self.manifest = self._verified_manifest()
+            self.dim: int = self.manifest["dim"]
+            self.count: int = self.manifest["count"]
+            self._faiss = {target: faiss.read_index(str(self.path / f"{target}.faiss")) for target in TARGETS
+                           if (self.path / f"{target}.faiss").exists()}
+            self._db = sqlite3.connect(f"file:{self.path / 'meta.sqlite'}?mode=ro", uri=True,
+                                       check_same_thread=False)
+            rows = self._db.execute("SELECT count(*) FROM items").fetchone()[0]
+        except (OSError, KeyError, TypeError, RuntimeError, sqlite3.Error) as error:
+            raise IndexCorrupt(f"{self.path}: cannot open this index version: {error}") from error
+        image = self._faiss.get("image")
+        if image is None or image.ntotal != self.count or image.d != self.dim or rows != self.count:
+            raise IndexCorrupt(f"{self.path}: image.faiss and meta.sqlite do not hold the {self.count} "
+                               f"vectors of dim {self.dim} that the manifest announces")
         self._db_lock = threading.Lock()
 
     @property

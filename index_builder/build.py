@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from clipspace.encoder import DualEncoder
 from clipspace.errors import ClipspaceError, ImageRejected, IndexNotReady
-from clipspace.images import DEFAULT_MAX_PIXELS, is_image_path, load_image
+from clipspace.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, is_image_path, load_image
 from clipspace.store import (
     ItemRecord,
     build_lock,
@@ -111,6 +111,9 @@ def build_index(options: BuildOptions, encoder: DualEncoder) -> BuildReport:
         previous, report.full_reembed_reason = _previous_items(options.index, encoder)
         paths = scan_images(root)
         log.info("found %d images under %s (%d in the previous version)", len(paths), root, len(previous))
+        if not paths:
+            log.warning("no image files (%s) under %s: the new version is empty", ", ".join(sorted(
+                IMAGE_SUFFIXES)), root)
         report.removed = len(set(previous) - set(paths))
         next_id = max((item.record.id for item in previous.values()), default=-1) + 1
         items, vectors, embed_seconds, embedded = [], [], 0.0, 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 from pathlib import Path
 
 from clipspace.encoder import ModelSpec, default_precision, load_encoder
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     options = BuildOptions(images=args.images, index=args.index, batch_size=args.batch_size,
                            workers=args.workers, index_type=args.index_type, max_pixels=args.max_pixels,
                            jpeg_draft=not args.no_jpeg_draft, keep_versions=args.keep_versions,
-                           progress=not args.quiet and sys.stderr.isatty())
+                           progress=not args.quiet)
     try:
         if not args.images.is_dir():
             log.error("image folder not found: %s (pass --images DIR)", args.images)

@@ -1,0 +1,24 @@
+# CPU image of the clipspace service. Build:  docker build -t clipspace .
+# Index a folder:  docker run --rm -v "$PWD/photos:/images:ro" -v clipspace-index:/index clipspace \
+#                    python -m index_builder --images /images --index /index
+# Serve it:        docker run --rm -p 8000:8000 -v "$PWD/photos:/images:ro" -v clipspace-index:/index clipspace
+FROM python:3.11-slim
+
+WORKDIR /app
+ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 HF_HOME=/models/hf
+
+# CPU wheels of torch: a tenth of the size of the default CUDA build.
+RUN pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu
+
+COPY pyproject.toml README.md ./
+COPY clipspace clipspace
+COPY index_builder index_builder
+COPY app app
+RUN pip install .
+COPY data/models data/models
+
+ENV CLIPSPACE_INDEX_DIR=/index CLIPSPACE_IMAGES_DIR=/images HOST=0.0.0.0 PORT=8000
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s CMD python -c \
+    "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/readyz')"
+CMD ["sh", "-c", "exec uvicorn app.main:app --host \"$HOST\" --port \"$PORT\""]
