@@ -9,12 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 import torch
 from starlette.concurrency import run_in_threadpool
 
 from app.batching import MicroBatcher
-from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
+from clipspace.encoder import DualEncoder, ModelSpec, load_encoder, with_absolute_paths
 from clipspace.errors import ClipspaceError, ModelMismatch
 from clipspace.images import load_image
 from clipspace.settings import Settings
@@ -95,6 +96,7 @@ class EngineHolder:
         self._slot: EncoderSlot | None = None
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        faiss.omp_set_num_threads(1)  # one query at a time: OpenMP threads would only steal the model's cores
 
     def refresh(self) -> None:
         """Load `current` if it names a version not yet tried. Blocking: call it off the event loop."""
@@ -132,8 +134,9 @@ class EngineHolder:
 
     def _slot_for(self, version: IndexVersion) -> EncoderSlot:
         wanted = version.model
-        spec = ModelSpec(model=self.settings.model or wanted["model"], pretrained=wanted["pretrained"],
-                         precision=wanted["precision"], device=self.settings.device, seed=wanted["seed"] or 0)
+        spec = with_absolute_paths(ModelSpec(
+            model=self.settings.model or wanted["model"], pretrained=wanted["pretrained"],
+            precision=wanted["precision"], device=self.settings.device, seed=wanted["seed"] or 0))
         reuse = self._slot is not None and self._slot.encoder.spec == spec
         encoder = self._slot.encoder if reuse else load_encoder(spec, threads=self.settings.threads)
         self._check_same_model(encoder, wanted)

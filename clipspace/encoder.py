@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +133,23 @@ class DualEncoder:
             return np.concatenate([_normalised(encode(batch)) for batch in _batches(items, batch_size)])
 
 
+def with_absolute_paths(spec: ModelSpec) -> ModelSpec:
+    """Make file references absolute, so the manifest names the same model from any working directory."""
+    model, pretrained = spec.model, spec.pretrained
+    if model.startswith("local-dir:"):
+        model = "local-dir:" + str(Path(model.removeprefix("local-dir:")).expanduser().resolve())
+    elif model.endswith(".json"):
+        model = str(Path(model).expanduser().resolve())
+    if pretrained not in _NO_WEIGHTS and Path(pretrained).expanduser().is_file():
+        pretrained = str(Path(pretrained).expanduser().resolve())
+    return replace(spec, model=model, pretrained=pretrained)
+
+
 def load_encoder(spec: ModelSpec, threads: int | None = None) -> DualEncoder:
     """Load any open_clip model through its one factory; seeded random weights when none are named."""
     if threads:
         torch.set_num_threads(threads)
+    spec = with_absolute_paths(spec)
     name = _register_architecture_file(spec.model)
     pretrained = None if spec.pretrained in _NO_WEIGHTS else spec.pretrained
     try:

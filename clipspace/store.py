@@ -36,7 +36,7 @@ CURRENT = "current"
 VERSIONS = "versions"
 STAGING_PREFIX = ".staging-"
 TARGETS = ("image", "text")
-EXACT_SEARCH_LIMIT = 50_000  # below this, exact search is fast enough and never misses
+EXACT_SEARCH_LIMIT = 200_000  # below this, exact search costs less than embedding the query, and never misses
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ class IndexVersion:
         if index is None or index.ntotal == 0:
             return []
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-        scores, rows = index.search(query, min(k, index.ntotal), params=_search_params(index, k))
+        scores, rows = index.search(query, min(k, index.ntotal), params=search_params(index, k))
         found = [(int(row), min(float(score), 1.0)) for row, score in zip(rows[0], scores[0], strict=True) if row >= 0]
         records = self._records_by_row([row for row, _ in found], "caption_row" if target == "text" else "row")
         return [SearchHit(records[row].id, score, records[row].path, records[row].caption)
@@ -254,7 +254,7 @@ class IndexVersion:
 _COLUMNS = "id, path, sha256, bytes, mtime_ns, width, height, caption"
 
 
-def _search_params(index: faiss.Index, k: int) -> faiss.SearchParameters | None:
+def search_params(index: faiss.Index, k: int) -> faiss.SearchParameters | None:
     """HNSW must explore at least k candidates to be able to return k of them."""
     if isinstance(index, faiss.IndexHNSW):
         return faiss.SearchParametersHNSW(efSearch=max(128, k))

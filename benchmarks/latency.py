@@ -1,0 +1,171 @@
+"""Text-query latency through the real service (uvicorn, HTTP, JSON) against the bare embed call it wraps.
+
+The service runs as its own process, configured only by CLIPSPACE_* variables as in production; the
+concurrent run sends queries from several clients at once, which is what the service's micro-batching is for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from benchmarks.report import progress
+from benchmarks.timing import latency_summary, time_calls
+from clipspace.encoder import DualEncoder
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT_S = 180.0
+REQUEST_TIMEOUT_S = 60.0
+QUERIES = (
+    "a dog running on the beach", "red car parked in the street", "sunset over the mountains",
+    "a bowl of fruit on a wooden table", "people walking in the rain with umbrellas", "a cat asleep on a sofa",
+    "snow-covered pine trees", "a city skyline at night", "children playing football in a park",
+    "an old bicycle leaning against a brick wall", "a plate of pasta", "waves crashing on rocks",
+    "a yellow flower in a green field", "an airplane in a clear blue sky", "a bookshelf full of books",
+    "a bridge across a river", "a person riding a horse", "a cup of coffee and a laptop",
+)
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    queries: int
+    k: int
+    http: dict[str, float]  # client-side: request sent to response parsed
+    http_server_took: dict[str, float]  # the service's own `took_ms`: embed + search, no HTTP
+    bare_embed: dict[str, float]  # encoder.embed_texts([q]) in this process
+    ratio_http_over_bare_p50: float
+    sequential_per_s: float
+    concurrency: int
+    concurrent: dict[str, float] | None  # latency under load, plus queries_per_s and speedup over sequential
+
+
+def measure_latency(encoder: DualEncoder, index_dir: Path, service_env: dict[str, str], queries: int, warmup: int,
+                    k: int, concurrency: int) -> LatencyResult:
+    """Time the bare embed call first, then the service (so the two never share the CPU)."""
+    progress(f"bare embed_texts, {queries} queries")
+    bare = time_calls(lambda i: encoder.embed_texts([QUERIES[i % len(QUERIES)]]), queries, warmup)
+    with running_service(index_dir, service_env) as base_url:
+        progress(f"HTTP POST /search/text, {queries} sequential queries")
+        client_seconds, server_ms = _sequential(base_url, queries, warmup, k)
+        concurrent = None
+        if concurrency > 1:
+            progress(f"HTTP POST /search/text, {concurrency} concurrent clients")
+            concurrent = asyncio.run(_concurrent(base_url, concurrency, max(10, queries // 4), k))
+    sequential_per_s = len(client_seconds) / sum(client_seconds)
+    if concurrent is not None:
+        concurrent["speedup_over_sequential"] = round(concurrent["queries_per_s"] / sequential_per_s, 3)
+    return LatencyResult(
+        queries=queries, k=k, http=latency_summary(client_seconds),
+        http_server_took=latency_summary([ms / 1000 for ms in server_ms]), bare_embed=latency_summary(bare),
+        ratio_http_over_bare_p50=round(statistics.median(client_seconds) / statistics.median(bare), 3),
+        sequential_per_s=round(sequential_per_s, 2), concurrency=concurrency, concurrent=concurrent)
+
+
+@contextlib.contextmanager
+def running_service(index_dir: Path, service_env: dict[str, str]) -> Iterator[str]:
+    """`uvicorn app.main:app` on a free local port, serving `index_dir`; yields its base URL once /readyz is 200.
+
+    `service_env` holds the CLIPSPACE_* settings that must match this process (device, threads).
+    """
+    port = _free_port()
+    env = {**os.environ, **service_env, "CLIPSPACE_INDEX_DIR": str(index_dir)}
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
+               "--log-level", "warning", "--no-access-log"]
+    with tempfile.TemporaryFile() as log:
+        service = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            _wait_ready(base_url, service, log)
+            yield base_url
+        finally:
+            service.terminate()
+            try:
+                service.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                service.kill()
+                service.wait()
+
+
+def _wait_ready(base_url: str, service: subprocess.Popen, log: IO[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if service.poll() is not None:
+            raise RuntimeError(f"the service exited with {service.returncode}:\n{_tail(log)}")
+        try:
+            answer = httpx.get(f"{base_url}/readyz", timeout=5)
+            if answer.status_code == 200:
+                return
+            last = f"{answer.status_code} {answer.text}"
+        except httpx.TransportError as error:
+            last = repr(error)
+        time.sleep(0.2)
+    raise RuntimeError(f"the service was not ready after {READY_TIMEOUT_S:.0f} s ({last}):\n{_tail(log)}")
+
+
+def _tail(log: IO[bytes]) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")[-4000:]
+
+
+def _sequential(base_url: str, queries: int, warmup: int, k: int) -> tuple[list[float], list[float]]:
+    server_ms: list[float] = []
+    with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
+        def ask(i: int) -> None:
+            server_ms.append(_check(client.post("/search/text", json=_body(i, k))))
+
+        seconds = time_calls(ask, queries, warmup)
+    return seconds, server_ms[warmup:]
+
+
+async def _concurrent(base_url: str, clients: int, queries_per_client: int, k: int) -> dict[str, float]:
+    """`clients` loops each sending `queries_per_client` queries back to back; the first round is warm-up."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S, limits=limits) as client:
+        async def one(i: int) -> float:
+            started = time.perf_counter()
+            _check(await client.post("/search/text", json=_body(i, k)))
+            return time.perf_counter() - started
+
+        async def loop(first: int) -> list[float]:
+            return [await one(first + n) for n in range(queries_per_client)]
+
+        await asyncio.gather(*(one(n) for n in range(clients)))
+        started = time.perf_counter()
+        per_client = await asyncio.gather(*(loop(c * queries_per_client) for c in range(clients)))
+        wall = time.perf_counter() - started
+    seconds = [value for values in per_client for value in values]
+    return {**latency_summary(seconds), "queries_per_s": round(len(seconds) / wall, 2)}
+
+
+def _body(i: int, k: int) -> dict:
+    return {"text": QUERIES[i % len(QUERIES)], "k": k, "target": "image"}
+
+
+def _check(answer: httpx.Response) -> float:
+    """A failed or empty answer would time an error path: stop the benchmark instead. Returns the server's took_ms."""
+    if answer.status_code != 200:
+        raise RuntimeError(f"POST /search/text answered {answer.status_code}: {answer.text[:500]}")
+    payload = answer.json()
+    if not payload["results"]:
+        raise RuntimeError("POST /search/text answered no results; is the index empty?")
+    return float(payload["took_ms"])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -1,0 +1,94 @@
+"""What a person reads: progress on stderr while it runs, then one table on stdout drawn from the JSON result."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+BUSY_LOAD = 0.5  # 1-minute load average of an idle machine stays well below this
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def render(result: dict[str, Any]) -> str:
+    """The table; every number in it is also in the JSON file, measured in the same run."""
+    lines = _header(result)
+    if result.get("builder"):
+        lines += ["", *_builder(result["builder"], result["corpus"])]
+    if result.get("latency"):
+        lines += ["", *_latency(result["latency"])]
+    if result.get("faiss"):
+        lines += ["", *_faiss(result["faiss"], result["model"]["dim"], result["k"])]
+    return "\n".join(lines)
+
+
+def _header(result: dict[str, Any]) -> list[str]:
+    model, machine = result["model"], result["machine"]
+    lines = [f"clipspace benchmark: {model['model']} (pretrained {model['pretrained']}, {model['precision']}, "
+             f"{model['device']}, dim {model['dim']}, image size {model['image_size']})",
+             f"machine: {machine['cpu_model']}, {machine['usable_cores']}/{machine['cores']} cores, torch threads "
+             f"{machine['torch_threads']}, native bf16 {'yes' if machine['native_bf16'] else 'no'}, load avg "
+             f"{machine['load_avg_start'][0]} at start, {machine['load_avg_end'][0]} at end",
+             f"command: {result['command']}"]
+    if result.get("note"):
+        lines.append(f"note: {result['note']}")
+    if machine["load_avg_start"][0] > BUSY_LOAD:
+        lines.append(f"warning: load average {machine['load_avg_start'][0]} before the run: something else was using "
+                     "the CPU, so these numbers are contended, not a baseline")
+    return lines
+
+
+def _builder(builder: dict[str, Any], corpus: dict[str, Any]) -> list[str]:
+    size = "x".join(map(str, corpus["image_size"])) if corpus["image_size"] else "as found"
+    origin = "generated" if corpus["generated"] else corpus["root"]
+    verdict = "ok" if builder["draft_cosine_ok"] else "BELOW 0.999"
+    return [
+        f"1. Builder: {corpus['count']} JPEGs ({origin}, {size}, {corpus['mean_kb']} kB mean), "
+        f"batch {builder['batch_size']}, {builder['workers']} decode workers",
+        _row("end to end, jpeg draft on (build_index, fresh index)", f"{builder['end_to_end_per_s']:.1f} img/s"),
+        _row("end to end, jpeg draft off", f"{builder['end_to_end_no_draft_per_s']:.1f} img/s"),
+        _row("raw forward (embed_pixels, same batch size)", f"{builder['raw_forward_per_s']:.1f} img/s"),
+        _row(f"decode + preprocess only ({builder['workers']} threads, draft on)",
+             f"{builder['decode_only_per_s']:.1f} img/s"),
+        _row("ratio end to end / raw forward", f"{builder['ratio_end_to_end_over_raw']:.3f}"),
+        _row("jpeg draft speed-up (on / off, end to end)", f"{builder['draft_speedup']:.2f}x"),
+        _row("cosine draft vs full decode (min / mean)",
+             f"{builder['draft_cosine_min']:.5f} / {builder['draft_cosine_mean']:.5f} {verdict}"),
+    ]
+
+
+def _latency(latency: dict[str, Any]) -> list[str]:
+    def timing(label: str, summary: dict[str, float]) -> str:
+        return _row(label, f"p50 {summary['p50_ms']:8.2f} ms   p95 {summary['p95_ms']:8.2f} ms")
+
+    lines = [f"2. Text query latency: {latency['queries']} sequential queries after warm-up, k={latency['k']}",
+             timing("HTTP POST /search/text (client side)", latency["http"]),
+             timing("  of which the service's took_ms (embed + search)", latency["http_server_took"]),
+             timing("bare encoder.embed_texts([q]) in process", latency["bare_embed"]),
+             _row("ratio HTTP / bare (p50)", f"{latency['ratio_http_over_bare_p50']:.2f}x"),
+             _row("sequential throughput", f"{latency['sequential_per_s']:.1f} queries/s")]
+    concurrent = latency.get("concurrent")
+    if concurrent:
+        lines += [timing(f"{latency['concurrency']} concurrent clients", concurrent),
+                  _row(f"{latency['concurrency']} concurrent clients throughput",
+                       f"{concurrent['queries_per_s']:.1f} queries/s "
+                       f"({concurrent['speedup_over_sequential']:.2f}x sequential)")]
+    return lines
+
+
+def _faiss(results: list[dict[str, Any]], dim: int, k: int) -> list[str]:
+    lines = [f"3. FAISS search: random unit vectors, dim {dim}, k={k}, one query per call (p50 / p95 ms)",
+             f"  {'vectors':>9}  {'index':<12} {'write s':>8}  {'IndexVersion.search':>21}  {'raw faiss':>17}  "
+             f"{'recall@k':>8}"]
+    for result in results:
+        version, raw = result["index_version_search"], result["raw_faiss_search"]
+        lines.append(f"  {result['size']:>9,}  {result['factory']:<12} {result['write_seconds']:>8.2f}  "
+                     f"{version['p50_ms']:>10.3f} / {version['p95_ms']:<8.3f}  "
+                     f"{raw['p50_ms']:>7.3f} / {raw['p95_ms']:<7.3f}  {result['recall_at_k']:>8.4f}")
+    return lines
+
+
+def _row(label: str, value: str) -> str:
+    return f"  {label:<56} {value}"
