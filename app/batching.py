@@ -33,10 +33,6 @@ class MicroBatcher:
         await self._queue.put((item, future))
         return await future
 
-    async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:

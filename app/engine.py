@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.batching import MicroBatcher
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder, with_absolute_paths
-from clipspace.errors import ClipspaceError, ModelMismatch
+from clipspace.errors import ClipspaceError, ItemNotFound, ModelLoadError, ModelMismatch, ModelUnavailable
 from clipspace.images import load_image
 from clipspace.settings import Settings
 from clipspace.store import IndexVersion, SearchHit, current_version_name
@@ -50,15 +52,16 @@ class Engine:
     async def embed_text(self, text: str) -> np.ndarray:
         return await self.slot.texts.embed(text)
 
-    async def embed_image(self, data: bytes, max_pixels: int) -> np.ndarray:
+    async def embed_image(self, data: bytes, max_pixels: int, decoding: asyncio.Semaphore) -> np.ndarray:
         """Decode and preprocess on a worker thread (never the event loop), then join the pixel batch.
 
         JPEGs are drafted exactly as the builder drafts them, so a file sent back as a query embeds to the
-        very vector stored for it.
+        very vector stored for it. `decoding` bounds how many uploads are decoded (and held) at once.
         """
         encoder = self.slot.encoder
-        pixels = await run_in_threadpool(lambda: encoder.preprocess(
-            load_image(data, max_pixels=max_pixels, draft_size=encoder.image_size)))
+        async with decoding:
+            pixels = await run_in_threadpool(lambda: encoder.preprocess(
+                load_image(data, max_pixels=max_pixels, draft_size=encoder.image_size)))
         return await self.slot.pixels.embed(pixels)
 
     async def search(self, vector: np.ndarray, k: int, target: str) -> list[SearchHit]:
@@ -66,36 +69,46 @@ class Engine:
 
     async def probe(self) -> None:
         """Prove the model answers: embed a text and check it is a unit vector of the index's dimension."""
-        vector = await self.embed_text(PROBE_TEXT)
+        try:
+            vector = await self.embed_text(PROBE_TEXT)
+        except Exception as error:
+            raise ModelUnavailable(f"the model failed to embed a probe: {error}") from error
         if vector.shape != (self.version.dim,) or not np.isfinite(vector).all():
-            raise ModelMismatch(f"the model answered a vector of shape {vector.shape}; the index holds "
-                                f"{self.version.dim}-d vectors")
+            raise ModelUnavailable(f"the model answered a vector of shape {vector.shape}; the index holds "
+                                   f"{self.version.dim}-d vectors")
 
-    def image_file(self, item_id: int) -> Path | None:
-        """The file of an indexed item; None for ids the index does not hold (no client path ever reaches disk)."""
+    def image_file(self, item_id: int) -> Path:
+        """The file of an indexed item; nothing else (no client path ever reaches the disk)."""
         item = self.version.item(item_id)
         if item is None:
-            return None
+            raise ItemNotFound(f"no indexed image with id {item_id}")
         root = self.version.corpus_root.resolve()
         path = (root / item.path).resolve()
-        return path if path.is_relative_to(root) and path.is_file() else None
+        if not (path.is_relative_to(root) and path.is_file()):
+            raise ItemNotFound(f"the file of image {item_id} is no longer in the image folder")
+        return path
 
 
 class EngineHolder:
     """Loads the version named by INDEX_DIR/current and its model, and follows `current` as it moves.
 
-    A version that fails to load (model mismatch, corrupt files) is reported by /readyz and never replaces
-    a working engine; it is not retried until `current` names another version.
+    A version that fails to load is reported by /readyz and never replaces a working engine. A failure that
+    may pass (a model that could not be loaded, an unexpected error) is retried after RETRY_AFTER_S; a
+    version that is wrong (model mismatch, corrupt files) is not retried until `current` names another.
     """
+
+    RETRY_AFTER_S = 30.0
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine: Engine | None = None
-        self.problem: str | None = "starting: the index has not been loaded yet"
+        self.problem: str | None = "starting: loading the index and its model"
         self._tried: str | None = None
+        self._retry_at = 0.0
         self._slot: EncoderSlot | None = None
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.decoding = asyncio.Semaphore(min(4, os.cpu_count() or 1))  # bounds decoded uploads in memory
         faiss.omp_set_num_threads(1)  # one query at a time: OpenMP threads would only steal the model's cores
 
     def refresh(self) -> None:
@@ -106,49 +119,55 @@ class EngineHolder:
                 self.problem = (f"no index published at {self.settings.index_dir} yet: build one with "
                                 f"`python -m index_builder --index {self.settings.index_dir}`")
                 return
-            if name == self._tried:
+            if name == self._tried or time.monotonic() < self._retry_at:
                 return
             self._tried = name
             try:
                 version = IndexVersion(Path(self.settings.index_dir) / "versions" / name)
                 slot = self._slot_for(version)
-            except ClipspaceError as error:
-                self.problem = f"index version {name}: {error}"
-                log.error("not serving %s", self.problem)
+            except Exception as error:
+                self._refused(name, error)
                 return
             self.engine, self.problem = Engine(version, slot), None
             log.info("serving index version %s (%d items, model %s)", name, version.count,
                      version.model["model"])
 
     async def follow(self) -> None:
-        """Poll `current` forever; a newly published version is picked up without a restart."""
+        """Load the index now, then poll `current` forever: new versions are picked up without a restart."""
         while True:
+            await run_in_threadpool(self.refresh)
             await asyncio.sleep(self.settings.reload_interval_s)
-            try:
-                await run_in_threadpool(self.refresh)
-            except Exception:  # a watcher that dies would silently freeze the index; log and keep polling
-                log.exception("index refresh failed")
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def _refused(self, name: str, error: Exception) -> None:
+        serving = f" (still serving version {self.engine.version.name})" if self.engine else ""
+        self.problem = f"index version {name} not loaded{serving}: {error}"
+        log.error("%s", self.problem, exc_info=not isinstance(error, ClipspaceError))
+        if isinstance(error, ModelLoadError) or not isinstance(error, ClipspaceError):
+            self._tried, self._retry_at = None, time.monotonic() + self.RETRY_AFTER_S
+
     def _slot_for(self, version: IndexVersion) -> EncoderSlot:
         wanted = version.model
         spec = with_absolute_paths(ModelSpec(
-            model=self.settings.model or wanted["model"], pretrained=wanted["pretrained"],
+            model=self.settings.model or wanted["model"], pretrained=self.settings.pretrained or wanted["pretrained"],
             precision=wanted["precision"], device=self.settings.device, seed=wanted["seed"] or 0))
         reuse = self._slot is not None and self._slot.encoder.spec == spec
         encoder = self._slot.encoder if reuse else load_encoder(spec, threads=self.settings.threads)
-        self._check_same_model(encoder, wanted)
+        _check_same_model(encoder, wanted)
         if not reuse:
             self._slot = EncoderSlot(encoder, self._executor, self.settings.max_batch)
         return self._slot
 
-    @staticmethod
-    def _check_same_model(encoder: DualEncoder, wanted: dict) -> None:
-        if encoder.fingerprint != wanted["fingerprint"] or encoder.dim != wanted.get("dim", encoder.dim):
-            raise ModelMismatch(
-                f"the index was built with {wanted['model']} (weights {wanted['fingerprint']}), but "
-                f"{encoder.spec.model} has weights {encoder.fingerprint}: queries would be embedded by a "
-                "different model than the images. Rebuild the index with this model, or point "
-                "CLIPSPACE_MODEL at the model the index was built with.")
+
+def _check_same_model(encoder: DualEncoder, wanted: dict) -> None:
+    """Same weights, same preprocessing, same dimension: anything else would answer silently wrong."""
+    now = encoder.identity
+    differs = [key for key in ("fingerprint", "preprocess", "dim") if now[key] != wanted.get(key)]
+    if differs:
+        raise ModelMismatch(
+            f"the index was built with {wanted['model']} (weights {wanted['fingerprint']}), but "
+            f"{encoder.spec.model} differs in {', '.join(differs)} (weights {encoder.fingerprint}): queries would "
+            "be embedded by a different model than the images. Rebuild the index with this model, or point "
+            "CLIPSPACE_MODEL at the model the index was built with.")

@@ -11,10 +11,13 @@ from clipspace.errors import (
     ClipspaceError,
     CorruptImage,
     EmptyImage,
+    ImageShapeRejected,
     ImageTooLarge,
     IndexCorrupt,
     IndexNotReady,
+    ItemNotFound,
     ModelMismatch,
+    ModelUnavailable,
     NotAnImage,
 )
 
@@ -25,7 +28,10 @@ STATUS_FOR = {
     CorruptImage: 400,
     NotAnImage: 415,
     ImageTooLarge: 413,
+    ImageShapeRejected: 400,
+    ItemNotFound: 404,
     IndexNotReady: 503,
+    ModelUnavailable: 503,
     IndexCorrupt: 503,
     ModelMismatch: 503,
 }
@@ -45,3 +51,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, error)
         return JSONResponse({"detail": str(error)}, status_code=status)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(error).__name__}"}, status_code=500)

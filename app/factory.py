@@ -10,16 +10,16 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
-from starlette.concurrency import run_in_threadpool
 
 from app import routes
 from app.engine import EngineHolder
 from app.errors import install_error_handlers
-from app.limits import UploadGuard
+from app.limits import BodyGuard, BodyLimit
 from clipspace import __version__
 from clipspace.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
+MAX_JSON_BYTES = 64 * 1024  # a query of 1000 characters is at most 4 kB of UTF-8; anything far beyond is abuse
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +29,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        holder = app.state.holder
-        await run_in_threadpool(holder.refresh)  # a missing or bad index is a 503, not a failed start
-        follower = asyncio.create_task(holder.follow())
+        # The index and its model load in the background: /healthz answers at once, /readyz says 503 until
+        # they are loaded, and a missing or bad index is a 503 with a detail, never a failed start.
+        follower = asyncio.create_task(app.state.holder.follow())
         yield
         follower.cancel()
-        holder.close()
+        app.state.holder.close()
 
     app = FastAPI(title="clipspace", version=__version__, lifespan=lifespan,
                   description="Search images by text or by example image in one shared CLIP embedding space.")
     app.state.holder = EngineHolder(settings)
-    app.add_middleware(UploadGuard, paths=frozenset({"/search/image"}), max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyGuard, limits={
+        "/search/image": BodyLimit(settings.max_upload_bytes, "multipart/form-data",
+                                   "send the image as multipart/form-data with a field named 'file'"),
+        "/search/text": BodyLimit(MAX_JSON_BYTES)})
     install_error_handlers(app)
     for router in (routes.search, routes.items, routes.health):
         app.include_router(router)

@@ -1,35 +1,43 @@
-"""Guards uploads before any parsing: only multipart bodies, and never more bytes than the limit."""
+"""Guards request bodies before any parsing: the right content type, and never more bytes than the limit."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class UploadGuard:
-    """ASGI middleware for upload routes: 415 unless multipart/form-data, 413 past `max_bytes`.
+@dataclass(frozen=True)
+class BodyLimit:
+    max_bytes: int
+    content_type: str | None = None  # required prefix of the Content-Type header, when set
+    content_type_hint: str = ""
 
-    The body is read here, up to the limit, and replayed to the app: an oversized upload is refused after
-    `max_bytes` + 1 bytes (never spooled to disk), whether or not the client sent a Content-Length.
+
+class BodyGuard:
+    """ASGI middleware: 415 for a wrong content type, 413 past a route's byte limit.
+
+    The body is read here, up to the limit, and replayed to the app: an oversized body is refused after
+    `max_bytes` + 1 bytes (never buffered whole, never spooled to disk), with or without a Content-Length.
     """
 
-    def __init__(self, app: ASGIApp, paths: frozenset[str], max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, limits: dict[str, BodyLimit]) -> None:
         self.app = app
-        self.paths = paths
-        self.max_bytes = max_bytes
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths or scope["method"] != "POST":
+        limit = self.limits.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if limit is None:
             await self.app(scope, receive, send)
             return
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
-        if not headers.get("content-type", "").lower().startswith("multipart/form-data"):
-            await _reject(send, 415, "send the image as multipart/form-data with a field named 'file'")
+        if limit.content_type and not headers.get("content-type", "").lower().startswith(limit.content_type):
+            await _reject(send, 415, limit.content_type_hint or f"send {limit.content_type}")
             return
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await _reject(send, 413, f"upload of {int(declared):,} bytes exceeds the {self.max_bytes:,}-byte limit")
+        if declared.isdigit() and int(declared) > limit.max_bytes:
+            await _reject(send, 413, f"body of {int(declared):,} bytes exceeds the {limit.max_bytes:,}-byte limit")
             return
         body, more = bytearray(), True
         while more:
@@ -38,8 +46,8 @@ class UploadGuard:
                 return
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await _reject(send, 413, f"upload exceeds the {self.max_bytes:,}-byte limit")
+            if len(body) > limit.max_bytes:
+                await _reject(send, 413, f"body exceeds the {limit.max_bytes:,}-byte limit")
                 return
         await self.app(scope, _replay(bytes(body), receive), send)
 

@@ -6,7 +6,8 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
 
 from app.engine import Engine, EngineHolder
 from app.schemas import (
@@ -23,13 +24,17 @@ from clipspace.errors import IndexNotReady, NotAnImage
 from clipspace.store import SearchHit
 
 ACCEPTED_UPLOAD_TYPES = ("image/", "application/octet-stream")
+MAX_ITEM_ID = 2**63 - 1  # SQLite's integer range
 
 
 def holder(request: Request) -> EngineHolder:
     return request.app.state.holder
 
 
-def engine(holder: Annotated[EngineHolder, Depends(holder)]) -> Engine:
+Holder = Annotated[EngineHolder, Depends(holder)]
+
+
+def engine(holder: Holder) -> Engine:
     """The engine serving right now; a request keeps it to the end even if a new version is published."""
     if holder.engine is None:
         raise IndexNotReady(holder.problem or "no index loaded")
@@ -53,24 +58,20 @@ async def search_text(query: TextQuery, serving: Serving) -> SearchResponse:
 
 @search.post("/image", response_model=SearchResponse,
              responses={400: {"model": Status}, 413: {"model": Status}, 415: {"model": Status}})
-async def search_image(request: Request, serving: Serving, file: Annotated[UploadFile, File()],
+async def search_image(holder: Holder, serving: Serving, file: Annotated[UploadFile, File()],
                        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10, target: Target = "image") -> SearchResponse:
     started = time.perf_counter()
     declared = (file.content_type or "application/octet-stream").lower()
     if not declared.startswith(ACCEPTED_UPLOAD_TYPES):
         raise NotAnImage(f"the uploaded file is declared as {declared}, not an image")
-    settings = request.app.state.holder.settings
-    vector = await serving.embed_image(await file.read(), settings.max_image_pixels)
+    vector = await serving.embed_image(await file.read(), holder.settings.max_image_pixels, holder.decoding)
     hits = await serving.search(vector, k, target)
     return _response(serving, "image", target, hits, started)
 
 
 @items.get("/images/{item_id}", response_class=FileResponse, responses={404: {"model": Status}})
-async def image_file(item_id: int, serving: Serving):
-    path = serving.image_file(item_id)
-    if path is None:
-        return JSONResponse({"detail": f"no indexed image with id {item_id}"}, status_code=404)
-    return FileResponse(path)
+async def image_file(item_id: Annotated[int, PathParam(ge=0, le=MAX_ITEM_ID)], serving: Serving) -> FileResponse:
+    return FileResponse(serving.image_file(item_id))
 
 
 @items.get("/info", response_model=IndexInfo)
@@ -88,9 +89,10 @@ async def healthz() -> Status:
 
 
 @health.get("/readyz", response_model=Status, responses={503: {"model": Status}})
-async def readyz(serving: Serving) -> Status:
+async def readyz(holder: Holder, serving: Serving) -> Status:
     await serving.probe()
-    return Status(status="ready", detail=f"index version {serving.version.name}, {serving.version.count} items")
+    detail = f"index version {serving.version.name}, {serving.version.count} items"
+    return Status(status="ready", detail=f"{detail}; {holder.problem}" if holder.problem else detail)
 
 
 def _response(serving: Engine, modality: str, target: str, hits: list[SearchHit], started: float) -> SearchResponse:

@@ -22,11 +22,19 @@ class CorruptImage(ImageRejected):
 
 
 class ImageTooLarge(ImageRejected):
-    """More pixels than the configured limit: refused before decoding (decompression-bomb guard)."""
+    """More pixels (or bytes) than the configured limit: refused before decoding (decompression-bomb guard)."""
+
+
+class ImageShapeRejected(ImageRejected):
+    """A sliver (e.g. 4000x1): resizing its short side to the model's input would need gigabytes."""
 
 
 class ModelLoadError(ClipspaceError):
     """The model named by a spec or a manifest cannot be loaded (unknown name, missing files, no network)."""
+
+
+class ModelUnavailable(ClipspaceError):
+    """The model is loaded but does not answer a probe correctly."""
 
 
 class ModelMismatch(ClipspaceError):
@@ -43,3 +51,11 @@ class IndexCorrupt(ClipspaceError):
 
 class IndexBusy(ClipspaceError):
     """Another build holds the index lock; two builders must not publish over each other."""
+
+
+class ItemNotFound(ClipspaceError):
+    """No indexed image has this id (or its file is gone): only indexed files are ever served."""
+
+
+class InvalidBuildOptions(ClipspaceError):
+    """The builder was asked for something it cannot do (missing folder, unknown FAISS factory string)."""

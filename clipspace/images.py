@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from clipspace.errors import CorruptImage, EmptyImage, ImageTooLarge, NotAnImage
+from clipspace.errors import CorruptImage, EmptyImage, ImageShapeRejected, ImageTooLarge, NotAnImage
 
 DEFAULT_MAX_PIXELS = 64_000_000  # a 8000x8000 photo; far beyond any camera image we expect to embed
+MAX_ASPECT_RATIO = 50  # panoramas are ~10:1; beyond 50:1 an upscaled short side costs gigabytes
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+# Only the formats we index: Pillow would otherwise also parse EPS (through Ghostscript), PSD, FITS...
+DECODERS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO (multi-picture) too
 _TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _BACKGROUND = (255, 255, 255)
 
@@ -58,8 +61,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return Image.fromarray(_to_8bit(image), "L").convert("RGB")
     if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        background = Image.new("RGB", rgba.size, _BACKGROUND)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
     return image.convert("RGB")
 
 
@@ -67,7 +71,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=DECODERS)
     except Image.DecompressionBombError as error:
         raise ImageTooLarge(str(error)) from error
     except UnidentifiedImageError as error:
@@ -79,6 +83,9 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageTooLarge(f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
     if width == 0 or height == 0:
         raise CorruptImage(f"image has no pixels ({width}x{height})")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageShapeRejected(f"image is {width}x{height}: aspect ratios beyond {MAX_ASPECT_RATIO}:1 "
+                                 "are not supported")
     return image
 
 

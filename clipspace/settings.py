@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from clipspace.images import DEFAULT_MAX_PIXELS
+
 EMBEDDED_MODEL = "local-dir:data/models/clipspace-shapes-v1"
 DEMO_IMAGES = Path("data/demo")
 
@@ -25,7 +27,7 @@ class Settings(BaseSettings):
     precision: str = Field("auto", pattern="^(auto|fp32|bf16)$")
     device: str = "cpu"
     threads: int | None = Field(None, ge=1)
-    max_image_pixels: int = Field(64_000_000, ge=1)
+    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
     reload_interval_s: float = Field(2.0, gt=0)
     max_batch: int = Field(32, ge=1)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -27,7 +28,7 @@ import faiss
 import numpy as np
 
 from clipspace import __version__
-from clipspace.errors import IndexBusy, IndexCorrupt, IndexNotReady
+from clipspace.errors import IndexBusy, IndexCorrupt, IndexNotReady, InvalidBuildOptions
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,25 @@ def choose_factory(index_type: str, count: int) -> str:
     return "Flat" if count < EXACT_SEARCH_LIMIT else "HNSW32,Flat"
 
 
+def check_factory(index_type: str, dim: int) -> None:
+    """Refuse an unknown FAISS factory string before a build spends an hour embedding."""
+    if index_type == "auto":
+        return
+    try:
+        faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        raise InvalidBuildOptions(f"FAISS cannot build index type {index_type!r}: {_first_line(error)}") from error
+
+
 def build_faiss(vectors: np.ndarray, factory: str) -> faiss.Index:
     """An inner-product FAISS index over L2-normalised vectors, so scores are cosine similarities."""
-    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained and len(vectors):
-        index.train(vectors)
+    try:
+        index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained and len(vectors):
+            index.train(vectors)
+    except RuntimeError as error:  # e.g. IVF with fewer vectors than lists
+        raise InvalidBuildOptions(f"FAISS index {factory!r} over {len(vectors)} vectors: "
+                                  f"{_first_line(error)}") from error
     if len(vectors):
         index.add(vectors)
     return index
@@ -80,10 +95,11 @@ def build_faiss(vectors: np.ndarray, factory: str) -> faiss.Index:
 
 def write_version(index_dir: Path, items: Sequence[ItemRecord], image_vectors: np.ndarray,
                   caption_vectors: np.ndarray, *, model: dict[str, Any], factory: str, corpus_root: Path,
-                  report: dict[str, Any]) -> Path:
+                  report: dict[str, Any], next_id: int | None = None) -> Path:
     """Write a complete version into a staging folder and verify it; `publish_version` makes it current.
 
     Rows of `image_vectors` follow `items`; rows of `caption_vectors` follow the items that have a caption.
+    `next_id` is the id the next new path will get: ids of deleted paths are never handed out again.
     """
     staging = Path(index_dir) / VERSIONS / f"{STAGING_PREFIX}{os.getpid()}-{time.time_ns()}"
     staging.mkdir(parents=True)
@@ -103,6 +119,7 @@ def write_version(index_dir: Path, items: Sequence[ItemRecord], image_vectors: n
         "dim": int(image_vectors.shape[1]),
         "count": len(items),
         "caption_count": len(caption_vectors),
+        "next_id": max([next_id or 0, *(item.id + 1 for item in items)]),
         "faiss_factory": factory,
         "corpus_root": str(Path(corpus_root).resolve()),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -188,6 +205,10 @@ class IndexVersion:
         return self.manifest["model"]
 
     @property
+    def next_id(self) -> int:
+        return self.manifest["next_id"]
+
+    @property
     def corpus_root(self) -> Path:
         return Path(self.manifest["corpus_root"])
 
@@ -259,6 +280,12 @@ def search_params(index: faiss.Index, k: int) -> faiss.SearchParameters | None:
     if isinstance(index, faiss.IndexHNSW):
         return faiss.SearchParametersHNSW(efSearch=max(128, k))
     return None
+
+
+def _first_line(error: Exception) -> str:
+    """What a FAISS error says, without the C++ location before it and the stack after it."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return re.sub(r"^Error in .*? at \S+:\d+: ", "", lines[0])
 
 
 def _write_meta(path: Path, items: Sequence[ItemRecord]) -> None:

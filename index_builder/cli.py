@@ -8,9 +8,9 @@ import signal
 from pathlib import Path
 
 from clipspace.encoder import ModelSpec, default_precision, load_encoder
-from clipspace.errors import ClipspaceError, IndexBusy, ModelLoadError
+from clipspace.errors import ClipspaceError, IndexBusy, InvalidBuildOptions, ModelLoadError
 from clipspace.settings import EMBEDDED_MODEL, Settings
-from index_builder.build import BuildOptions, BuildReport, build_index
+from index_builder.build import BuildOptions, BuildReport, build_index, check_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -42,10 +42,9 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     parser.add_argument("--no-jpeg-draft", action="store_true", help="always decode JPEGs at full size")
     parser.add_argument("--keep-versions", type=int, default=3)
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
-    args = parser.parse_args(argv)
-    if args.batch_size < 1 or args.workers < 1 or args.keep_versions < 1:
-        parser.error("--batch-size, --workers and --keep-versions must be at least 1")
-    return args
+    parser.add_argument("--max-file-bytes", type=int, default=BuildOptions.max_file_bytes,
+                        help="skip larger files without reading them")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,16 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     options = BuildOptions(images=args.images, index=args.index, batch_size=args.batch_size,
                            workers=args.workers, index_type=args.index_type, max_pixels=args.max_pixels,
                            jpeg_draft=not args.no_jpeg_draft, keep_versions=args.keep_versions,
+                           max_file_bytes=args.max_file_bytes,
                            progress=not args.quiet)
     try:
-        if not args.images.is_dir():
-            log.error("image folder not found: %s (pass --images DIR)", args.images)
-            return EXIT_USAGE
+        check_options(options)
         encoder = load_encoder(spec, threads=args.threads)
         report = build_index(options, encoder)
     except KeyboardInterrupt:
         log.error("interrupted: nothing was published; the previous version keeps serving")
         return EXIT_INTERRUPTED
+    except InvalidBuildOptions as error:
+        log.error("%s", error)
+        return EXIT_USAGE
     except ModelLoadError as error:
         hint = " (the embedded model lives in data/models/: run from the repository root)" \
             if args.model == EMBEDDED_MODEL else ""

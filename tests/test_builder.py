@@ -10,8 +10,10 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from clipspace.encoder import ModelSpec, load_encoder
+from clipspace.errors import InvalidBuildOptions
 from clipspace.store import current_version_name, open_current
 from index_builder.build import scan_images
 from tests.conftest import ROOT, TINY_ARCH, build, make_image, write_corpus
@@ -113,12 +115,56 @@ def test_caption_sidecars_are_stored_and_searchable_as_text(tmp_path, corpus, ti
     assert (report.captions_embedded, report.captions_reused, report.reused) == (1, 1, len(NAMES))
 
 
-def test_a_model_change_forces_a_full_reembed(tmp_path, corpus, tiny_encoder):
+def ids_by_path(index_dir) -> dict[str, int]:
+    return {record.path: record.id for record, _, _ in open_current(index_dir).items()}
+
+
+@pytest.mark.parametrize(("change", "named"), [({"seed": 7}, "fingerprint"), ({"precision": "bf16"}, "precision")],
+                         ids=["weights", "precision"])
+def test_a_model_change_forces_a_full_reembed_and_keeps_ids(tmp_path, corpus, tiny_encoder, change, named):
     build(corpus, tmp_path / "index", tiny_encoder)
-    other = load_encoder(ModelSpec(TINY_ARCH, "none", "fp32", seed=7))
+    ids = ids_by_path(tmp_path / "index")
+    other = load_encoder(ModelSpec(**{"model": TINY_ARCH, "pretrained": "none", "precision": "fp32", **change}))
     report = build(corpus, tmp_path / "index", other)
-    assert report.reused == 0 and report.added == len(NAMES)
-    assert "model changed" in report.full_reembed_reason
+    assert (report.reused, report.updated, report.added) == (0, len(NAMES), 0)
+    assert "model changed" in report.full_reembed_reason and named in report.full_reembed_reason
+    assert ids_by_path(tmp_path / "index") == ids
+
+
+def test_ids_of_deleted_files_are_never_handed_out_again(tmp_path, corpus, tiny_encoder):
+    build(corpus, tmp_path / "index", tiny_encoder)
+    highest = max(ids_by_path(tmp_path / "index").items(), key=lambda item: item[1])
+    (corpus / highest[0]).unlink()
+    build(corpus, tmp_path / "index", tiny_encoder)
+    write_corpus(corpus, ["late.png"], first_seed=300)
+    build(corpus, tmp_path / "index", tiny_encoder)
+    assert ids_by_path(tmp_path / "index")["late.png"] == highest[1] + 1
+
+
+def test_odd_files_are_skipped_with_a_reason_and_never_abort_the_build(tmp_path, corpus, tiny_encoder):
+    outside = tmp_path / "outside.png"
+    make_image(40).save(outside)
+    (corpus / "link.png").symlink_to(outside)
+    Image.new("RGB", (3000, 2)).save(corpus / "sliver.png")
+    (corpus / "huge.jpg").write_bytes(b"\xff" * 200_000)
+    latin1 = os.fsencode(corpus) + b"/caf\xe9.png"  # a name in Latin-1, not UTF-8
+    with open(latin1, "wb") as handle:
+        make_image(42).save(handle, "PNG")
+    report = build(corpus, tmp_path / "index", tiny_encoder, max_file_bytes=100_000)
+    reasons = dict(report.skipped)
+    assert "outside the image folder" in reasons["link.png"]
+    assert "aspect" in reasons["sliver.png"]
+    assert "limit" in reasons["huge.jpg"]
+    assert "UTF-8" in reasons["caf\ufffd.png"]
+    assert report.added == len(NAMES) and open_current(tmp_path / "index").count == len(NAMES)
+
+
+def test_an_unknown_index_type_is_refused_before_anything_is_embedded(tmp_path, corpus, tiny_encoder):
+    with pytest.raises(InvalidBuildOptions, match="Bogus"):
+        build(corpus, tmp_path / "index", tiny_encoder, index_type="Bogus")
+    with pytest.raises(InvalidBuildOptions, match="IVF64"):  # more lists than vectors to train them
+        build(corpus, tmp_path / "index", tiny_encoder, index_type="IVF64,Flat")
+    assert current_version_name(tmp_path / "index") is None
 
 
 def test_jpeg_draft_keeps_embeddings_within_cosine_0_999_of_a_full_decode(tmp_path, tiny_encoder):
@@ -153,25 +199,33 @@ def test_cli_builds_and_prints_what_it_did(tmp_path, corpus):
     assert f"{len(NAMES)} added" in output and "1 skipped" in output and "skipped bad.jpg" in output
 
 
+@pytest.fixture(scope="module")
+def big_corpus(tmp_path_factory):
+    """Enough images that a build is still embedding a second after it starts."""
+    images = tmp_path_factory.mktemp("big")
+    write_corpus(images, [f"{n:04d}.jpg" for n in range(2000)], first_seed=1000)
+    return images
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
-def test_interrupting_a_build_leaves_the_previous_version_serving(tmp_path, tiny_encoder, signum):
-    images, index = tmp_path / "images", tmp_path / "index"
-    write_corpus(images, ["first.png"])
-    build(images, index, tiny_encoder)
-    write_corpus(images, [f"more/{n}.jpg" for n in range(800)], first_seed=1000)
-    process = run_cli("--images", str(images), "--index", str(index), "--model", TINY_ARCH, "--pretrained",
+def test_interrupting_a_build_leaves_the_previous_version_serving(tmp_path, tiny_encoder, big_corpus, signum):
+    first, index = tmp_path / "first", tmp_path / "index"
+    write_corpus(first, ["first.png"])
+    build(first, index, tiny_encoder)
+    process = run_cli("--images", str(big_corpus), "--index", str(index), "--model", TINY_ARCH, "--pretrained",
                       "none", "--precision", "fp32", "--batch-size", "8", "--workers", "1")
     deadline = time.monotonic() + 120
     for line in process.stdout:  # wait until it is embedding, then interrupt it
-        if "found 801 images" in line or time.monotonic() > deadline:
+        if "found 2000 images" in line or time.monotonic() > deadline:
             break
     time.sleep(0.5)
     os.kill(process.pid, signum)
     output = process.communicate(timeout=60)[0]
-    assert process.returncode != 0, output
+    assert process.returncode != 0, f"the build finished before the signal; make the corpus larger\n{output}"
     if signum != signal.SIGKILL:
         assert process.returncode == 130 and "previous version keeps serving" in output
     assert current_version_name(index) == "0001" and open_current(index).count == 1
-    report = build(images, index, tiny_encoder)  # the next build works and cleans up after the dead one
-    assert report.added == 800 and open_current(index).count == 801
-    assert not [p for p in (index / "versions").iterdir() if p.name.startswith(".")]
+    if signum == signal.SIGKILL:  # no clean-up ran: the next build must work and clean up after the dead one
+        report = build(big_corpus, index, tiny_encoder)
+        assert (report.added, report.removed) == (2000, 1) and open_current(index).count == 2000
+        assert not [p for p in (index / "versions").iterdir() if p.name.startswith(".")]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipspace.errors import CorruptImage, EmptyImage, ImageTooLarge, NotAnImage
+from clipspace.errors import CorruptImage, EmptyImage, ImageShapeRejected, ImageTooLarge, NotAnImage
 from clipspace.images import is_image_path, load_image
 
 
@@ -97,3 +97,15 @@ def test_jpeg_draft_decodes_smaller_but_covers_the_requested_size():
 def test_image_paths_are_recognised_in_any_case(tmp_path):
     assert all(is_image_path(tmp_path / name) for name in ("a.JPG", "b.jpeg", "c.Png", "d.webp", "e.TIFF"))
     assert not any(is_image_path(tmp_path / name) for name in ("a.txt", "b.jpg.part", "c"))
+
+
+def test_slivers_are_refused_before_preprocessing_can_blow_them_up():
+    with pytest.raises(ImageShapeRejected, match="aspect"):
+        load_image(encoded(Image.new("RGB", (4000, 1)), "PNG"))
+    assert load_image(encoded(Image.new("RGB", (1000, 100)), "PNG")).size == (1000, 100)  # a panorama is fine
+
+
+def test_formats_we_do_not_index_are_not_parsed():
+    icon = encoded(Image.new("RGB", (16, 16)), "ICO")
+    with pytest.raises(NotAnImage):
+        load_image(icon)

@@ -94,6 +94,12 @@ def png_bomb() -> bytes:
     return buffer.getvalue()
 
 
+def sliver_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (20_000, 1)).save(buffer, "PNG")  # upscaled to the model's input it would need gigabytes
+    return buffer.getvalue()
+
+
 BAD_REQUESTS = {
     "empty text": (lambda c: c.post("/search/text", json={"text": ""}), 422),
     "blank text": (lambda c: c.post("/search/text", json={"text": "   \n"}), 422),
@@ -112,6 +118,10 @@ BAD_REQUESTS = {
     "png bomb": (lambda c: c.post("/search/image", files={"file": ("b.png", png_bomb(), "image/png")}), 413),
     "oversized upload": (lambda c: c.post("/search/image", files={"file": ("big.jpg", b"\xff" * (21 << 20))}), 413),
     "json to upload route": (lambda c: c.post("/search/image", json={"file": "x"}), 415),
+    "huge json body": (lambda c: c.post("/search/text", content=b'{"text": "' + b"a" * (1 << 20) + b'"}',
+                                        headers={"content-type": "application/json"}), 413),
+    "sliver image": (lambda c: c.post("/search/image", files={"file": ("s.png", sliver_png(), "image/png")}), 400),
+    "huge item id": (lambda c: c.get(f"/images/{10**20}"), 422),
     "no file field": (lambda c: c.post("/search/image", files={"other": ("a.png", b"x", "image/png")}), 422),
 }
 
@@ -129,19 +139,22 @@ def test_bad_request_gets_its_4xx_and_the_service_keeps_serving(served, case):
     assert good.status_code == 200 and good.json()["results"][0]["path"] == "photo 01.jpg"
 
 
-def test_concurrent_queries_are_all_answered(served):
-    answers: list[int] = []
+def test_concurrent_queries_each_get_their_own_answer(served):
+    names = NAMES[::2]
+    answers: dict[str, str] = {}
 
-    def query(n: int) -> None:
+    def query(name: str) -> None:
         with httpx.Client(base_url=served.url, timeout=60) as client:
-            answers.append(client.post("/search/text", json={"text": f"query {n}", "k": 3}).status_code)
+            answer = client.post("/search/image", params={"k": 1},
+                                 files={"file": (name, (served.images / name).read_bytes(), "image/jpeg")})
+            answers[name] = answer.json()["results"][0]["path"]
 
-    threads = [threading.Thread(target=query, args=(n,)) for n in range(16)]
+    threads = [threading.Thread(target=query, args=(name,)) for name in names]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert answers == [200] * 16
+    assert answers == {name: name for name in names}
 
 
 def test_service_waits_for_an_index_then_follows_new_versions_without_failing_requests(tmp_path, tiny_encoder):
@@ -189,8 +202,32 @@ def test_a_model_that_is_not_the_index_model_is_refused(tmp_path, tiny_encoder):
     retrained = load_encoder(ModelSpec(TINY_ARCH, "none", "fp32", seed=99))
     export_local_dir(retrained.model, architecture_config(TINY_ARCH), retrained.preprocess_cfg, model_dir)
     with running_service(index_dir=index) as service:
+        service.wait_until(lambda: "starting" not in service.client.get("/readyz").json()["detail"])
         ready = service.client.get("/readyz")
         assert ready.status_code == 503 and "different model" in ready.json()["detail"]
         search = service.client.post("/search/text", json={"text": "x"})
         assert search.status_code == 503 and "Rebuild the index" in search.json()["detail"]
         assert service.client.get("/healthz").status_code == 200
+
+
+def test_a_bf16_index_is_served_in_bf16_and_a_refused_new_version_leaves_it_serving(tmp_path):
+    images, index = tmp_path / "images", tmp_path / "index"
+    write_corpus(images, ["one.jpg", "two.png", "three.jpg"])
+    build(images, index, load_encoder(ModelSpec(TINY_ARCH, "none", "bf16")))
+    with running_service(index_dir=index) as service:
+        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        assert service.client.get("/info").json()["model"]["precision"] == "bf16"
+        best = upload(service, (images / "one.jpg").read_bytes()).json()["results"][0]
+        assert best["path"] == "one.jpg" and best["score"] == pytest.approx(1.0, abs=1e-3)
+
+        newer = tmp_path / "newer"
+        build(images, newer, load_encoder(ModelSpec(TINY_ARCH, "none", "bf16", seed=5)))
+        (index / "versions" / "0002").mkdir()  # publish a version whose files cannot be trusted
+        for part in (newer / "versions" / "0001").iterdir():
+            (index / "versions" / "0002" / part.name).write_bytes(part.read_bytes()[:-1])
+        (index / "current").write_text("0002\n")
+        service.wait_until(lambda: "0002" in service.client.get("/readyz").json()["detail"])
+        ready = service.client.get("/readyz").json()
+        assert ready["status"] == "ready" and "still serving version 0001" in ready["detail"]
+        assert service.client.get("/info").json()["index_version"] == "0001"
+        assert upload(service, (images / "two.png").read_bytes()).json()["results"][0]["path"] == "two.png"
