@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 $(DEMO_IMAGES)/captions.jsonl: | $(STAMP)
-	$(BIN)/python -m clipspace.align world --out $(DEMO_IMAGES) --n $(DEMO_SCENES) --seed $(DEMO_SEED) --split test
+	$(BIN)/python -m clipspace.align world --out $(DEMO_IMAGES) --n $(DEMO_SCENES) --seed $(DEMO_SEED) --split all
 
 demo: $(DEMO_IMAGES)/captions.jsonl
 

@@ -1,0 +1,123 @@
+"""Command line: `python -m clipspace.align world|train|export|eval` — make data, train, export, score."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from clipspace.align import world
+from clipspace.align.train import TrainOptions, train
+from clipspace.errors import ClipspaceError
+
+_FLAG_TYPES = {"str": str, "int": int, "float": float, "str | None": str, "int | None": int}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        return args.command(args)
+    except (ClipspaceError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def run_world(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    manifest = world.write_world(Path(args.out), args.n, args.seed, args.split, args.size)
+    print(f"wrote {args.n} {args.split} scenes (seed {args.seed}, {args.size}px) to {args.out} "
+          f"in {time.perf_counter() - started:.1f}s; manifest {manifest}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    overrides = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainOptions)
+                 if getattr(args, field.name) is not None}
+    options = TrainOptions(**{**read_recipe(args.recipe), **overrides} if args.recipe else overrides)
+    result = train(options)
+    print(json.dumps({"seconds": round(result.seconds, 1), "epoch_losses": result.epoch_losses,
+                      "metrics": result.metrics}, indent=2, ensure_ascii=False))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from clipspace.align.evaluate import evaluate_encoder
+    from clipspace.encoder import ModelSpec, load_encoder
+
+    encoder = load_encoder(ModelSpec(args.model, args.pretrained, device=args.device), threads=args.threads)
+    report = {"model": args.model, "fingerprint": encoder.fingerprint,
+              "data": {source: evaluate_encoder(encoder, Path(source)) for source in args.data}}
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from clipspace.align.export import export_checkpoint
+
+    print(export_checkpoint(Path(args.checkpoint), Path(args.out), args.storage))
+    return 0
+
+
+def read_recipe(path: str) -> dict:
+    """Training options from a recipe JSON; an architecture file it names is found beside the recipe."""
+    recipe = json.loads(Path(path).read_text(encoding="utf-8"))
+    model = Path(path).parent / recipe.get("model", "")
+    if recipe.get("model", "").endswith(".json") and model.is_file():
+        recipe["model"] = str(model)
+    unknown = set(recipe) - {field.name for field in dataclasses.fields(TrainOptions)}
+    if unknown:
+        raise ValueError(f"{path}: unknown training options {sorted(unknown)}")
+    return recipe
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m clipspace.align", description=__doc__)
+    commands = parser.add_subparsers(required=True)
+
+    make = commands.add_parser("world", help="write synthetic scenes: NNNNN.png + NNNNN.txt + captions.jsonl")
+    make.add_argument("--out", required=True)
+    make.add_argument("--n", type=int, required=True)
+    make.add_argument("--seed", type=int, required=True)
+    make.add_argument("--split", choices=world.SPLITS, default="test")
+    make.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    make.set_defaults(command=run_world)
+
+    fit = commands.add_parser("train", help="train or fine-tune an open_clip dual encoder with the CLIP loss")
+    fit.add_argument("--recipe", help="JSON file of training options; flags below override it")
+    for field in dataclasses.fields(TrainOptions):
+        flag = "--" + field.name.replace("_", "-")
+        default = "" if field.default is dataclasses.MISSING else f" (default {field.default})"
+        if field.type == "bool":
+            fit.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=default)
+        else:
+            fit.add_argument(flag, type=_FLAG_TYPES[field.type], default=None, help=default)
+    fit.set_defaults(command=run_train)
+
+    save = commands.add_parser("export", help="write a training checkpoint in open_clip's local-dir layout")
+    save.add_argument("--checkpoint", required=True)
+    save.add_argument("--out", required=True)
+    save.add_argument("--storage", choices=("fp32", "fp16"), default="fp32")
+    save.set_defaults(command=run_export)
+
+    score = commands.add_parser("eval", help="recall@k and attribute precision of a saved model on pairs")
+    score.add_argument("--model", required=True, help="e.g. local-dir:data/models/clipspace-shapes-v1")
+    score.add_argument("--pretrained", default=None)
+    score.add_argument("--data", required=True, action="append",
+                       help="folder (sidecars or captions.jsonl) or manifest; repeat for several splits")
+    score.add_argument("--device", default="cpu")
+    score.add_argument("--threads", type=int, default=None)
+    score.add_argument("--json", help="also write the report here")
+    score.set_defaults(command=run_eval)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Image–caption pair sources for training and evaluation: a folder with sidecars, a manifest, the world."""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import Compose, Normalize
+
+from clipspace.align import world
+from clipspace.images import is_image_path, load_image
+
+
+@dataclass(frozen=True)
+class CaptionedImage:
+    """One pair; `objects` is set for world scenes, so attribute queries can be scored on them."""
+
+    path: Path
+    caption: str
+    objects: tuple[world.SceneObject, ...] | None = None
+
+
+def read_pairs(source: Path) -> list[CaptionedImage]:
+    """Pairs from a folder (`x.jpg` + `x.txt`, or its captions.jsonl) or a .jsonl/.csv manifest."""
+    if source.is_dir():
+        manifest = source / "captions.jsonl"
+        return read_manifest(manifest) if manifest.is_file() else read_folder(source)
+    return read_manifest(source)
+
+
+def read_folder(folder: Path) -> list[CaptionedImage]:
+    """Every image with a `.txt` sidecar, in path order; images without one are not pairs and are left out."""
+    pairs = []
+    for path in sorted(folder.rglob("*")):
+        sidecar = path.with_suffix(".txt")
+        if is_image_path(path) and sidecar.is_file():
+            pairs.append(CaptionedImage(path, sidecar.read_text(encoding="utf-8").strip()))
+    if not pairs:
+        raise ValueError(f"no image with a .txt caption sidecar under {folder}")
+    return pairs
+
+
+def read_manifest(manifest: Path) -> list[CaptionedImage]:
+    """JSONL lines or CSV rows with `path` and `caption`; relative paths are relative to the manifest."""
+    if manifest.suffix == ".jsonl":
+        with manifest.open(encoding="utf-8") as lines:
+            rows = [json.loads(line) for line in lines if line.strip()]
+    elif manifest.suffix == ".csv":
+        with manifest.open(encoding="utf-8", newline="") as table:
+            rows = list(csv.DictReader(table))
+    else:
+        raise ValueError(f"{manifest}: expected a folder, a .jsonl or a .csv manifest")
+    missing = [i for i, row in enumerate(rows) if "path" not in row or "caption" not in row]
+    if missing:
+        raise ValueError(f"{manifest}: rows {missing[:5]} lack a 'path' or 'caption' field")
+    return [CaptionedImage(manifest.parent / row["path"], row["caption"],
+                           world.objects_from_record(row) if "objects" in row else None) for row in rows]
+
+
+def split_normalize(preprocess: Callable) -> tuple[Callable, Normalize]:
+    """Split open_clip's image transform into its PIL stage (resize, crop, mode) and the final Normalize.
+
+    Rendered world images are kept as the exact uint8 pixels the model's own resize produces — the tensor
+    step in between only divides by 255 — so training sees what the service sees when it loads the same
+    scene from a PNG, at a quarter of the memory.
+    """
+    if not isinstance(preprocess, Compose) or not isinstance(preprocess.transforms[-1], Normalize):
+        raise ValueError("expected an open_clip transform ending in ToTensor and Normalize")
+    return Compose(preprocess.transforms[:-2]), preprocess.transforms[-1]
+
+
+class FilePairs(Dataset):
+    """Pairs read from disk through the project's image loader and the model's preprocessing.
+
+    No augmentation: captions may name positions and sizes, which random crops and flips would falsify.
+    """
+
+    def __init__(self, pairs: Sequence[CaptionedImage], preprocess: Callable, tokenizer: Callable) -> None:
+        self.pairs, self.preprocess, self.tokenizer = list(pairs), preprocess, tokenizer
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pair = self.pairs[index]
+        return self.preprocess(load_image(pair.path)), self.tokenizer([pair.caption])[0]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Files have one caption each; nothing changes between epochs."""
+
+
+class WorldPairs(Dataset):
+    """A pool of rendered world scenes held in memory; each epoch draws a fresh caption for every scene.
+
+    The caption of scene i in epoch e depends only on (seed, e, i), so training is reproducible whatever
+    the number of loader workers.
+    """
+
+    def __init__(self, scenes: Sequence[world.Scene], pixels: torch.Tensor, normalize: Normalize,
+                 tokenizer: Callable, seed: int) -> None:
+        self.scenes, self.pixels, self.normalize, self.tokenizer = list(scenes), pixels, normalize, tokenizer
+        self.seed, self.epoch = seed, 0
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        caption = world.sample_caption(self.scenes[index], rng)
+        return self.image(index), self.tokenizer([caption])[0]
+
+    def image(self, index: int) -> torch.Tensor:
+        return self.normalize(self.pixels[index].float().div_(255))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+def render_world(n: int, seed: int, split: str, render_size: int, preprocess: Callable,
+                 workers: int = 0) -> tuple[list[world.Scene], torch.Tensor]:
+    """Render n scenes at `render_size` (the size `world` saves) and apply the model's resize: uint8 NCHW."""
+    scenes = [world.sample_scene(seed, split, i) for i in range(n)]
+    resize, _ = split_normalize(preprocess)
+    chunks = [scenes[start:start + 1024] for start in range(0, n, 1024)]
+    workers = workers or min(len(chunks), os.cpu_count() or 1)
+    if workers > 1:
+        # spawn, not fork: a child forked from a process with live torch/OpenMP threads can deadlock
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(_render_chunk, chunks, [render_size] * len(chunks), [resize] * len(chunks)))
+    else:
+        parts = [_render_chunk(chunk, render_size, resize) for chunk in chunks]
+    pixels = np.concatenate(parts) if parts else np.zeros((0, render_size, render_size, 3), np.uint8)
+    return scenes, torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+
+
+def _render_chunk(scenes: Sequence[world.Scene], render_size: int, resize: Callable) -> np.ndarray:
+    return np.stack([np.asarray(resize(world.render_scene(scene, render_size))) for scene in scenes])

@@ -1,0 +1,97 @@
+"""Retrieval metrics on held-out pairs: recall@k both ways (ties by identical captions) and attribute precision."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from clipspace.align import world
+from clipspace.align.datasets import CaptionedImage, read_pairs
+from clipspace.encoder import DualEncoder
+from clipspace.images import load_image
+
+RECALL_KS = (1, 5, 10)
+PRECISION_K = 10
+
+EmbedTexts = Callable[[list[str]], np.ndarray]
+
+
+def recall_at_k(image_vectors: np.ndarray, image_captions: Sequence[str], embed_texts: EmbedTexts,
+                ks: Sequence[int] = RECALL_KS) -> dict[str, float]:
+    """Recall@k text→image and image→text, where every image with an identical caption counts as a hit.
+
+    Captions are deduplicated first: text→image asks one query per distinct caption (a hit if any image
+    carrying that exact caption is in the top k), image→text ranks the distinct captions for each image (a hit
+    if the image's own caption is in the top k). Without this, two scenes that the caption cannot tell apart
+    would each count the other as a miss, and duplicated captions would crowd each other out of the top k.
+    """
+    captions = list(dict.fromkeys(image_captions))
+    caption_index = {caption: i for i, caption in enumerate(captions)}
+    owner = np.array([caption_index[caption] for caption in image_captions])
+    relevant = owner[None, :] == np.arange(len(captions))[:, None]  # (captions, images)
+    scores = embed_texts(captions) @ image_vectors.T
+    metrics = {}
+    for k in ks:
+        metrics[f"text_to_image_R@{k}"] = float(_hits_in_top_k(scores, relevant, k).mean())
+        metrics[f"image_to_text_R@{k}"] = float(_hits_in_top_k(scores.T, relevant.T, k).mean())
+    return metrics
+
+
+def precision_at_k(scores: np.ndarray, relevant: np.ndarray, k: int = PRECISION_K) -> np.ndarray:
+    """Fraction of each query's top k that is relevant; NaN for a query with nothing relevant.
+
+    When fewer than k items are relevant the denominator is that number, so a perfect ranking scores 1
+    on a small corpus too.
+    """
+    top = _top_k(scores, k)
+    hits = np.take_along_axis(relevant, top, axis=1).sum(axis=1)
+    available = np.minimum(relevant.sum(axis=1), top.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(available > 0, hits / available, np.nan)
+
+
+def attribute_precision(image_vectors: np.ndarray, scene_objects: Sequence[Sequence[world.SceneObject]],
+                        embed_texts: EmbedTexts, k: int = PRECISION_K) -> dict[str, object]:
+    """Precision@k of "a red circle" / "一个红色的圆形" for every colour × shape present in the images."""
+    report: dict[str, object] = {}
+    combos = [(colour, shape) for colour in world.COLOURS for shape in world.SHAPES]
+    relevant = np.array([[any(o.colour == colour and o.shape == shape for o in objects)
+                          for objects in scene_objects] for colour, shape in combos])
+    present = relevant.any(axis=1)
+    for language in ("en", "zh"):
+        queries = [world.attribute_query(colour, shape, language) for colour, shape in combos]
+        per_query = precision_at_k(embed_texts(queries) @ image_vectors.T, relevant, k)
+        scored = {query: float(p) for query, p, ok in zip(queries, per_query, present, strict=True) if ok}
+        worst = min(scored, key=scored.get)
+        report[language] = {"queries": len(scored), f"mean_P@{k}": float(np.mean(list(scored.values()))),
+                            f"min_P@{k}": scored[worst], "worst_query": worst}
+    return report
+
+
+def evaluate_pairs(image_vectors: np.ndarray, pairs: Sequence[CaptionedImage],
+                   embed_texts: EmbedTexts) -> dict[str, object]:
+    """Every metric the pairs allow: recall always, attribute precision when they come from the world."""
+    report: dict[str, object] = {"images": len(pairs), "distinct_captions": len({p.caption for p in pairs})}
+    report.update(recall_at_k(image_vectors, [p.caption for p in pairs], embed_texts))
+    if pairs and all(p.objects is not None for p in pairs):
+        report["attribute"] = attribute_precision(image_vectors, [p.objects for p in pairs], embed_texts)
+    return report
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's k best scores, best first (stable, so exact ties keep index order)."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def _hits_in_top_k(scores: np.ndarray, relevant: np.ndarray, k: int) -> np.ndarray:
+    return np.take_along_axis(relevant, _top_k(scores, k), axis=1).any(axis=1)
+
+
+def evaluate_encoder(encoder: DualEncoder, source: Path, batch_size: int = 256) -> dict[str, object]:
+    """Score a loaded model on pairs from disk, read and embedded exactly as the index builder does."""
+    pairs = read_pairs(source)
+    vectors = [encoder.embed_images([load_image(pair.path) for pair in pairs[start:start + batch_size]])
+               for start in range(0, len(pairs), batch_size)]
+    return evaluate_pairs(np.concatenate(vectors), pairs, encoder.embed_texts)

@@ -1,0 +1,53 @@
+"""Write a trained model in open_clip's `local-dir:` layout, so it loads like any model from a hub."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from safetensors.torch import save_file
+
+from clipspace.encoder import ModelSpec, load_encoder
+
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+_STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def architecture_config(model: str) -> dict[str, Any]:
+    """The open_clip model_cfg behind a model reference: an architecture JSON, a built-in name or local-dir:."""
+    if model.endswith(".json") and not model.startswith(("hf-hub:", "local-dir:")):
+        config = json.loads(Path(model).read_text(encoding="utf-8"))
+        return config.get("model_cfg", config)
+    config = open_clip.get_model_config(model)
+    if config is None:
+        raise ValueError(f"no open_clip architecture config for {model!r}")
+    return config
+
+
+def export_local_dir(model: torch.nn.Module, model_cfg: dict[str, Any], preprocess_cfg: dict[str, Any],
+                     out: Path, storage: str = "fp32") -> str:
+    """Write open_clip_config.json + open_clip_model.safetensors into `out`; returns the `local-dir:` name.
+
+    `storage="fp16"` halves the file; open_clip casts the weights back to the model's fp32 parameters on load.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    dtype = _STORAGE_DTYPES[storage]
+    weights = {name: tensor.detach().to("cpu", dtype if tensor.is_floating_point() else tensor.dtype).contiguous()
+               for name, tensor in model.state_dict().items()}
+    save_file(weights, out / WEIGHTS_FILE, metadata={"format": "pt"})
+    return f"local-dir:{out}"
+
+
+def export_checkpoint(checkpoint: Path, out: Path, storage: str = "fp32") -> str:
+    """Export a training checkpoint (e.g. an interrupted run's last epoch) without training further."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model_name = saved["options"]["model"]
+    encoder = load_encoder(ModelSpec(model_name, saved["options"]["pretrained"]))
+    encoder.model.load_state_dict(saved["model"])
+    return export_local_dir(encoder.model, architecture_config(model_name), encoder.preprocess_cfg, out, storage)

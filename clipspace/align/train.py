@@ -1,0 +1,228 @@
+"""The contrastive training loop, top to bottom: data → model → loss → step → eval → checkpoint → export."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from clipspace.align import world
+from clipspace.align.datasets import CaptionedImage, FilePairs, WorldPairs, read_pairs, render_world, split_normalize
+from clipspace.align.evaluate import evaluate_pairs
+from clipspace.align.export import architecture_config, export_local_dir
+from clipspace.encoder import ModelSpec, load_encoder
+
+log = logging.getLogger(__name__)
+
+WORLD = "world"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything a run depends on; saved in every checkpoint and in the recipe files."""
+
+    model: str  # architecture JSON path, built-in open_clip name, or local-dir:PATH to fine-tune
+    pretrained: str | None = None  # tag or checkpoint for a built-in name; None = random init
+    data: str = WORLD  # "world", a folder with .txt sidecars, or a .jsonl/.csv manifest
+    val_data: str | None = None  # held-out pairs; default: the world's val split, or 5% of the files
+    out: str = "runs/align"  # checkpoint folder
+    export: str | None = None  # write the final model here in open_clip's local-dir layout
+    export_storage: str = "fp32"  # or "fp16" to halve the file
+    resume: str | None = None  # a checkpoint.pt to continue from
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    max_logit_scale: float = math.log(100)
+    lock_image: bool = False
+    lock_text: bool = False
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    threads: int | None = None
+    world_scenes: int = 20_000  # world train pool, rendered once into memory
+    world_val_scenes: int = 1_000
+    world_seed: int = 0
+    world_val_seed: int = 1
+    world_render_size: int = 128  # the size `world` writes PNGs at; the model's own resize follows
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    epoch_losses: list[float]  # mean training loss of each epoch run (not of resumed-over ones)
+    metrics: dict[str, object]  # the last epoch's validation report
+    seconds: float
+
+
+def train(opts: TrainOptions) -> TrainResult:
+    """Train, evaluating and checkpointing after every epoch."""
+    started = time.perf_counter()
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.manual_seed(opts.seed)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if opts.device == "auto" else opts.device
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # model: the project's one loader, so training starts from exactly what the service would load
+    encoder = load_encoder(ModelSpec(opts.model, opts.pretrained, precision="fp32", device=device, seed=opts.seed))
+    model, tokenizer = encoder.model, encoder.tokenizer
+    model.train().requires_grad_(True)
+    if opts.lock_image:
+        model.lock_image_tower()
+    if opts.lock_text:
+        model.lock_text_tower()
+
+    # data
+    train_set, val_set, val_pairs = _datasets(opts, encoder.preprocess, tokenizer)
+    batches = DataLoader(train_set, batch_size=opts.batch_size, shuffle=True, drop_last=True,
+                         num_workers=opts.workers, pin_memory=device == "cuda",
+                         generator=torch.Generator())
+    if len(batches) == 0:
+        raise ValueError(f"{len(train_set)} training pairs do not fill one batch of {opts.batch_size}")
+    total_steps = opts.epochs * len(batches)
+
+    # loss and optimiser
+    loss_fn = ClipLoss()
+    optimizer = torch.optim.AdamW(_parameter_groups(model, opts.weight_decay), lr=opts.lr, betas=(0.9, 0.98),
+                                  eps=1e-6)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
+                else contextlib.nullcontext())  # bf16 on GPU only: CPU autocast is slower and fp16 unstable
+    step, first_epoch, metrics, epoch_losses = 0, 0, {}, []
+    if opts.resume:
+        checkpoint = torch.load(opts.resume, map_location=device, weights_only=False)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step, first_epoch = checkpoint["step"], checkpoint["epoch"] + 1
+        log.info("resumed from %s at epoch %d, step %d", opts.resume, first_epoch, step)
+
+    for epoch in range(first_epoch, opts.epochs):
+        train_set.set_epoch(epoch)
+        batches.generator.manual_seed(opts.seed * 1_000_003 + epoch)  # same order for a resumed epoch
+        model.train()
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{opts.epochs}", dynamic_ncols=True)
+        epoch_started, seen, loss_sum = time.perf_counter(), 0, torch.zeros((), device=device)
+        for images, texts in bar:
+            # step
+            lr = learning_rate(step, total_steps, opts.lr, opts.warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images, texts = images.to(device, non_blocking=True), texts.to(device, non_blocking=True)
+            with autocast:
+                image_features, text_features, logit_scale = model(images, texts)[:3]
+                loss = loss_fn(image_features, text_features, logit_scale)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
+            optimizer.step()
+            with torch.no_grad():  # CLIP's temperature clamp: keeps logits from blowing up early in training
+                model.logit_scale.clamp_(0, opts.max_logit_scale)
+            step += 1
+            seen += len(images)
+            loss_sum += loss.detach().float()
+            if step % 10 == 0:  # reading the loss waits for the GPU; not on every step
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}",
+                                samples_per_s=f"{seen / (time.perf_counter() - epoch_started):.0f}")
+        epoch_losses.append(float(loss_sum) / len(batches))
+
+        # eval
+        metrics = evaluate_model(model, tokenizer, val_set, val_pairs, device, autocast)
+        log.info("epoch %d: %s", epoch + 1, _summary(metrics))
+        tqdm.write(f"epoch {epoch + 1}: mean loss {epoch_losses[-1]:.4f} | {_summary(metrics)}")
+
+        # checkpoint: a plain dict, written aside and renamed so a crash never leaves half a file
+        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                      "epoch": epoch, "options": asdict(opts), "metrics": metrics}
+        torch.save(checkpoint, out / f"{CHECKPOINT_FILE}.tmp")
+        os.replace(out / f"{CHECKPOINT_FILE}.tmp", out / CHECKPOINT_FILE)
+
+    if opts.export:
+        name = export_local_dir(model, architecture_config(opts.model), encoder.preprocess_cfg,
+                                Path(opts.export), opts.export_storage)
+        log.info("exported %s", name)
+    return TrainResult(epoch_losses, metrics, time.perf_counter() - started)
+
+
+def learning_rate(step: int, total_steps: int, peak: float, warmup_steps: int) -> float:
+    """Linear warm-up to `peak`, then cosine decay to zero at `total_steps`."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def evaluate_model(model: torch.nn.Module, tokenizer: Callable, val_set: Dataset, val_pairs: list[CaptionedImage],
+                   device: str, autocast: contextlib.AbstractContextManager) -> dict[str, object]:
+    """The standalone evaluation's metrics, on the model being trained."""
+    model.eval()
+
+    def encode(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor) -> np.ndarray:
+        with torch.no_grad(), autocast:
+            return F.normalize(forward(inputs.to(device)).float(), dim=-1).cpu().numpy()
+
+    def embed_texts(texts: list[str]) -> np.ndarray:
+        return np.concatenate([encode(model.encode_text, tokenizer(texts[i:i + 512]))
+                               for i in range(0, len(texts), 512)])
+
+    loader = DataLoader(val_set, batch_size=256)
+    image_vectors = np.concatenate([encode(model.encode_image, images) for images, _ in loader])
+    metrics = evaluate_pairs(image_vectors, val_pairs, embed_texts)
+    model.train()
+    return metrics
+
+
+def _datasets(opts: TrainOptions, preprocess: Callable,
+              tokenizer: Callable) -> tuple[Dataset, Dataset, list[CaptionedImage]]:
+    """Training set, validation set and the validation pairs (captions, world objects) to score against."""
+    if opts.data == WORLD:
+        _, normalize = split_normalize(preprocess)
+        pools = []
+        for n, seed, split in ((opts.world_scenes, opts.world_seed, "train"),
+                               (opts.world_val_scenes, opts.world_val_seed, "val")):
+            scenes, pixels = render_world(n, seed, split, opts.world_render_size, preprocess)
+            pools.append(WorldPairs(scenes, pixels, normalize, tokenizer, seed))
+        val_pairs = [CaptionedImage(Path(f"world-val/{i:05d}"), world.canonical_caption(scene), scene.objects)
+                     for i, scene in enumerate(pools[1].scenes)]
+        return pools[0], pools[1], val_pairs
+    pairs = read_pairs(Path(opts.data))
+    if opts.val_data:
+        val_pairs = read_pairs(Path(opts.val_data))
+    else:
+        order = np.random.default_rng(opts.seed).permutation(len(pairs))
+        held_out = max(1, len(pairs) // 20)
+        val_pairs = [pairs[i] for i in order[:held_out]]
+        pairs = [pairs[i] for i in order[held_out:]]
+    return FilePairs(pairs, preprocess, tokenizer), FilePairs(val_pairs, preprocess, tokenizer), val_pairs
+
+
+def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """open_clip's split: no weight decay on gains, biases and the temperature."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        exempt = param.ndim < 2 or "bias" in name or "ln" in name or "logit_scale" in name
+        (no_decay if exempt else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _summary(metrics: dict[str, object]) -> str:
+    parts = [f"t2i R@5 {metrics['text_to_image_R@5']:.3f}", f"i2t R@5 {metrics['image_to_text_R@5']:.3f}"]
+    for language, report in dict(metrics.get("attribute", {})).items():
+        parts.append(f"{language} P@10 {report['mean_P@10']:.3f} (min {report['min_P@10']:.2f})")
+    return " | ".join(parts)

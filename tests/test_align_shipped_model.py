@@ -1,0 +1,59 @@
+"""The embedded default model: loads as a plain open_clip local-dir model and meets a CI-sized quality bar."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import pytest
+
+from clipspace.align import world
+from clipspace.align.evaluate import evaluate_encoder
+from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
+
+MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "models" / "clipspace-shapes-v1"
+RECIPE = Path(__file__).resolve().parent.parent / "clipspace" / "align" / "recipes" / "clipspace-shapes-v1.json"
+# Seeds the shipped recipe never trained or validated on (it used 0 for train and 1 for val).
+TEST_SEED, COMPOSITIONAL_SEED = 4242, 4343
+
+
+@pytest.fixture(scope="module")
+def shipped() -> DualEncoder:
+    return load_encoder(ModelSpec(f"local-dir:{MODEL_DIR}"))
+
+
+def test_the_shipped_recipe_never_trained_on_the_seeds_used_here() -> None:
+    recipe = json.loads(RECIPE.read_text())
+    assert {recipe["world_seed"], recipe["world_val_seed"]}.isdisjoint({TEST_SEED, COMPOSITIONAL_SEED})
+
+
+def test_the_shipped_model_is_a_plain_open_clip_local_dir_model_under_40_mb() -> None:
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{MODEL_DIR}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{MODEL_DIR}")
+    assert tokenizer("一个红色的圆形").shape == (1, 100)
+    assert model.visual.image_size == (64, 64)
+    assert preprocess(world.render_scene(world.sample_scene(0, "test", 0))).shape == (3, 64, 64)
+    assert sum(path.stat().st_size for path in MODEL_DIR.iterdir()) <= 40 * 2**20
+
+
+def test_the_shipped_model_finds_attributes_and_full_captions_on_fresh_scenes(shipped: DualEncoder,
+                                                                             tmp_path: Path) -> None:
+    # 1000 scenes give every attribute query ~40 relevant images; on a few hundred, P@10 turns into recall of
+    # every instance, which this model does not reach (see its MODEL_CARD.md: ~0.78 on 300 scenes).
+    world.write_world(tmp_path, n=1000, seed=TEST_SEED, split="test")
+    report = evaluate_encoder(shipped, tmp_path)
+    for language in ("en", "zh"):
+        assert report["attribute"][language]["queries"] == len(world.allowed_combos("test"))
+        assert report["attribute"][language]["mean_P@10"] >= 0.93, report["attribute"]
+        assert report["attribute"][language]["min_P@10"] >= 0.6, report["attribute"]
+    assert report["text_to_image_R@5"] >= 0.98, {k: v for k, v in report.items() if k != "attribute"}
+    assert report["image_to_text_R@5"] >= 0.95, {k: v for k, v in report.items() if k != "attribute"}
+
+
+def test_the_shipped_model_composes_colours_and_shapes_it_never_saw_together(shipped: DualEncoder,
+                                                                            tmp_path: Path) -> None:
+    world.write_world(tmp_path, n=200, seed=COMPOSITIONAL_SEED, split="compositional")
+    report = evaluate_encoder(shipped, tmp_path)
+    assert report["text_to_image_R@5"] >= 0.9, report
+    assert report["attribute"]["en"]["mean_P@10"] >= 0.9, report["attribute"]

@@ -1,0 +1,134 @@
+"""Training: the loss goes down, checkpoints resume exactly, and local-dir exports embed like the trained model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from clipspace.align import train as train_module
+from clipspace.align import world
+from clipspace.align.__main__ import main
+from clipspace.align.datasets import read_pairs
+from clipspace.align.export import export_checkpoint
+from clipspace.align.train import CHECKPOINT_FILE, TrainOptions, train
+from clipspace.encoder import ModelSpec, load_encoder
+from clipspace.images import load_image
+
+TINY_ARCH = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "head_width": 16, "layers": 1},
+    "text_cfg": {"context_length": 100, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_options(tmp_path_factory: pytest.TempPathFactory) -> TrainOptions:
+    folder = tmp_path_factory.mktemp("align")
+    arch = folder / "tiny-align.json"
+    arch.write_text(json.dumps(TINY_ARCH))
+    return TrainOptions(model=str(arch), world_scenes=64, world_val_scenes=32, batch_size=16, epochs=2, lr=3e-3,
+                        warmup_steps=2, out=str(folder / "run"), threads=2)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_options: TrainOptions) -> Path:
+    """One short run whose checkpoint several tests read."""
+    train(tiny_options)
+    return Path(tiny_options.out) / CHECKPOINT_FILE
+
+
+def test_training_a_few_steps_lowers_the_loss(tiny_options: TrainOptions, tmp_path: Path) -> None:
+    result = train(replace(tiny_options, epochs=5, out=str(tmp_path)))
+    assert result.epoch_losses[-1] < result.epoch_losses[0] - 0.1
+    assert {"text_to_image_R@5", "image_to_text_R@5", "attribute"} <= set(result.metrics)
+
+
+def test_locking_the_image_tower_trains_only_the_text_side(tiny_options: TrainOptions, tmp_path: Path) -> None:
+    train(replace(tiny_options, epochs=1, lock_image=True, out=str(tmp_path)))
+    before = load_encoder(ModelSpec(tiny_options.model, seed=tiny_options.seed)).model.state_dict()
+    after = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=False)["model"]
+    assert all(torch.equal(before[name], after[name]) for name in before if name.startswith("visual."))
+    assert not torch.equal(before["text_projection"], after["text_projection"])
+
+
+def test_a_checkpoint_exported_to_local_dir_embeds_exactly_like_the_trained_weights(trained: Path,
+                                                                                   tmp_path: Path) -> None:
+    checkpoint = torch.load(trained, weights_only=False)
+    from_training = load_encoder(ModelSpec(checkpoint["options"]["model"]))
+    from_training.model.load_state_dict(checkpoint["model"])
+    exported = load_encoder(ModelSpec(export_checkpoint(trained, tmp_path / "model")))
+
+    texts = ["a red circle", "一个红色的圆形", world.canonical_caption(world.sample_scene(0, "test", 0))]
+    images = [world.render_scene(world.sample_scene(0, "test", i)) for i in range(4)]
+    np.testing.assert_array_equal(exported.embed_texts(texts), from_training.embed_texts(texts))
+    np.testing.assert_array_equal(exported.embed_images(images), from_training.embed_images(images))
+    assert open_clip.get_tokenizer(f"local-dir:{tmp_path / 'model'}").context_length == 100
+
+
+def test_an_fp16_export_stays_within_cosine_0_999_of_fp32(trained: Path, tmp_path: Path) -> None:
+    full = load_encoder(ModelSpec(export_checkpoint(trained, tmp_path / "fp32")))
+    half = load_encoder(ModelSpec(export_checkpoint(trained, tmp_path / "fp16", storage="fp16")))
+    texts = ["a red circle", "两个蓝色的正方形", "a large green star on the left"]
+    images = [world.render_scene(world.sample_scene(0, "test", i)) for i in range(4)]
+    assert (full.embed_texts(texts) * half.embed_texts(texts)).sum(axis=1).min() > 0.999
+    assert (full.embed_images(images) * half.embed_images(images)).sum(axis=1).min() > 0.999
+
+
+def test_resuming_after_a_crash_reproduces_the_uninterrupted_run(tiny_options: TrainOptions, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    options = replace(tiny_options, epochs=3)
+    train(replace(options, out=str(tmp_path / "straight")))
+
+    evaluate = train_module.evaluate_model
+    calls = []
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # after epoch 1's checkpoint, before epoch 2's
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_model", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(replace(options, out=str(tmp_path / "crashed")))
+    monkeypatch.setattr(train_module, "evaluate_model", evaluate)
+    resumed = train(replace(options, out=str(tmp_path / "crashed"),
+                            resume=str(tmp_path / "crashed" / CHECKPOINT_FILE)))
+
+    assert len(resumed.epoch_losses) == 2  # epochs 2 and 3 only
+    straight = torch.load(tmp_path / "straight" / CHECKPOINT_FILE, weights_only=False)
+    continued = torch.load(tmp_path / "crashed" / CHECKPOINT_FILE, weights_only=False)
+    assert continued["epoch"] == straight["epoch"] == 2
+    assert continued["step"] == straight["step"] == 3 * (64 // 16)
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, continued["model"][name]), name
+
+
+def test_training_reads_caption_sidecars_and_csv_manifests(tiny_options: TrainOptions, tmp_path: Path) -> None:
+    world.write_world(tmp_path / "corpus", n=40, seed=3, split="train", size=64)
+    (tmp_path / "corpus" / "captions.jsonl").unlink()  # leave a plain folder of x.png + x.txt
+    sidecars = read_pairs(tmp_path / "corpus")
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("path,caption\n" + "".join(f"corpus/{p.path.name},\"{p.caption}\"\n" for p in sidecars))
+    assert [(p.path.resolve(), p.caption) for p in read_pairs(manifest)] == [(p.path, p.caption) for p in sidecars]
+    assert load_image(sidecars[0].path).size == (64, 64)
+
+    result = train(replace(tiny_options, data=str(manifest), batch_size=8, epochs=1, out=str(tmp_path / "run")))
+    assert result.metrics["images"] == 2  # 5% of 40 held out for validation
+
+
+def test_eval_command_scores_an_exported_model_on_a_world_folder(trained: Path, tmp_path: Path) -> None:
+    model = export_checkpoint(trained, tmp_path / "model")
+    world.write_world(tmp_path / "test", n=30, seed=11, split="test")
+    report_path = tmp_path / "report.json"
+    assert main(["eval", "--model", model, "--data", str(tmp_path / "test"), "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text(encoding="utf-8"))["data"][str(tmp_path / "test")]
+    assert report["images"] == 30
+    assert 0.0 <= report["text_to_image_R@5"] <= 1.0
+    assert set(report["attribute"]) == {"en", "zh"}
