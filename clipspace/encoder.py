@@ -166,8 +166,8 @@ def load_encoder(spec: ModelSpec, threads: int | None = None) -> DualEncoder:
     preprocess_cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
     preprocess_cfg.setdefault("size", model.visual.image_size)
     encoder = DualEncoder(spec, model, preprocess, tokenizer, fingerprint, _jsonable(preprocess_cfg))
-    log.info("loaded %s (%s, %s, dim %d, %s)", spec.model, pretrained or "no pretrained weights",
-             spec.precision, encoder.dim, fingerprint)
+    weights = (spec.pretrained or "its own weights") if spec.has_weights else f"random weights, seed {spec.seed}"
+    log.info("loaded %s (%s, %s, dim %d, %s)", spec.model, weights, spec.precision, encoder.dim, fingerprint)
     return encoder
 
 

@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=BuildOptions.workers, help="decode threads")
     parser.add_argument("--index-type", default="auto",
-                        help="FAISS factory string (Flat, HNSW32,Flat, ...); auto = Flat below 200k images")
+                        help="FAISS factory string (Flat, HNSW32,Flat, ...); auto = Flat below 50k images")
     parser.add_argument("--max-pixels", type=int, default=settings.max_image_pixels)
     parser.add_argument("--no-jpeg-draft", action="store_true", help="always decode JPEGs at full size")
     parser.add_argument("--keep-versions", type=int, default=3)
