@@ -178,11 +178,15 @@ def test_service_waits_for_an_index_then_follows_new_versions_without_failing_re
                     if answer.status_code != 200:
                         failures.append(answer.text)
 
+        gone = next(hit for hit in service.client.post("/search/text", json={"text": "x"}).json()["results"]
+                    if hit["path"] == "one.png")
         hammer = threading.Thread(target=keep_querying)
         hammer.start()
         try:
             write_corpus(images, ["three.jpg", "four.jpg"], first_seed=50)
             (images / "one.png").unlink()
+            missing = service.client.get(gone["url"])  # still indexed, no longer on disk
+            assert missing.status_code == 404 and "no longer" in missing.json()["detail"]
             build(images, index, tiny_encoder)
             service.wait_until(lambda: service.client.get("/info").json()["index_version"] == "0002")
         finally:
@@ -192,6 +196,7 @@ def test_service_waits_for_an_index_then_follows_new_versions_without_failing_re
         paths = {hit["path"] for hit in service.client.post("/search/text", json={"text": "x", "k": 10}).json()[
             "results"]}
         assert paths == {"two.png", "three.jpg", "four.jpg"}
+        assert service.client.get(gone["url"]).status_code == 404
 
 
 def test_a_model_that_is_not_the_index_model_is_refused(tmp_path, tiny_encoder):
