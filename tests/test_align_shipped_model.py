@@ -31,9 +31,11 @@ def test_the_shipped_recipe_never_trained_on_the_seeds_used_here() -> None:
 def test_the_shipped_model_is_a_plain_open_clip_local_dir_model_under_40_mb() -> None:
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{MODEL_DIR}")
     tokenizer = open_clip.get_tokenizer(f"local-dir:{MODEL_DIR}")
-    assert tokenizer("一个红色的圆形").shape == (1, 100)
-    assert model.visual.image_size == (64, 64)
-    assert preprocess(world.render_scene(world.sample_scene(0, "test", 0))).shape == (3, 64, 64)
+    architecture = json.loads((RECIPE.parent / json.loads(RECIPE.read_text())["model"]).read_text())
+    side, context = architecture["vision_cfg"]["image_size"], architecture["text_cfg"]["context_length"]
+    assert tokenizer("一个红色的圆形").shape == (1, context)
+    assert model.visual.image_size == (side, side)
+    assert preprocess(world.render_scene(world.sample_scene(0, "test", 0))).shape == (3, side, side)
     assert sum(path.stat().st_size for path in MODEL_DIR.iterdir()) <= 40 * 2**20
 
 

@@ -13,7 +13,9 @@ from clipspace.align import world
 from clipspace.align.__main__ import main
 from clipspace.align.datasets import read_pairs
 
-SHIPPED_RECIPE_ARCH = Path(__file__).resolve().parent.parent / "clipspace/align/recipes/shapes-vit-tiny.json"
+RECIPES = Path(__file__).resolve().parent.parent / "clipspace/align/recipes"
+# The architecture file the shipped model's recipe names.
+SHIPPED_RECIPE_ARCH = RECIPES / json.loads((RECIPES / "clipspace-shapes-v1.json").read_text())["model"]
 
 
 def test_the_same_seed_gives_the_same_scenes_pixels_and_captions() -> None:
