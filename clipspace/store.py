@@ -37,7 +37,7 @@ CURRENT = "current"
 VERSIONS = "versions"
 STAGING_PREFIX = ".staging-"
 TARGETS = ("image", "text")
-EXACT_SEARCH_LIMIT = 50_000  # exact search reads every vector per query: ~25 ms at 50k x 512-d on one core
+EXACT_SEARCH_LIMIT = 50_000  # exact search reads every vector per query (memory-bound); see docs/decisions.md
 
 
 @dataclass(frozen=True)
