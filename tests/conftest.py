@@ -8,6 +8,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub: t
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import contextlib
+import io
 import socket
 import subprocess
 import sys
@@ -49,6 +50,13 @@ def make_image(seed: int, size: tuple[int, int] = (120, 96)) -> Image.Image:
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
     return image
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    """The bytes of `image` saved in format `fmt`, for uploads and loader tests."""
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
 
 
 def write_corpus(folder: Path, names: list[str], first_seed: int = 0) -> list[Path]:

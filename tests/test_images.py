@@ -10,12 +10,7 @@ from PIL import Image
 
 from clipspace.errors import CorruptImage, EmptyImage, ImageShapeRejected, ImageTooLarge, NotAnImage
 from clipspace.images import is_image_path, load_image
-
-
-def encoded(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
+from tests.conftest import encoded
 
 
 def test_exif_orientation_is_applied():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import threading
 
 import httpx
@@ -11,7 +10,7 @@ from PIL import Image
 
 from clipspace.align.export import architecture_config, export_local_dir
 from clipspace.encoder import ModelSpec, load_encoder
-from tests.conftest import TINY_ARCH, build, make_image, running_service, write_corpus
+from tests.conftest import TINY_ARCH, build, encoded, make_image, running_service, write_corpus
 
 NAMES = [f"photo {n:02d}.jpg" for n in range(12)] + [f"png/{n}.png" for n in range(12)]
 
@@ -83,21 +82,15 @@ def test_info_health_and_readiness(served):
 
 
 def truncated_jpeg() -> bytes:
-    buffer = io.BytesIO()
-    make_image(5, size=(400, 300)).save(buffer, "JPEG")
-    return buffer.getvalue()[:2000]
+    return encoded(make_image(5, size=(400, 300)), "JPEG")[:2000]
 
 
 def png_bomb() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("1", (12_000, 12_000)).save(buffer, "PNG")
-    return buffer.getvalue()
+    return encoded(Image.new("1", (12_000, 12_000)), "PNG")
 
 
 def sliver_png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (20_000, 1)).save(buffer, "PNG")  # upscaled to the model's input it would need gigabytes
-    return buffer.getvalue()
+    return encoded(Image.new("RGB", (20_000, 1)), "PNG")  # upscaled to the model's input it would need gigabytes
 
 
 BAD_REQUESTS = {
