@@ -20,6 +20,7 @@ from app.batching import MicroBatcher
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder, with_absolute_paths
 from clipspace.errors import ClipspaceError, ItemNotFound, ModelLoadError, ModelMismatch, ModelUnavailable
 from clipspace.images import load_image
+from clipspace.manifest import ModelIdentity
 from clipspace.settings import Settings
 from clipspace.store import IndexVersion, SearchHit, current_version_name
 
@@ -47,7 +48,7 @@ class Engine:
 
     @property
     def model_name(self) -> str:
-        return self.version.model["model"]
+        return self.version.model.model
 
     async def embed_text(self, text: str) -> np.ndarray:
         return await self.slot.texts.embed(text)
@@ -130,7 +131,7 @@ class EngineHolder:
                 return
             self.engine, self.problem = Engine(version, slot), None
             log.info("serving index version %s (%d items, model %s)", name, version.count,
-                     version.model["model"])
+                     version.model.model)
 
     async def follow(self) -> None:
         """Load the index now, then poll `current` forever: new versions are picked up without a restart."""
@@ -151,8 +152,8 @@ class EngineHolder:
     def _slot_for(self, version: IndexVersion) -> EncoderSlot:
         wanted = version.model
         spec = with_absolute_paths(ModelSpec(
-            model=self.settings.model or wanted["model"], pretrained=self.settings.pretrained or wanted["pretrained"],
-            precision=wanted["precision"], device=self.settings.device, seed=wanted["seed"] or 0))
+            model=self.settings.model or wanted.model, pretrained=self.settings.pretrained or wanted.pretrained,
+            precision=wanted.precision, device=self.settings.device, seed=wanted.seed or 0))
         reuse = self._slot is not None and self._slot.encoder.spec == spec
         encoder = self._slot.encoder if reuse else load_encoder(spec, threads=self.settings.threads)
         _check_same_model(encoder, wanted)
@@ -161,13 +162,12 @@ class EngineHolder:
         return self._slot
 
 
-def _check_same_model(encoder: DualEncoder, wanted: dict) -> None:
-    """Same weights, same preprocessing, same dimension: anything else would answer silently wrong."""
-    now = encoder.identity
-    differs = [key for key in ("fingerprint", "preprocess", "dim") if now[key] != wanted.get(key)]
+def _check_same_model(encoder: DualEncoder, wanted: ModelIdentity) -> None:
+    """The core's one `same_model` rule: anything else would answer silently wrong."""
+    differs = wanted.differences(encoder.identity)
     if differs:
         raise ModelMismatch(
-            f"the index was built with {wanted['model']} (weights {wanted['fingerprint']}), but "
+            f"the index was built with {wanted.model} (weights {wanted.fingerprint}), but "
             f"{encoder.spec.model} differs in {', '.join(differs)} (weights {encoder.fingerprint}): queries would "
             "be embedded by a different model than the images. Rebuild the index with this model, or point "
             "CLIPSPACE_MODEL at the model the index was built with.")

@@ -77,10 +77,10 @@ async def image_file(item_id: Annotated[int, PathParam(ge=0, le=MAX_ITEM_ID)], s
 @items.get("/info", response_model=IndexInfo)
 async def info(serving: Serving) -> IndexInfo:
     manifest = serving.version.manifest
-    return IndexInfo(model=manifest["model"], index_version=serving.version.name, count=serving.version.count,
-                     caption_count=manifest["caption_count"], dim=serving.version.dim,
-                     index_type=serving.version.index_type("image"), faiss_factory=manifest["faiss_factory"],
-                     created_at=manifest["created_at"])
+    return IndexInfo(model=manifest.model.model_dump(), index_version=serving.version.name,
+                     count=serving.version.count, caption_count=manifest.caption_count, dim=serving.version.dim,
+                     index_type=serving.version.index_type("image"), faiss_factory=manifest.faiss_factory,
+                     created_at=manifest.created_at)
 
 
 @health.get("/healthz", response_model=Status)

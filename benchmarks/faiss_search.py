@@ -19,6 +19,7 @@ import numpy as np
 
 from benchmarks.report import progress
 from benchmarks.timing import latency_summary, time_calls
+from clipspace.manifest import ModelIdentity
 from clipspace.store import IndexVersion, ItemRecord, search_params, write_version
 
 FACTORIES = ("Flat", "HNSW32,Flat")
@@ -61,7 +62,8 @@ def _measure_one(vectors: np.ndarray, probes: np.ndarray, factory: str, k: int,
     try:
         started = time.perf_counter()
         staging = write_version(index_dir, items, vectors, np.zeros((0, vectors.shape[1]), np.float32),
-                                model={"synthetic": True}, factory=factory, corpus_root=index_dir, report={})
+                                model=_synthetic_model(vectors.shape[1]), factory=factory, corpus_root=index_dir,
+                                report={})
         write_seconds = time.perf_counter() - started
         timed = len(probes) - WARMUP_QUERIES
         version = IndexVersion(staging)
@@ -78,6 +80,12 @@ def _measure_one(vectors: np.ndarray, probes: np.ndarray, factory: str, k: int,
     result = FaissResult(len(vectors), factory, round(write_seconds, 3), latency_summary(searched),
                          latency_summary(raw_searched), recall_at_k=1.0)
     return result, found
+
+
+def _synthetic_model(dim: int) -> ModelIdentity:
+    """No model embedded these random vectors; the manifest still needs a (never loaded) identity."""
+    return ModelIdentity(model="synthetic", precision="fp32", fingerprint="synthetic", dim=dim, image_size=0,
+                         preprocess={})
 
 
 def _unit_vectors(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from clipspace.errors import ModelLoadError
+from clipspace.manifest import ModelIdentity
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +96,18 @@ class DualEncoder:
         return int(size if isinstance(size, int) else max(size))
 
     @property
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> ModelIdentity:
         """What an index manifest records about the model, enough to reload it and to prove it is the same."""
-        return {
-            "model": self.spec.model,
-            "pretrained": None if self.spec.pretrained in _NO_WEIGHTS else self.spec.pretrained,
-            "seed": None if self.spec.has_weights else self.spec.seed,
-            "precision": self.spec.precision,
-            "fingerprint": self.fingerprint,
-            "dim": self.dim,
-            "image_size": self.image_size,
-            "preprocess": self.preprocess_cfg,
-        }
+        return ModelIdentity(
+            model=self.spec.model,
+            pretrained=None if self.spec.pretrained in _NO_WEIGHTS else self.spec.pretrained,
+            seed=None if self.spec.has_weights else self.spec.seed,
+            precision=self.spec.precision,
+            fingerprint=self.fingerprint,
+            dim=self.dim,
+            image_size=self.image_size,
+            preprocess=self.preprocess_cfg,
+        )
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Embed texts; anything longer than the model's context is truncated by the tokenizer."""

@@ -1,9 +1,9 @@
 """Index versions on disk: write one beside the old, publish it atomically, open it, search it.
 
-INDEX_DIR/current holds the name of the serving version; versions/NNNN/ holds manifest.json, vectors.npy,
-image.faiss, text.faiss (when captions exist) and meta.sqlite. A version is written under a staging name,
-verified, renamed into place, and only then named in `current` (an atomic rename), so a crash at any
-moment leaves the previous version serving.
+INDEX_DIR/current holds the name of the serving version; versions/NNNN/ holds manifest.json (clipspace.manifest),
+the vector shards (clipspace.shards), image.faiss, text.faiss (when captions exist) and meta.sqlite. A version is
+written under a staging name, verified, renamed into place, and only then named in `current` (an atomic rename),
+so a crash at any moment leaves the previous version serving.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import re
@@ -19,8 +18,8 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,11 @@ import numpy as np
 
 from clipspace import __version__
 from clipspace.errors import IndexBusy, IndexCorrupt, IndexNotReady, InvalidBuildOptions
+from clipspace.manifest import Manifest, ModelIdentity, Shard
+from clipspace.shards import ShardedVectors, ShardWriter
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 CURRENT = "current"
 VERSIONS = "versions"
 STAGING_PREFIX = ".staging-"
@@ -94,43 +94,134 @@ def build_faiss(vectors: np.ndarray, factory: str) -> faiss.Index:
 
 
 def write_version(index_dir: Path, items: Sequence[ItemRecord], image_vectors: np.ndarray,
-                  caption_vectors: np.ndarray, *, model: dict[str, Any], factory: str, corpus_root: Path,
+                  caption_vectors: np.ndarray, *, model: ModelIdentity, factory: str, corpus_root: Path,
                   report: dict[str, Any], next_id: int | None = None) -> Path:
-    """Write a complete version into a staging folder and verify it; `publish_version` makes it current.
+    """Write a complete version from arrays in memory into a staging folder; `publish_version` makes it current.
 
     Rows of `image_vectors` follow `items`; rows of `caption_vectors` follow the items that have a caption.
-    `next_id` is the id the next new path will get: ids of deleted paths are never handed out again.
+    The builder streams through `VersionWriter` instead, so that it never holds a corpus of vectors.
     """
-    staging = Path(index_dir) / VERSIONS / f"{STAGING_PREFIX}{os.getpid()}-{time.time_ns()}"
-    staging.mkdir(parents=True)
-    image_vectors = np.ascontiguousarray(image_vectors, dtype=np.float32)
-    caption_vectors = np.ascontiguousarray(caption_vectors, dtype=np.float32)
-    np.save(staging / "vectors.npy", image_vectors)
-    faiss.write_index(build_faiss(image_vectors, factory), str(staging / "image.faiss"))
-    if len(caption_vectors):
-        np.save(staging / "captions.npy", caption_vectors)
-        faiss.write_index(build_faiss(caption_vectors, choose_factory("auto", len(caption_vectors))),
-                          str(staging / "text.faiss"))
-    _write_meta(staging / "meta.sqlite", items)
-    files = sorted(path.name for path in staging.iterdir())
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "model": model,
-        "dim": int(image_vectors.shape[1]),
-        "count": len(items),
-        "caption_count": len(caption_vectors),
-        "next_id": max([next_id or 0, *(item.id + 1 for item in items)]),
-        "faiss_factory": factory,
-        "corpus_root": str(Path(corpus_root).resolve()),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "builder_version": __version__,
-        "build_report": report,
-        "checksums": {name: _sha256_file(staging / name) for name in files},
-    }
-    _write_json(staging / "manifest.json", manifest)
-    _fsync_tree(staging)
-    IndexVersion(staging).close()  # re-read everything against the manifest before anyone can serve it
-    return staging
+    writer = VersionWriter(index_dir, int(np.shape(image_vectors)[1]))
+    captions = iter(caption_vectors)
+    try:
+        for item, vector in zip(items, image_vectors, strict=True):
+            writer.add(item, vector, next(captions) if item.caption is not None else None)
+        return writer.finish(model=model, factory=factory, corpus_root=corpus_root, report=report,
+                             next_id=next_id or 0)
+    except BaseException:
+        writer.abandon()
+        raise
+
+
+def write_faiss(folder: Path, target: str, shards: Sequence[Shard], dim: int, factory: str) -> None:
+    """Build `target`.faiss over the shards of a staged version (a plain function: Ray runs it off the driver)."""
+    vectors = np.ascontiguousarray(ShardedVectors(folder, shards, dim), dtype=np.float32)
+    faiss.write_index(build_faiss(vectors, factory), str(Path(folder) / f"{target}.faiss"))
+
+
+class VersionWriter:
+    """Streams one new version into a staging folder: item records to meta.sqlite, vectors to shards.
+
+    Items arrive in row order, each with its image vector and, when it has a caption, its caption vector. A vector
+    is either a fresh array or the row (an int) of the same vector in `previous`, which is then linked or copied
+    without being embedded again. Memory holds one batch of records and one chunk of vectors, whatever the corpus.
+    """
+
+    RECORDS_PER_INSERT = 4096
+
+    def __init__(self, index_dir: Path, dim: int, previous: IndexVersion | None = None) -> None:
+        self.index_dir = Path(index_dir)
+        self.dim = dim
+        self.previous = previous
+        self.staging = self.index_dir / VERSIONS / f"{STAGING_PREFIX}{os.getpid()}-{time.time_ns()}"
+        self.staging.mkdir(parents=True)
+        stamp = f"{time.time_ns():x}"
+        self.images = ShardWriter(self.staging, f"image-{stamp}", dim,
+                                  previous.image_vectors() if previous else None)
+        self.captions = ShardWriter(self.staging, f"caption-{stamp}", dim,
+                                    previous.caption_vectors() if previous else None)
+        self._db = sqlite3.connect(self.staging / "meta.sqlite")
+        self._db.execute(_CREATE_ITEMS)
+        self._pending: list[tuple] = []
+        self.count = 0
+        self.caption_count = 0
+        self.next_id = 0
+
+    def add(self, item: ItemRecord, image: np.ndarray | int, caption: np.ndarray | int | None = None) -> None:
+        """Append one item; `image` / `caption` are a vector, or the row of that vector in the previous version."""
+        caption_row = None
+        if item.caption is not None:
+            if caption is None:
+                raise ValueError(f"{item.path} has a caption but no caption vector")
+            _add_vector(self.captions, caption)
+            caption_row, self.caption_count = self.caption_count, self.caption_count + 1
+        _add_vector(self.images, image)
+        self._pending.append((*astuple(item), self.count, caption_row))
+        self.count += 1
+        self.next_id = max(self.next_id, item.id + 1)
+        if len(self._pending) >= self.RECORDS_PER_INSERT:
+            self._flush()
+
+    def finish(self, *, model: ModelIdentity, factory: str, corpus_root: Path, report: dict[str, Any],
+               next_id: int = 0, build: Callable[..., None] = write_faiss) -> Path:
+        """Close the shards, build the FAISS indexes (with `build`), write the manifest, fsync and verify."""
+        self._flush()
+        self._db.commit()
+        self._db.close()
+        image_shards, caption_shards = tuple(self.images.close()), tuple(self.captions.close())
+        linked = self._link_unchanged_indexes(image_shards, caption_shards, factory)
+        if "image.faiss" not in linked:
+            build(self.staging, "image", image_shards, self.dim, factory)
+        if caption_shards and "text.faiss" not in linked:
+            build(self.staging, "text", caption_shards, self.dim, choose_factory("auto", self.caption_count))
+        reused = {shard.file for shard in (*self.images.linked, *self.captions.linked)} | linked
+        known = self.previous.manifest.checksums if self.previous else {}
+        manifest = Manifest(
+            model=model, dim=self.dim, count=self.count, caption_count=self.caption_count,
+            next_id=max(next_id, self.next_id), faiss_factory=factory, corpus_root=str(Path(corpus_root).resolve()),
+            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), builder_version=__version__,
+            build_report=report, image_shards=image_shards, caption_shards=caption_shards,
+            checksums={path.name: known[path.name] if path.name in reused else _sha256_file(path)
+                       for path in sorted(self.staging.iterdir())})
+        (self.staging / "manifest.json").write_text(manifest.to_json())
+        _fsync_tree(self.staging)
+        IndexVersion(self.staging).close()  # re-read everything against the manifest before anyone can serve it
+        return self.staging
+
+    def abandon(self) -> None:
+        """Drop the staging folder (a failed build must not leave gigabytes behind on a full disk)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        with contextlib.suppress(OSError):
+            self.images.close()
+            self.captions.close()
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _flush(self) -> None:
+        self._db.executemany(f"INSERT INTO items ({_COLUMNS}, row, caption_row) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                             self._pending)
+        self._pending.clear()
+
+    def _link_unchanged_indexes(self, image_shards: tuple[Shard, ...], caption_shards: tuple[Shard, ...],
+                                factory: str) -> set[str]:
+        """FAISS files over exactly the previous version's shards are the previous files: link, don't rebuild."""
+        if self.previous is None:
+            return set()
+        before, linked = self.previous.manifest, set()
+        if image_shards == before.image_shards and factory == before.faiss_factory:
+            linked.add("image.faiss")
+        if caption_shards and caption_shards == before.caption_shards:
+            linked.add("text.faiss")
+        for name in linked:
+            os.link(self.previous.path / name, self.staging / name)
+        return linked
+
+
+def _add_vector(writer: ShardWriter, vector: np.ndarray | int) -> None:
+    if isinstance(vector, int | np.integer):
+        writer.add_previous(int(vector))
+    else:
+        writer.add(vector)
 
 
 def publish_version(index_dir: Path, staging: Path, keep: int = 3) -> str:
@@ -185,8 +276,8 @@ class IndexVersion:
         self.name = self.path.name
         try:
             self.manifest = self._verified_manifest()
-            self.dim: int = self.manifest["dim"]
-            self.count: int = self.manifest["count"]
+            self.dim: int = self.manifest.dim
+            self.count: int = self.manifest.count
             self._faiss = {target: faiss.read_index(str(self.path / f"{target}.faiss")) for target in TARGETS
                            if (self.path / f"{target}.faiss").exists()}
             self._db = sqlite3.connect(f"file:{self.path / 'meta.sqlite'}?mode=ro", uri=True,
@@ -195,22 +286,25 @@ class IndexVersion:
         except (OSError, KeyError, TypeError, RuntimeError, sqlite3.Error) as error:
             raise IndexCorrupt(f"{self.path}: cannot open this index version: {error}") from error
         image = self._faiss.get("image")
+        if sum(shard.rows for shard in self.manifest.image_shards) != self.count:
+            raise IndexCorrupt(f"{self.path}: the vector shards do not hold the {self.count} rows the manifest "
+                               "announces")
         if image is None or image.ntotal != self.count or image.d != self.dim or rows != self.count:
             raise IndexCorrupt(f"{self.path}: image.faiss and meta.sqlite do not hold the {self.count} "
                                f"vectors of dim {self.dim} that the manifest announces")
         self._db_lock = threading.Lock()
 
     @property
-    def model(self) -> dict[str, Any]:
-        return self.manifest["model"]
+    def model(self) -> ModelIdentity:
+        return self.manifest.model
 
     @property
     def next_id(self) -> int:
-        return self.manifest["next_id"]
+        return self.manifest.next_id
 
     @property
     def corpus_root(self) -> Path:
-        return Path(self.manifest["corpus_root"])
+        return Path(self.manifest.corpus_root)
 
     def search(self, query: np.ndarray, k: int, target: str = "image") -> list[SearchHit]:
         """Top-k items by cosine similarity; `text` searches caption vectors and answers the captioned item."""
@@ -235,12 +329,12 @@ class IndexVersion:
             rows = self._db.execute(f"SELECT {_COLUMNS}, row, caption_row FROM items ORDER BY row").fetchall()
         return [(ItemRecord(*row[:-2]), row[-2], row[-1]) for row in rows]
 
-    def image_vectors(self) -> np.ndarray:
-        return np.load(self.path / "vectors.npy", mmap_mode="r")
+    def image_vectors(self) -> ShardedVectors:
+        """Every image vector in row order, memory-mapped from the shards."""
+        return ShardedVectors(self.path, self.manifest.image_shards, self.dim)
 
-    def caption_vectors(self) -> np.ndarray:
-        path = self.path / "captions.npy"
-        return np.load(path, mmap_mode="r") if path.exists() else np.zeros((0, self.dim), np.float32)
+    def caption_vectors(self) -> ShardedVectors:
+        return ShardedVectors(self.path, self.manifest.caption_shards, self.dim)
 
     def index_type(self, target: str = "image") -> str | None:
         return type(self._faiss[target]).__name__ if target in self._faiss else None
@@ -257,15 +351,12 @@ class IndexVersion:
                                      rows).fetchall()
         return {row[0]: ItemRecord(*row[1:]) for row in found}
 
-    def _verified_manifest(self) -> dict[str, Any]:
+    def _verified_manifest(self) -> Manifest:
         try:
-            manifest = json.loads((self.path / "manifest.json").read_text())
-        except (OSError, ValueError) as error:
+            manifest = Manifest.from_json((self.path / "manifest.json").read_text(), str(self.path))
+        except OSError as error:
             raise IndexCorrupt(f"{self.path}: unreadable manifest.json: {error}") from error
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexCorrupt(f"{self.path}: index format {manifest.get('format_version')} is not "
-                               f"{FORMAT_VERSION}; rebuild it with this version of clipspace")
-        for name, expected in manifest["checksums"].items():
+        for name, expected in manifest.checksums.items():
             path = self.path / name
             if not path.exists() or _sha256_file(path) != expected:
                 raise IndexCorrupt(f"{self.path}: {name} is missing or does not match its checksum")
@@ -288,20 +379,10 @@ def _first_line(error: Exception) -> str:
     return re.sub(r"^Error in .*? at \S+:\d+: ", "", lines[0])
 
 
-def _write_meta(path: Path, items: Sequence[ItemRecord]) -> None:
-    db = sqlite3.connect(path)
-    try:
-        db.execute("""CREATE TABLE items (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE,
-                      sha256 TEXT NOT NULL, bytes INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-                      width INTEGER NOT NULL, height INTEGER NOT NULL, caption TEXT,
-                      row INTEGER NOT NULL UNIQUE, caption_row INTEGER UNIQUE)""")
-        caption_rows = iter(range(len(items)))
-        db.executemany(f"INSERT INTO items ({_COLUMNS}, row, caption_row) VALUES (?,?,?,?,?,?,?,?,?,?)", [
-            (*asdict(item).values(), row, next(caption_rows) if item.caption is not None else None)
-            for row, item in enumerate(items)])
-        db.commit()
-    finally:
-        db.close()
+_CREATE_ITEMS = """CREATE TABLE items (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE,
+                  sha256 TEXT NOT NULL, bytes INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+                  width INTEGER NOT NULL, height INTEGER NOT NULL, caption TEXT,
+                  row INTEGER NOT NULL UNIQUE, caption_row INTEGER UNIQUE)"""
 
 
 def _numbered_versions(versions: Path) -> list[int]:
@@ -320,10 +401,6 @@ def _sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
 def _fsync_file(path: Path) -> None:

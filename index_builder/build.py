@@ -202,13 +202,13 @@ def _previous_version(index_dir: Path, encoder: DualEncoder) -> tuple[_Previous,
         return _Previous(), f"the previous version cannot be reused ({error})"
     try:
         before, now = version.model, encoder.identity
-        changed = [key for key in ("fingerprint", "precision", "preprocess") if before.get(key) != now[key]]
+        changed = before.differences(now)
         listed = version.items()
         previous = _Previous(next_id=version.next_id, items={
             record.path: _Known(record, None if changed else row, None if changed else caption_row)
             for record, row, caption_row in listed})
         if changed:
-            return previous, (f"model changed ({', '.join(changed)}: {before['model']} -> {now['model']}): "
+            return previous, (f"model changed ({', '.join(changed)}: {before.model} -> {now.model}): "
                               "every image is embedded again")
         previous.image_vectors, previous.caption_vectors = version.image_vectors(), version.caption_vectors()
         return previous, None

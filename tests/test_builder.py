@@ -47,7 +47,7 @@ def test_first_build_indexes_every_image_with_its_metadata(tmp_path, corpus, tin
     assert version.count == len(NAMES) and paths_in(tmp_path / "index") == set(NAMES)
     record = next(r for r, _, _ in version.items() if r.path == "a.jpg")
     assert (record.width, record.height) == (120, 96) and len(record.sha256) == 64
-    assert version.manifest["model"]["fingerprint"] == tiny_encoder.fingerprint
+    assert version.manifest.model.fingerprint == tiny_encoder.fingerprint
 
 
 def test_an_image_finds_itself_first(tmp_path, corpus, tiny_encoder):
@@ -67,7 +67,7 @@ def test_corrupt_empty_and_foreign_files_are_skipped_and_reported(tmp_path, corp
     assert set(skipped) == {"broken.jpg", "empty.png", "fake.png"}
     assert "truncated" in skipped["broken.jpg"] or "corrupt" in skipped["broken.jpg"]
     assert report.added == len(NAMES)
-    manifest_report = open_current(tmp_path / "index").manifest["build_report"]
+    manifest_report = open_current(tmp_path / "index").manifest.build_report
     assert manifest_report["skipped"] == 3
     assert {entry["path"] for entry in manifest_report["skipped_files"]} == set(skipped)
 

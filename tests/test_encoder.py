@@ -41,7 +41,7 @@ def test_bf16_model_stays_close_to_fp32(tiny_encoder):
     cosine = (bf16.embed_images(images) * tiny_encoder.embed_images(images)).sum(axis=1)
     assert cosine.min() > 0.99
     assert bf16.fingerprint == tiny_encoder.fingerprint  # same weights; precision is recorded separately
-    assert bf16.identity["precision"] == "bf16"
+    assert bf16.identity.precision == "bf16"
 
 
 def test_local_dir_export_loads_the_identical_model(tmp_path, tiny_encoder):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from clipspace.errors import IndexBusy, IndexCorrupt, IndexNotReady
+from clipspace.manifest import ModelIdentity
 from clipspace.store import (
     ItemRecord,
     build_lock,
@@ -15,7 +19,8 @@ from clipspace.store import (
     write_version,
 )
 
-MODEL = {"model": "test", "fingerprint": "x"}
+MODEL = ModelIdentity(model="test", precision="fp32", fingerprint="blake2b:test", dim=16, image_size=32,
+                      preprocess={"size": 32})
 
 
 def unit_rows(count: int, dim: int = 16, seed: int = 0) -> np.ndarray:
@@ -93,3 +98,33 @@ def test_a_staging_folder_never_becomes_current_and_the_next_build_removes_it(tm
 def test_two_builds_cannot_hold_the_lock_at_once(tmp_path):
     with build_lock(tmp_path), pytest.raises(IndexBusy), build_lock(tmp_path):
         pass
+
+
+def test_the_same_model_rule_names_every_field_that_differs():
+    other = MODEL.model_copy(update={"fingerprint": "blake2b:other", "precision": "bf16"})
+    assert MODEL.differences(other) == ["fingerprint", "precision"]
+
+
+def test_a_model_found_at_another_path_is_still_the_same_model():
+    moved = MODEL.model_copy(update={"model": "local-dir:/elsewhere", "pretrained": "/elsewhere/weights.pt"})
+    assert MODEL.same_model(moved)
+
+
+def test_a_manifest_of_an_unknown_format_is_refused_with_what_to_do(tmp_path):
+    publish(tmp_path, count=5)
+    manifest = tmp_path / "versions" / "0001" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"format_version": 2', '"format_version": 99'))
+    with pytest.raises(IndexCorrupt, match=r"format 99 .*rebuild the index"):
+        open_current(tmp_path)
+
+
+FORMAT_1_INDEX = Path(__file__).parent / "assets" / "format1-index"  # written by clipspace at format 1
+
+
+def test_an_index_of_format_1_still_opens_and_searches(tmp_path):
+    shutil.copytree(FORMAT_1_INDEX, tmp_path / "old")
+    version = open_current(tmp_path / "old")
+    stored = version.image_vectors()
+    assert version.manifest.format_version == 1
+    assert version.search(stored[2], k=1)[0].id == 2
+    assert version.search(version.caption_vectors()[0], k=1, target="text")[0].caption == "a caption"

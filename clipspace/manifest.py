@@ -1,0 +1,107 @@
+"""The index manifest: the typed contract between the builder that writes a version and the service that reads it.
+
+It is read in three places (builder, service, benchmarks), so it is one frozen type with one rule for "the same
+model", instead of a dict read by string keys with a rule re-typed in each place.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from clipspace.errors import IndexCorrupt
+
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)  # 1: one vectors.npy / captions.npy per version, no shards
+
+
+class ModelIdentity(BaseModel):
+    """Which model embedded an index: enough to reload it (`model`, `pretrained`, `seed`) and to prove it is the same.
+
+    `fingerprint` is a digest of the weights in fp32 (see clipspace.encoder.weights_fingerprint).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    pretrained: str | None = None
+    seed: int | None = None
+    precision: str
+    fingerprint: str
+    dim: int
+    image_size: int
+    preprocess: dict[str, Any]
+
+    # What makes two vectors comparable: the same weights, run at the same precision, on pixels prepared the same
+    # way, answering the same dimension. The reference (`model`, `pretrained`) is only where to find them.
+    SAME_MODEL_FIELDS: ClassVar[tuple[str, ...]] = ("fingerprint", "precision", "preprocess", "dim")
+
+    def differences(self, other: ModelIdentity) -> list[str]:
+        """The fields of the one `same_model` rule in which `other` differs from this identity."""
+        return [name for name in self.SAME_MODEL_FIELDS if getattr(self, name) != getattr(other, name)]
+
+    def same_model(self, other: ModelIdentity) -> bool:
+        """True when vectors of `other` and of this model can be compared: used by the builder and the service."""
+        return not self.differences(other)
+
+
+class Shard(BaseModel):
+    """One file of vectors: `rows` float32 rows of the version's dim, in row order after the shards before it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    rows: int
+
+
+class Manifest(BaseModel):
+    """manifest.json of one index version; every file of the version is listed in `checksums`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    model: ModelIdentity
+    dim: int
+    count: int
+    caption_count: int
+    next_id: int
+    faiss_factory: str
+    corpus_root: str
+    created_at: str
+    builder_version: str
+    build_report: dict[str, Any]
+    checksums: dict[str, str]
+    image_shards: tuple[Shard, ...]
+    caption_shards: tuple[Shard, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> Manifest:
+        """Parse and validate; a format this clipspace does not know is refused with what to do about it."""
+        try:
+            raw = json.loads(text)
+        except ValueError as error:
+            raise IndexCorrupt(f"{where}: manifest.json is not JSON: {error}") from error
+        found = raw.get("format_version") if isinstance(raw, dict) else None
+        if found not in READABLE_FORMATS:
+            raise IndexCorrupt(f"{where}: index format {found!r} is not one this clipspace reads "
+                               f"({', '.join(map(str, READABLE_FORMATS))}); rebuild the index with "
+                               "`python -m index_builder` from this version of clipspace")
+        if found == 1:
+            raw = _upgraded_from_format_1(raw)
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as error:
+            raise IndexCorrupt(f"{where}: manifest.json does not describe an index version: {error}") from error
+
+
+def _upgraded_from_format_1(raw: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 kept all vectors in vectors.npy and captions.npy: each is one shard, the rest is unchanged."""
+    captions = raw.get("caption_count", 0)
+    return {**raw, "format_version": 1,
+            "image_shards": [{"file": "vectors.npy", "rows": raw.get("count", 0)}],
+            "caption_shards": [{"file": "captions.npy", "rows": captions}] if captions else []}
