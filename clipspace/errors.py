@@ -59,3 +59,7 @@ class ItemNotFound(ClipspaceError):
 
 class InvalidBuildOptions(ClipspaceError):
     """The builder was asked for something it cannot do (missing folder, unknown FAISS factory string)."""
+
+
+class IndexWriteFailed(ClipspaceError):
+    """A new index version could not be written (disk full, read-only folder): nothing was published."""

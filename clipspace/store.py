@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 
 from clipspace import __version__
-from clipspace.errors import IndexBusy, IndexCorrupt, IndexNotReady, InvalidBuildOptions
+from clipspace.errors import IndexBusy, IndexCorrupt, IndexNotReady, IndexWriteFailed, InvalidBuildOptions
 from clipspace.manifest import Manifest, ModelIdentity, Shard
 from clipspace.shards import ShardedVectors, ShardWriter
 
@@ -116,7 +116,10 @@ def write_version(index_dir: Path, items: Sequence[ItemRecord], image_vectors: n
 def write_faiss(folder: Path, target: str, shards: Sequence[Shard], dim: int, factory: str) -> None:
     """Build `target`.faiss over the shards of a staged version (a plain function: Ray runs it off the driver)."""
     vectors = np.ascontiguousarray(ShardedVectors(folder, shards, dim), dtype=np.float32)
-    faiss.write_index(build_faiss(vectors, factory), str(Path(folder) / f"{target}.faiss"))
+    try:
+        faiss.write_index(build_faiss(vectors, factory), str(Path(folder) / f"{target}.faiss"))
+    except RuntimeError as error:  # FAISS reports a failed write (e.g. a full disk) as a RuntimeError
+        raise IndexWriteFailed(f"cannot write {target}.faiss: {_first_line(error)}") from error
 
 
 class VersionWriter:
@@ -134,14 +137,16 @@ class VersionWriter:
         self.dim = dim
         self.previous = previous
         self.staging = self.index_dir / VERSIONS / f"{STAGING_PREFIX}{os.getpid()}-{time.time_ns()}"
-        self.staging.mkdir(parents=True)
+        with writing(self.index_dir):
+            self.staging.mkdir(parents=True)
         stamp = f"{time.time_ns():x}"
         self.images = ShardWriter(self.staging, f"image-{stamp}", dim,
                                   previous.image_vectors() if previous else None)
         self.captions = ShardWriter(self.staging, f"caption-{stamp}", dim,
                                     previous.caption_vectors() if previous else None)
-        self._db = sqlite3.connect(self.staging / "meta.sqlite")
-        self._db.execute(_CREATE_ITEMS)
+        with writing(self.index_dir):
+            self._db = sqlite3.connect(self.staging / "meta.sqlite")
+            self._db.execute(_CREATE_ITEMS)
         self._pending: list[tuple] = []
         self.count = 0
         self.caption_count = 0
@@ -149,6 +154,10 @@ class VersionWriter:
 
     def add(self, item: ItemRecord, image: np.ndarray | int, caption: np.ndarray | int | None = None) -> None:
         """Append one item; `image` / `caption` are a vector, or the row of that vector in the previous version."""
+        with writing(self.index_dir):
+            self._add(item, image, caption)
+
+    def _add(self, item: ItemRecord, image: np.ndarray | int, caption: np.ndarray | int | None) -> None:
         caption_row = None
         if item.caption is not None:
             if caption is None:
@@ -165,6 +174,11 @@ class VersionWriter:
     def finish(self, *, model: ModelIdentity, factory: str, corpus_root: Path, report: dict[str, Any],
                next_id: int = 0, build: Callable[..., None] = write_faiss) -> Path:
         """Close the shards, build the FAISS indexes (with `build`), write the manifest, fsync and verify."""
+        with writing(self.index_dir):
+            return self._finish(model, factory, corpus_root, report, next_id, build)
+
+    def _finish(self, model: ModelIdentity, factory: str, corpus_root: Path, report: dict[str, Any], next_id: int,
+                build: Callable[..., None]) -> Path:
         self._flush()
         self._db.commit()
         self._db.close()
@@ -217,6 +231,16 @@ class VersionWriter:
         return linked
 
 
+@contextlib.contextmanager
+def writing(index_dir: Path) -> Iterator[None]:
+    """Turn a failed write (a full disk, a read-only folder) into one error that says nothing was published."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as error:
+        reason = f"{error.strerror} ({error.filename})" if isinstance(error, OSError) and error.strerror else error
+        raise IndexWriteFailed(f"cannot write a new version of the index at {index_dir}: {reason}") from error
+
+
 def _add_vector(writer: ShardWriter, vector: np.ndarray | int) -> None:
     if isinstance(vector, int | np.integer):
         writer.add_previous(int(vector))
@@ -228,12 +252,13 @@ def publish_version(index_dir: Path, staging: Path, keep: int = 3) -> str:
     """Rename a verified staging folder to the next version number and point `current` at it atomically."""
     versions = Path(index_dir) / VERSIONS
     name = f"{max(_numbered_versions(versions), default=0) + 1:04d}"
-    os.replace(staging, versions / name)
-    pointer = Path(index_dir) / f".{CURRENT}.tmp"
-    pointer.write_text(name + "\n")
-    _fsync_file(pointer)
-    os.replace(pointer, Path(index_dir) / CURRENT)
-    _fsync_dir(Path(index_dir))
+    with writing(index_dir):
+        os.replace(staging, versions / name)
+        pointer = Path(index_dir) / f".{CURRENT}.tmp"
+        pointer.write_text(name + "\n")
+        _fsync_file(pointer)
+        os.replace(pointer, Path(index_dir) / CURRENT)
+        _fsync_dir(Path(index_dir))
     _prune(versions, keep)
     return name
 

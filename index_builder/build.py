@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 import torch
@@ -255,11 +256,16 @@ def _prepare(root: Path, path: str, item_id: int, known: _Known | None, preproce
         return _Scanned(_unusable(item_id, path), rejected="file name is not valid UTF-8; rename the file")
     if not file.resolve().is_relative_to(root.resolve()):
         return _Scanned(_unusable(item_id, path), rejected="a link to a file outside the image folder")
-    stat = file.stat()
-    if stat.st_size > options.max_file_bytes:
-        return _Scanned(_unusable(item_id, path), rejected=f"file is {stat.st_size:,} bytes; the limit is "
-                                                           f"{options.max_file_bytes:,}")
-    data = file.read_bytes()
+    try:
+        stat = file.stat()
+        if not S_ISREG(stat.st_mode):  # reading a FIFO named photo.jpg would wait forever
+            return _Scanned(_unusable(item_id, path), rejected="not a regular file (a pipe, socket or device)")
+        if stat.st_size > options.max_file_bytes:
+            return _Scanned(_unusable(item_id, path), rejected=f"file is {stat.st_size:,} bytes; the limit is "
+                                                               f"{options.max_file_bytes:,}")
+        data = file.read_bytes()
+    except OSError as error:  # permission denied, vanished since the scan, an I/O error of the disk
+        return _Scanned(_unusable(item_id, path), rejected=f"cannot read the file: {error.strerror or error}")
     sha256 = hashlib.sha256(data).hexdigest()
     caption = _read_caption(file)
     if known is not None and known.row is not None and known.record.sha256 == sha256:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -229,3 +230,54 @@ def test_interrupting_a_build_leaves_the_previous_version_serving(tmp_path, tiny
         report = build(big_corpus, index, tiny_encoder)
         assert (report.added, report.removed) == (2000, 1) and open_current(index).count == 2000
         assert not [p for p in (index / "versions").iterdir() if p.name.startswith(".")]
+
+
+def without_root_privileges(command: list[str]) -> list[str]:
+    """chmod 000 does not stop root: drop the capabilities that let root read any file, for this process only."""
+    if os.geteuid() != 0:
+        return command
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+
+
+def test_a_file_that_cannot_be_read_is_skipped_with_the_reason(tmp_path, corpus):
+    (corpus / "locked.png").write_bytes((corpus / "b.PNG").read_bytes())
+    (corpus / "locked.png").chmod(0)
+    command = without_root_privileges([sys.executable, "-m", "index_builder", "--images", str(corpus), "--index",
+                                       str(tmp_path / "index"), "--model", TINY_ARCH, "--pretrained", "none",
+                                       "--precision", "fp32"])
+    process = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0, process.stderr
+    assert "skipped locked.png: cannot read the file: Permission denied" in process.stdout
+
+
+def test_a_pipe_named_like_an_image_is_skipped_instead_of_blocking_the_build(tmp_path, corpus, tiny_encoder):
+    os.mkfifo(corpus / "pipe.jpg")
+    report = build(corpus, tmp_path / "index", tiny_encoder)
+    assert dict(report.skipped) == {"pipe.jpg": "not a regular file (a pipe, socket or device)"}
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 300 kB tmpfs: a real file system that fills up (needs root, as in CI; skipped elsewhere)."""
+    mount_point = tmp_path / "tiny-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+
+
+def test_a_full_disk_fails_the_build_clearly_and_publishes_nothing(tmp_path, tiny_encoder, big_corpus, tiny_disk):
+    index = tiny_disk / "index"
+    write_corpus(tmp_path / "first", ["first.png"])
+    build(tmp_path / "first", index, tiny_encoder)
+    process = run_cli("--images", str(big_corpus), "--index", str(index), "--model", TINY_ARCH, "--pretrained",
+                      "none", "--precision", "fp32", "--quiet")
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 1, output
+    assert "nothing was published" in output
+    assert re.search("No space left on device|disk is full", output)  # from the shards or from SQLite
+    assert open_current(index).count == 1
+    assert not [path for path in (index / "versions").iterdir() if path.name.startswith(".staging")]
