@@ -19,6 +19,7 @@ from app.schemas import (
     Status,
     Target,
     TextQuery,
+    error_responses,
 )
 from clipspace.errors import IndexNotReady, NotAnImage
 from clipspace.store import SearchHit
@@ -48,7 +49,7 @@ items = APIRouter(tags=["items"])
 health = APIRouter(tags=["health"])
 
 
-@search.post("/text", response_model=SearchResponse)
+@search.post("/text", response_model=SearchResponse, responses=error_responses(400, 413, 503))
 async def search_text(query: TextQuery, serving: Serving) -> SearchResponse:
     started = time.perf_counter()
     vector = await serving.embed_text(query.text)
@@ -57,7 +58,7 @@ async def search_text(query: TextQuery, serving: Serving) -> SearchResponse:
 
 
 @search.post("/image", response_model=SearchResponse,
-             responses={400: {"model": Status}, 413: {"model": Status}, 415: {"model": Status}})
+             responses=error_responses(400, 413, 415, 503))
 async def search_image(holder: Holder, serving: Serving, file: Annotated[UploadFile, File()],
                        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10, target: Target = "image") -> SearchResponse:
     started = time.perf_counter()
@@ -69,12 +70,14 @@ async def search_image(holder: Holder, serving: Serving, file: Annotated[UploadF
     return _response(serving, "image", target, hits, started)
 
 
-@items.get("/images/{item_id}", response_class=FileResponse, responses={404: {"model": Status}})
+@items.get("/images/{item_id}", response_class=FileResponse,
+           responses={200: {"content": {"image/*": {}}, "description": "the indexed image file"},
+                      **error_responses(404, 503)})
 async def image_file(item_id: Annotated[int, PathParam(ge=0, le=MAX_ITEM_ID)], serving: Serving) -> FileResponse:
     return FileResponse(serving.image_file(item_id))
 
 
-@items.get("/info", response_model=IndexInfo)
+@items.get("/info", response_model=IndexInfo, responses=error_responses(503))
 async def info(serving: Serving) -> IndexInfo:
     manifest = serving.version.manifest
     return IndexInfo(model=manifest.model.model_dump(), index_version=serving.version.name,
@@ -88,7 +91,7 @@ async def healthz() -> Status:
     return Status(status="alive")
 
 
-@health.get("/readyz", response_model=Status, responses={503: {"model": Status}})
+@health.get("/readyz", response_model=Status, responses=error_responses(503))
 async def readyz(holder: Holder, serving: Serving) -> Status:
     await serving.probe()
     detail = f"index version {serving.version.name}, {serving.version.count} items"
