@@ -25,12 +25,14 @@ from benchmarks.faiss_search import measure_faiss
 from benchmarks.latency import REPO_ROOT, measure_latency
 from benchmarks.machine import describe_machine, load_average
 from benchmarks.report import progress, render
+from benchmarks.scale import measure_memory, measure_ray_overhead, measure_reindex
 from clipspace.encoder import PRECISIONS, DualEncoder, ModelSpec, load_encoder
 from clipspace.errors import ClipspaceError
+from clipspace.settings import EMBEDDED_MODEL
 from index_builder.build import BuildOptions
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
-SECTIONS = ("http", "faiss")
+SECTIONS = ("http", "faiss", "reindex", "memory", "ray")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,6 +58,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--faiss-sizes", default="10000,100000", help="comma-separated corpus sizes")
     parser.add_argument("--faiss-queries", type=int, default=200)
+    parser.add_argument("--reindex-files", type=int, default=2000,
+                        help="tiny files for the reindex benchmark (issue 8: 100000)")
+    parser.add_argument("--memory-sizes", default="1000,4000",
+                        help="corpus sizes for the builder's peak-RSS slope (issue 8: 10000,200000)")
+    parser.add_argument("--ray-files", type=int, default=1000, help="tiny files for Ray against local")
     parser.add_argument("--skip", action="append", choices=SECTIONS, default=[], help="leave a section out")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
     parser.add_argument("--note", default=None, help="a label kept with the results, e.g. 'contended'")
@@ -63,6 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     try:
         args.image_size = tuple(int(side) for side in args.image_size.lower().split("x"))
         args.faiss_sizes = [int(size) for size in args.faiss_sizes.split(",") if size.strip()]
+        args.memory_sizes = [int(size) for size in args.memory_sizes.split(",") if size.strip()]
     except ValueError:
         parser.error("--image-size is WIDTHxHEIGHT and --faiss-sizes a list of integers")
     if len(args.image_size) != 2 or min(args.image_size) < 64:
@@ -113,8 +121,26 @@ def run(args: argparse.Namespace) -> dict:
         if "faiss" not in args.skip and args.faiss_sizes:
             result["faiss"] = [asdict(entry) for entry in measure_faiss(args.faiss_sizes, encoder.dim,
                                                                         args.faiss_queries, args.k, work_dir)]
+        result.update(_scale_sections(args, work_dir))
     result["machine"]["load_avg_end"] = load_average()
     return result
+
+
+def _scale_sections(args: argparse.Namespace, work_dir: Path) -> dict:
+    """Issue 8's numbers, always with the embedded model: they measure the builder's work per file, not a model."""
+    sections: dict = {}
+    wanted = [name for name in ("reindex", "memory", "ray") if name not in args.skip]
+    if not wanted:
+        return sections
+    encoder = load_encoder(ModelSpec(EMBEDDED_MODEL, None, "fp32", args.device), threads=args.threads)
+    if "reindex" in wanted and args.reindex_files:
+        sections["reindex"] = asdict(measure_reindex(encoder, work_dir / "reindex", args.reindex_files))
+    if "memory" in wanted and len(args.memory_sizes) > 1:
+        sections["memory"] = [asdict(measure_memory(work_dir / "memory", args.memory_sizes, ray=ray))
+                              for ray in (False, True)]
+    if "ray" in wanted and args.ray_files:
+        sections["ray"] = asdict(measure_ray_overhead(encoder, work_dir / "ray", args.ray_files))
+    return sections
 
 
 def _service_env(args: argparse.Namespace) -> dict[str, str]:

@@ -21,6 +21,7 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", *_latency(result["latency"])]
     if result.get("faiss"):
         lines += ["", *_faiss(result["faiss"], result["model"]["dim"], result["k"])]
+    lines += _scale(result)
     return "\n".join(lines)
 
 
@@ -88,6 +89,33 @@ def _faiss(results: list[dict[str, Any]], dim: int, k: int) -> list[str]:
                      f"{version['p50_ms']:>10.3f} / {version['p95_ms']:<8.3f}  "
                      f"{raw['p50_ms']:>7.3f} / {raw['p95_ms']:<7.3f}  {result['recall_at_k']:>8.4f}")
     return lines
+
+
+def _scale(result: dict[str, Any]) -> list[str]:
+    lines = []
+    if result.get("reindex"):
+        r = result["reindex"]
+        verdict = "ok" if r["changed_s"] <= r["changed_budget_s"] else "OVER"
+        lines += ["", f"4. Reindex in proportion to change: {r['files']:,} tiny JPEGs, embedded model, "
+                      f"load avg {r['load_avg'][0]}",
+                  _row("first build", f"{r['first_build_s']:.2f} s ({r['embedded_per_s']:.0f} img/s embedded)"),
+                  _row("no-change reindex (goal <= 30 s on 2 cores)", f"{r['no_change_s']:.2f} s"),
+                  _row(f"{r['changed']:,} files changed ({r['changed_read']:,} read)", f"{r['changed_s']:.2f} s"),
+                  _row("goal: 2 x no-change + embedding the changed files", f"{r['changed_budget_s']:.2f} s {verdict}")]
+    for memory in result.get("memory", []):
+        sizes = " / ".join(f"{size:,}" for size in memory["sizes"])
+        peaks = " / ".join(f"{peak:.0f}" for peak in memory["peak_rss_mb"])
+        lines += ["" if memory["builder"] == "local" else None,
+                  f"5. Builder peak RSS ({memory['builder']}), {sizes} images: {peaks} MB, "
+                  f"slope {memory['bytes_per_image']:.0f} B/image (load avg {memory['load_avg'][0]})"]
+    if result.get("ray"):
+        r = result["ray"]
+        verdict = "ok" if r["overhead"] <= 0.15 else "OVER 15%"
+        lines += ["", f"6. Ray (local cluster on this machine) against the local builder, {r['files']:,} tiny JPEGs "
+                      f"(load avg {r['load_avg'][0]})",
+                  _row("local / ray", f"{r['local_s']:.2f} s / {r['ray_s']:.2f} s"),
+                  _row("overhead (goal <= 15%)", f"{r['overhead']:.1%} {verdict}")]
+    return [line for line in lines if line is not None]
 
 
 def _row(label: str, value: str) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 from clipspace import __version__
 from clipspace.errors import IndexBusy, IndexCorrupt, IndexNotReady, IndexWriteFailed, InvalidBuildOptions
 from clipspace.manifest import Manifest, ModelIdentity, Shard
-from clipspace.shards import ShardedVectors, ShardWriter
+from clipspace.shards import SHARD_ROWS, ShardedVectors, ShardWriter
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,8 @@ class VersionWriter:
 
     RECORDS_PER_INSERT = 4096
 
-    def __init__(self, index_dir: Path, dim: int, previous: IndexVersion | None = None) -> None:
+    def __init__(self, index_dir: Path, dim: int, previous: IndexVersion | None = None,
+                 shard_rows: int = SHARD_ROWS) -> None:
         self.index_dir = Path(index_dir)
         self.dim = dim
         self.previous = previous
@@ -141,9 +142,9 @@ class VersionWriter:
             self.staging.mkdir(parents=True)
         stamp = f"{time.time_ns():x}"
         self.images = ShardWriter(self.staging, f"image-{stamp}", dim,
-                                  previous.image_vectors() if previous else None)
+                                  previous.image_vectors() if previous else None, shard_rows)
         self.captions = ShardWriter(self.staging, f"caption-{stamp}", dim,
-                                    previous.caption_vectors() if previous else None)
+                                    previous.caption_vectors() if previous else None, shard_rows)
         with writing(self.index_dir):
             self._db = sqlite3.connect(self.staging / "meta.sqlite")
             self._db.execute(_CREATE_ITEMS)

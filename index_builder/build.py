@@ -1,41 +1,48 @@
-"""Scan a folder, embed what is new or changed, reuse the rest, and publish a new index version."""
+"""Build a new index version from a folder: list, reuse what is unchanged, embed the rest, publish atomically.
+
+The build streams: the listing goes to a scratch SQLite plan, records to meta.sqlite and vectors to shards as
+they are produced, so memory is bounded by a batch, not by the corpus. A file whose path, size and mtime are
+unchanged is reused without being read; a file that is read is hashed, and its bytes decide whether a stored
+vector (of its own path, or of a file that moved) still holds. What reads and embeds the rest is an `Embedder`:
+threads and one model here (index_builder.local), Ray tasks and an actor pool on a cluster (index_builder.on_ray).
+"""
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import logging
 import os
+import shutil
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from stat import S_ISREG
+from typing import Protocol
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from clipspace.encoder import DualEncoder
-from clipspace.errors import ClipspaceError, ImageRejected, IndexNotReady, InvalidBuildOptions
-from clipspace.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, is_image_path, load_image
+from clipspace.errors import ClipspaceError, IndexNotReady, InvalidBuildOptions
+from clipspace.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from clipspace.store import (
+    IndexVersion,
     ItemRecord,
+    VersionWriter,
     build_lock,
     check_factory,
     choose_factory,
     open_current,
     publish_version,
-    write_version,
 )
+from index_builder.files import FileLimits, Movable, Processed, Work, list_images, read_caption
+from index_builder.plan import Plan, PlanRow
 
 log = logging.getLogger(__name__)
 
-CAPTION_SUFFIX = ".txt"
-MAX_CAPTION_CHARS = 2000
 MAX_SKIPPED_IN_MANIFEST = 1000
+CAPTION_BATCH = 256  # caption texts embedded per forward pass
+PENDING_ITEMS = 4096  # items held while their captions wait for a batch: bounds the builder's memory
+SCRATCH = ".work"  # an embedder's scratch folder inside the staging folder, removed before the version is sealed
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,10 @@ class BuildOptions:
     keep_versions: int = 3
     max_file_bytes: int = 256 * 1024 * 1024
     progress: bool = True
+    verify: bool = False  # re-hash every file instead of trusting path + size + mtime
+
+    def limits(self, encoder: DualEncoder) -> FileLimits:
+        return FileLimits(self.max_file_bytes, self.max_pixels, encoder.image_size if self.jpeg_draft else None)
 
 
 @dataclass
@@ -60,58 +71,43 @@ class BuildReport:
     added: int = 0
     updated: int = 0
     reused: int = 0
+    moved: int = 0  # of `reused`: files found under a new path by their content hash
+    read: int = 0  # files opened and hashed (the others were reused on path + size + mtime)
     removed: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # the first MAX_SKIPPED_IN_MANIFEST
+    skipped_count: int = 0
     captions_embedded: int = 0
     captions_reused: int = 0
     full_reembed_reason: str | None = None
     seconds: float = 0.0
     embedded_per_s: float = 0.0
 
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped_count += 1
+        if len(self.skipped) < MAX_SKIPPED_IN_MANIFEST:
+            self.skipped.append((path, reason))
+        log.warning("skipped %s: %s", path, reason)
+
     def as_dict(self) -> dict:
-        return {"added": self.added, "updated": self.updated, "reused": self.reused, "removed": self.removed,
-                "skipped": len(self.skipped), "skipped_files": [
-                    {"path": path, "reason": reason} for path, reason in self.skipped[:MAX_SKIPPED_IN_MANIFEST]],
+        return {"added": self.added, "updated": self.updated, "reused": self.reused, "moved": self.moved,
+                "read": self.read, "removed": self.removed, "skipped": self.skipped_count, "skipped_files": [
+                    {"path": path, "reason": reason} for path, reason in self.skipped],
                 "captions_embedded": self.captions_embedded, "captions_reused": self.captions_reused,
                 "full_reembed_reason": self.full_reembed_reason, "seconds": round(self.seconds, 3),
                 "embedded_per_s": round(self.embedded_per_s, 2)}
 
 
-@dataclass(frozen=True)
-class _Known:
-    """A path of the previous version: its record, and its vector rows when they are still valid."""
+class Embedder(Protocol):
+    """Reads the files of `work` (in order) and answers each as a vector to reuse, a fresh vector, or a skip."""
 
-    record: ItemRecord
-    row: int | None
-    caption_row: int | None
+    def process(self, work: Iterable[Work], movable: dict[str, Movable], scratch: Path) -> Iterator[Processed]: ...
 
-
-@dataclass
-class _Previous:
-    """What the serving version offers the next build: stable ids always, vectors when the model is the same."""
-
-    items: dict[str, _Known] = field(default_factory=dict)
-    image_vectors: np.ndarray | None = None
-    caption_vectors: np.ndarray | None = None
-    next_id: int = 0
-
-
-@dataclass(frozen=True)
-class _Scanned:
-    record: ItemRecord
-    pixels: torch.Tensor | None = None  # set when the image must be embedded
-    reused_row: int | None = None  # set when the previous vector is still right
-    rejected: str | None = None  # set when the file cannot be used
+    def write_faiss(self, folder: Path, target: str, shards: tuple, dim: int, factory: str) -> None: ...
 
 
 def scan_images(root: Path) -> list[str]:
     """Image files under `root` (any case of extension, recursive, hidden folders skipped), sorted, relative."""
-    found = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        found.extend(Path(folder, name).relative_to(root).as_posix() for name in files
-                     if is_image_path(Path(name)) and not name.startswith("."))
-    return sorted(found)
+    return sorted(listed.path for listed in list_images(root, max_file_bytes=1 << 62))
 
 
 def check_options(options: BuildOptions) -> None:
@@ -122,213 +118,157 @@ def check_options(options: BuildOptions) -> None:
         raise InvalidBuildOptions("batch size, workers, versions kept and file size limit must be positive")
 
 
-def build_index(options: BuildOptions, encoder: DualEncoder) -> BuildReport:
+def build_index(options: BuildOptions, encoder: DualEncoder, embedder: Embedder | None = None) -> BuildReport:
     """Build and publish a new version of `options.index` from `options.images`; the old one serves meanwhile."""
+    from index_builder.local import LocalEmbedder  # the default embedder; local imports this module
+
     started = time.perf_counter()
     check_options(options)
     check_factory(options.index_type, encoder.dim)
-    root = Path(options.images)
+    embedder = embedder or LocalEmbedder(encoder, options)
     with build_lock(options.index):
         report = BuildReport()
-        previous, report.full_reembed_reason = _previous_version(options.index, encoder)
-        paths = scan_images(root)
-        log.info("found %d images under %s (%d in the previous version)", len(paths), root, len(previous.items))
-        if not paths:
-            log.warning("no image files (%s) under %s: the new version is empty", ", ".join(sorted(
-                IMAGE_SUFFIXES)), root)
-        report.removed = len(set(previous.items) - set(paths))
-        items: list[ItemRecord] = []
-        reused_rows: list[int | None] = []  # per item: its row in the previous vectors, None when embedded now
-        fresh: list[np.ndarray] = []
-        embed_seconds = 0.0
-        scanned = _scan_in_parallel(root, paths, previous, encoder, options)
-        with tqdm(total=len(paths), unit="img", desc="indexing", disable=not options.progress) as bar:
-            for batch in _batches_to_embed(scanned, options.batch_size):
-                tick = time.perf_counter()
-                fresh.append(_embed_batch(encoder, batch))
-                embed_seconds += time.perf_counter() - tick
-                for entry in batch:
-                    _account(entry, previous, report)
-                    if entry.rejected is None:
-                        items.append(entry.record)
-                        reused_rows.append(entry.reused_row)
-                bar.update(len(batch))
-                bar.set_postfix_str(f"embedded {report.added + report.updated}, reused {report.reused}, "
-                                    f"skipped {len(report.skipped)}")
-        image_vectors = _assemble(reused_rows, fresh, previous.image_vectors, encoder.dim)
-        caption_vectors = _caption_vectors(items, previous, encoder, report)
-        embedded = report.added + report.updated
-        report.seconds = time.perf_counter() - started
-        report.embedded_per_s = embedded / report.seconds if embedded else 0.0
-        staging = write_version(options.index, items, image_vectors, caption_vectors, model=encoder.identity,
-                                factory=choose_factory(options.index_type, len(items)), corpus_root=root,
-                                report=report.as_dict(), next_id=previous.next_id)
+        previous, vectors_valid, report.full_reembed_reason = _previous_version(options.index, encoder)
+        writer = VersionWriter(options.index, encoder.dim, previous if vectors_valid else None)
+        plan = Plan(writer.staging / ".plan.sqlite", previous.path / "meta.sqlite" if previous else None)
+        try:
+            _build(options, encoder, embedder, previous, vectors_valid, writer, plan, report)
+            plan.close()
+            shutil.rmtree(writer.staging / SCRATCH, ignore_errors=True)
+            report.seconds = time.perf_counter() - started
+            embedded = report.added + report.updated
+            report.embedded_per_s = embedded / report.seconds if embedded else 0.0
+            staging = writer.finish(model=encoder.identity, factory=choose_factory(options.index_type, writer.count),
+                                    corpus_root=options.images, report=report.as_dict(),
+                                    next_id=previous.next_id if previous else 0, build=embedder.write_faiss)
+        except BaseException:
+            plan.close()
+            writer.abandon()
+            raise
+        finally:
+            if previous:
+                previous.close()
         report.version = publish_version(options.index, staging, keep=options.keep_versions)
-        log.info("published version %s (%.1f s in the image tower)", report.version, embed_seconds)
+        log.info("published version %s in %.1f s", report.version, time.perf_counter() - started)
         return report
 
 
-def _account(entry: _Scanned, previous: _Previous, report: BuildReport) -> None:
-    if entry.rejected is not None:
-        report.skipped.append((entry.record.path, entry.rejected))
-        log.warning("skipped %s: %s", entry.record.path, entry.rejected)
-    elif entry.reused_row is not None:
+def _build(options: BuildOptions, encoder: DualEncoder, embedder: Embedder, previous: IndexVersion | None,
+           vectors_valid: bool, writer: VersionWriter, plan: Plan, report: BuildReport) -> None:
+    root = Path(options.images)
+    listed = plan.add_listing(list_images(root, options.max_file_bytes))
+    log.info("found %d images under %s (%d in the previous version)", listed, root,
+             previous.count if previous else 0)
+    if not listed:
+        log.warning("no image files (%s) under %s: the new version is empty", ", ".join(sorted(IMAGE_SUFFIXES)), root)
+    report.removed = plan.removed()
+    trust_stat = vectors_valid and not options.verify
+
+    def unchanged_on_disk(row: PlanRow) -> bool:
+        return trust_stat and row.id is not None and (row.size, row.mtime_ns) == (row.bytes, row.prev_mtime_ns)
+
+    work = (Work(row.seq, row.path, row.sha256 if vectors_valid else None) for row in plan.rows()
+            if row.rejected is None and not unchanged_on_disk(row))
+    processed = embedder.process(work, plan.movable() if vectors_valid else {}, writer.staging / SCRATCH)
+    items = _PendingItems(writer, encoder, report)
+    new_ids = iter(range(previous.next_id if previous else 0, 1 << 62))
+    with tqdm(total=listed, unit="img", desc="indexing", disable=not options.progress) as bar:
+        for row in plan.rows():
+            bar.update()
+            if row.rejected is not None:
+                report.skip(row.path, row.rejected)
+                continue
+            caption = read_caption(root / row.path) if row.has_caption else None
+            item_id = row.id if row.id is not None else next(new_ids)
+            if unchanged_on_disk(row):
+                record = ItemRecord(item_id, row.path, row.sha256, row.bytes, row.mtime_ns, row.width, row.height,
+                                    caption)
+                report.reused += 1
+                items.add(record, row.row, row, vectors_valid)
+                continue
+            found = next(processed)
+            if found.seq != row.seq:
+                raise ClipspaceError(f"the embedder answered file #{found.seq} where #{row.seq} was expected")
+            _add_processed(found, row, item_id, caption, items, report, vectors_valid)
+            if bar.n % 256 == 0:
+                bar.set_postfix_str(f"embedded {report.added + report.updated}, reused {report.reused}, "
+                                    f"skipped {report.skipped_count}")
+    items.flush()
+
+
+def _add_processed(found: Processed, row: PlanRow, item_id: int, caption: str | None, items: _PendingItems,
+                   report: BuildReport, vectors_valid: bool) -> None:
+    report.read += 1
+    if found.rejected is not None:
+        report.skip(row.path, found.rejected)
+        return
+    if found.unchanged:  # touched, copied back or restored: same bytes, same vector
+        record = ItemRecord(item_id, row.path, found.sha256, found.size, found.mtime_ns, row.width, row.height,
+                            caption)
         report.reused += 1
-    elif entry.record.path in previous.items:
-        report.updated += 1
-    else:
+        items.add(record, row.row, row, vectors_valid)
+        return
+    record = ItemRecord(item_id, row.path, found.sha256, found.size, found.mtime_ns, found.width, found.height,
+                        caption)
+    if found.reuse_row is not None:
+        report.reused += 1
+        report.moved += 1
+        items.add(record, found.reuse_row, None, vectors_valid)
+        return
+    if row.id is None:
         report.added += 1
+    else:
+        report.updated += 1
+    items.add(record, found.vector, row, vectors_valid)
 
 
-def _assemble(reused_rows: list[int | None], fresh: list[np.ndarray], previous_vectors: np.ndarray | None,
-              dim: int) -> np.ndarray:
-    """One array in item order: fresh rows in the order embedded, reused rows gathered once from the old file."""
-    vectors = np.empty((len(reused_rows), dim), np.float32)
-    fresh_at = [i for i, row in enumerate(reused_rows) if row is None]
-    reused_at = [i for i, row in enumerate(reused_rows) if row is not None]
-    if fresh_at:
-        vectors[fresh_at] = np.concatenate(fresh)
-    if reused_at:
-        vectors[reused_at] = previous_vectors[[reused_rows[i] for i in reused_at]]
-    return vectors
+class _PendingItems:
+    """Items on their way to the writer, held until their captions are embedded in one batch, then written in order."""
+
+    def __init__(self, writer: VersionWriter, encoder: DualEncoder, report: BuildReport) -> None:
+        self.writer = writer
+        self.encoder = encoder
+        self.report = report
+        self.items: list[tuple[ItemRecord, np.ndarray | int, np.ndarray | int | str | None]] = []
+        self.texts = 0
+
+    def add(self, record: ItemRecord, image: np.ndarray | int, before: PlanRow | None, vectors_valid: bool) -> None:
+        """`before` is the path's previous item: its caption vector is reused when the text did not change."""
+        caption: np.ndarray | int | str | None = None
+        if record.caption is not None:
+            same_text = vectors_valid and before is not None and before.caption == record.caption
+            if same_text and before.caption_row is not None:
+                caption = before.caption_row
+                self.report.captions_reused += 1
+            else:
+                caption = record.caption
+                self.texts += 1
+        self.items.append((record, image, caption))
+        if self.texts >= CAPTION_BATCH or len(self.items) >= PENDING_ITEMS:
+            self.flush()
+
+    def flush(self) -> None:
+        texts = [caption for _, _, caption in self.items if isinstance(caption, str)]
+        vectors = iter(self.encoder.embed_texts(texts)) if texts else iter(())
+        self.report.captions_embedded += len(texts)
+        for record, image, caption in self.items:
+            self.writer.add(record, image, next(vectors) if isinstance(caption, str) else caption)
+        self.items.clear()
+        self.texts = 0
 
 
-def _previous_version(index_dir: Path, encoder: DualEncoder) -> tuple[_Previous, str | None]:
-    """The serving version's items (for stable ids) and, unless the model changed, its vectors (for reuse)."""
+def _previous_version(index_dir: Path, encoder: DualEncoder) -> tuple[IndexVersion | None, bool, str | None]:
+    """The serving version (for stable ids) and whether its vectors are valid for this model (for reuse)."""
     try:
         version = open_current(index_dir)
     except IndexNotReady:
-        return _Previous(), None
+        return None, False, None
     except ClipspaceError as error:
-        return _Previous(), f"the previous version cannot be reused ({error})"
-    try:
-        before, now = version.model, encoder.identity
-        changed = before.differences(now)
-        listed = version.items()
-        previous = _Previous(next_id=version.next_id, items={
-            record.path: _Known(record, None if changed else row, None if changed else caption_row)
-            for record, row, caption_row in listed})
-        if changed:
-            return previous, (f"model changed ({', '.join(changed)}: {before.model} -> {now.model}): "
-                              "every image is embedded again")
-        previous.image_vectors, previous.caption_vectors = version.image_vectors(), version.caption_vectors()
-        return previous, None
-    finally:
-        version.close()
+        return None, False, f"the previous version cannot be reused ({error})"
+    before, now = version.model, encoder.identity
+    changed = before.differences(now)
+    if changed:
+        return version, False, (f"model changed ({', '.join(changed)}: {before.model} -> {now.model}): "
+                                "every image is embedded again")
+    return version, True, None
 
-
-def _scan_in_parallel(root: Path, paths: list[str], previous: _Previous, encoder: DualEncoder,
-                      options: BuildOptions) -> Iterator[_Scanned]:
-    """Read, hash and (when needed) decode files on worker threads, yielding in order with bounded look-ahead.
-
-    Pillow and hashlib release the GIL, so decoding overlaps with the model's forward pass; at most a few
-    batches of decoded images exist at any time, whatever the size of the corpus.
-    """
-    new_ids = itertools.count(previous.next_id)
-    draft = encoder.image_size if options.jpeg_draft else None
-
-    def prepare(path: str, item_id: int) -> _Scanned:
-        try:
-            return _prepare(root, path, item_id, previous.items.get(path), encoder.preprocess, options, draft)
-        except Exception as error:  # one strange file must never abort the build
-            return _Scanned(_unusable(item_id, path), rejected=f"unexpected {type(error).__name__}: {error}")
-
-    ahead: deque[Future[_Scanned]] = deque()
-    pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="decode")
-    try:
-        for path in paths:
-            known = previous.items.get(path)
-            ahead.append(pool.submit(prepare, path, known.record.id if known else next(new_ids)))
-            if len(ahead) >= 4 * options.batch_size:
-                yield ahead.popleft().result()
-        while ahead:
-            yield ahead.popleft().result()
-    finally:  # on Ctrl-C, drop the queued files instead of decoding them first
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _prepare(root: Path, path: str, item_id: int, known: _Known | None, preprocess: Callable,
-             options: BuildOptions, draft: int | None) -> _Scanned:
-    file = root / path
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return _Scanned(_unusable(item_id, path), rejected="file name is not valid UTF-8; rename the file")
-    if not file.resolve().is_relative_to(root.resolve()):
-        return _Scanned(_unusable(item_id, path), rejected="a link to a file outside the image folder")
-    try:
-        stat = file.stat()
-        if not S_ISREG(stat.st_mode):  # reading a FIFO named photo.jpg would wait forever
-            return _Scanned(_unusable(item_id, path), rejected="not a regular file (a pipe, socket or device)")
-        if stat.st_size > options.max_file_bytes:
-            return _Scanned(_unusable(item_id, path), rejected=f"file is {stat.st_size:,} bytes; the limit is "
-                                                               f"{options.max_file_bytes:,}")
-        data = file.read_bytes()
-    except OSError as error:  # permission denied, vanished since the scan, an I/O error of the disk
-        return _Scanned(_unusable(item_id, path), rejected=f"cannot read the file: {error.strerror or error}")
-    sha256 = hashlib.sha256(data).hexdigest()
-    caption = _read_caption(file)
-    if known is not None and known.row is not None and known.record.sha256 == sha256:
-        record = replace(known.record, bytes=len(data), mtime_ns=stat.st_mtime_ns, caption=caption)
-        return _Scanned(record, reused_row=known.row)
-    try:
-        image = load_image(data, max_pixels=options.max_pixels, draft_size=draft)
-    except ImageRejected as error:
-        return _Scanned(_unusable(item_id, path), rejected=str(error))
-    width, height = image.info["original_size"]
-    record = ItemRecord(item_id, path, sha256, len(data), stat.st_mtime_ns, width, height, caption)
-    return _Scanned(record, pixels=preprocess(image))
-
-
-def _unusable(item_id: int, path: str) -> ItemRecord:
-    """A record that only carries a printable name for the report (names may hold undecodable bytes)."""
-    printable = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return ItemRecord(item_id, printable, "", 0, 0, 0, 0, None)
-
-
-def _read_caption(image_file: Path) -> str | None:
-    """A sidecar `photo.txt` beside `photo.jpg` is the image's caption (stripped, capped, UTF-8)."""
-    sidecar = image_file.with_suffix(CAPTION_SUFFIX)
-    try:
-        text = sidecar.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return None
-    return text[:MAX_CAPTION_CHARS] or None
-
-
-def _embed_batch(encoder: DualEncoder, batch: list[_Scanned]) -> np.ndarray:
-    pixels = [entry.pixels for entry in batch if entry.pixels is not None]
-    return encoder.embed_pixels(torch.stack(pixels)) if pixels else np.zeros((0, encoder.dim), np.float32)
-
-
-def _batches_to_embed(scanned: Iterable[_Scanned], batch_size: int) -> Iterator[list[_Scanned]]:
-    """Group scanned files so each group holds `batch_size` images to embed (reused and skipped ride along)."""
-    batch, pending = [], 0
-    for entry in scanned:
-        batch.append(entry)
-        pending += entry.pixels is not None
-        if pending == batch_size or (pending == 0 and len(batch) >= batch_size):
-            yield batch
-            batch, pending = [], 0
-    if batch:
-        yield batch
-
-
-def _caption_vectors(items: list[ItemRecord], previous: _Previous, encoder: DualEncoder,
-                     report: BuildReport) -> np.ndarray:
-    """Caption vectors in item order: reused where the same item had the same caption, embedded otherwise."""
-    captioned = [item for item in items if item.caption is not None]
-    vectors = np.empty((len(captioned), encoder.dim), np.float32)
-    missing = []
-    for index, item in enumerate(captioned):
-        known = previous.items.get(item.path)
-        if known is not None and known.caption_row is not None and known.record.caption == item.caption:
-            vectors[index] = previous.caption_vectors[known.caption_row]
-        else:
-            missing.append(index)
-    if missing:
-        log.info("embedding %d captions", len(missing))
-        vectors[missing] = encoder.embed_texts([captioned[i].caption for i in missing])
-    report.captions_embedded = len(missing)
-    report.captions_reused = len(captioned) - len(missing)
-    return vectors

@@ -7,10 +7,10 @@ import logging
 import signal
 from pathlib import Path
 
-from clipspace.encoder import ModelSpec, default_precision, load_encoder
+from clipspace.encoder import DualEncoder, ModelSpec, default_precision, load_encoder
 from clipspace.errors import ClipspaceError, IndexBusy, InvalidBuildOptions, ModelLoadError
 from clipspace.settings import EMBEDDED_MODEL, Settings
-from index_builder.build import BuildOptions, BuildReport, build_index, check_options
+from index_builder.build import BuildOptions, BuildReport, Embedder, build_index, check_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -44,6 +44,14 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     parser.add_argument("--max-file-bytes", type=int, default=BuildOptions.max_file_bytes,
                         help="skip larger files without reading them")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="read and embed on a Ray cluster: `auto` (the cluster this machine joined with "
+                             "`ray start`), ray://host:port, or nothing for a local cluster on this machine")
+    parser.add_argument("--ray-actors", type=int, default=1,
+                        help="model replicas in the Ray actor pool (one GPU each when the cluster has GPUs)")
+    parser.add_argument("--verify", action="store_true",
+                        help="read and hash every file, even those whose path, size and mtime are unchanged "
+                             "(after restoring a backup that kept mtimes, or editing tools that preserve them)")
     return parser.parse_args(argv)
 
 
@@ -59,12 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     options = BuildOptions(images=args.images, index=args.index, batch_size=args.batch_size,
                            workers=args.workers, index_type=args.index_type, max_pixels=args.max_pixels,
                            jpeg_draft=not args.no_jpeg_draft, keep_versions=args.keep_versions,
-                           max_file_bytes=args.max_file_bytes,
-                           progress=not args.quiet)
+                           max_file_bytes=args.max_file_bytes, progress=not args.quiet, verify=args.verify)
     try:
         check_options(options)
         encoder = load_encoder(spec, threads=args.threads)
-        report = build_index(options, encoder)
+        report = build_index(options, encoder, _ray_embedder(args, encoder, options) if args.ray is not None else None)
     except KeyboardInterrupt:
         log.error("interrupted: nothing was published; the previous version keeps serving")
         return EXIT_INTERRUPTED
@@ -86,15 +93,32 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
+def _ray_embedder(args: argparse.Namespace, encoder: DualEncoder, options: BuildOptions) -> Embedder:
+    """Join (or start) the Ray cluster; a missing extra or an unreachable cluster is a usage error."""
+    if args.ray_actors < 1:
+        raise InvalidBuildOptions("--ray-actors must be at least 1")
+    try:
+        from index_builder.on_ray import RayEmbedder, connect
+    except ImportError as error:
+        raise InvalidBuildOptions(f"--ray needs Ray: pip install 'clipspace[ray]' ({error})") from error
+    try:
+        connect(args.ray or None)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise InvalidBuildOptions(f"cannot join the Ray cluster at {args.ray or 'a new local cluster'}: "
+                                  f"{error}") from error
+    return RayEmbedder(encoder, options, actors=args.ray_actors)
+
+
 def _summary(report: BuildReport, index: Path) -> str:
     lines = [f"published version {report.version} at {index}: {report.added} added, {report.updated} updated, "
-             f"{report.reused} reused, {report.removed} removed, {len(report.skipped)} skipped "
-             f"({report.seconds:.1f} s, {report.embedded_per_s:.1f} images/s embedded)"]
+             f"{report.reused} reused ({report.moved} moved), {report.removed} removed, {report.skipped_count} "
+             f"skipped; {report.read} files read ({report.seconds:.1f} s, {report.embedded_per_s:.1f} images/s "
+             "embedded)"]
     if report.full_reembed_reason:
         lines.append(f"  full embed: {report.full_reembed_reason}")
     lines += [f"  skipped {path}: {reason}" for path, reason in report.skipped[:20]]
-    if len(report.skipped) > 20:
-        lines.append(f"  ... and {len(report.skipped) - 20} more (see manifest.json build_report)")
+    if report.skipped_count > 20:
+        lines.append(f"  ... and {report.skipped_count - 20} more (see manifest.json build_report)")
     return "\n".join(lines)
 
 

@@ -281,3 +281,63 @@ def test_a_full_disk_fails_the_build_clearly_and_publishes_nothing(tmp_path, tin
     assert re.search("No space left on device|disk is full", output)  # from the shards or from SQLite
     assert open_current(index).count == 1
     assert not [path for path in (index / "versions").iterdir() if path.name.startswith(".staging")]
+
+
+def vector_of(index_dir, path: str) -> np.ndarray:
+    version = open_current(index_dir)
+    row = next(row for record, row, _ in version.items() if record.path == path)
+    return version.image_vectors()[row]
+
+
+def replace_keeping_size_and_mtime(file) -> None:
+    """New pixels in the same number of bytes with the old mtime: what stat alone cannot see."""
+    before = file.stat()
+    data = bytearray(file.read_bytes())
+    data[-40:-20] = bytes(20)  # inside the BMP's pixel array: still a valid image, other pixels
+    file.write_bytes(bytes(data))
+    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_reindex_reads_no_file_whose_path_size_and_mtime_are_unchanged(tmp_path, corpus, tiny_encoder):
+    build(corpus, tmp_path / "index", tiny_encoder)
+    report = build(corpus, tmp_path / "index", tiny_encoder)
+    assert (report.read, report.reused) == (0, len(NAMES))
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_only_seen_with_verify(tmp_path, corpus, tiny_encoder):
+    build(corpus, tmp_path / "index", tiny_encoder)
+    before = vector_of(tmp_path / "index", "e.bmp")
+    replace_keeping_size_and_mtime(corpus / "e.bmp")
+    trusting = build(corpus, tmp_path / "index", tiny_encoder)
+    np.testing.assert_array_equal(vector_of(tmp_path / "index", "e.bmp"), before)
+    verified = build(corpus, tmp_path / "index", tiny_encoder, verify=True)
+    assert (trusting.updated, verified.updated, verified.read) == (0, 1, len(NAMES))
+    assert not np.array_equal(vector_of(tmp_path / "index", "e.bmp"), before)
+
+
+def test_a_touched_file_is_read_but_not_embedded_again(tmp_path, corpus, tiny_encoder):
+    build(corpus, tmp_path / "index", tiny_encoder)
+    os.utime(corpus / "a.jpg", ns=(time.time_ns(), time.time_ns()))
+    report = build(corpus, tmp_path / "index", tiny_encoder)
+    assert (report.read, report.reused, report.updated) == (1, len(NAMES), 0)
+
+
+def test_a_moved_file_reuses_its_vector_by_content_hash_under_a_new_id(tmp_path, corpus, tiny_encoder):
+    build(corpus, tmp_path / "index", tiny_encoder)
+    ids, before = ids_by_path(tmp_path / "index"), vector_of(tmp_path / "index", "a.jpg")
+    (corpus / "moved").mkdir()
+    (corpus / "a.jpg").rename(corpus / "moved" / "renamed.jpg")
+    report = build(corpus, tmp_path / "index", tiny_encoder)
+    assert (report.moved, report.added, report.removed) == (1, 0, 1)
+    np.testing.assert_array_equal(vector_of(tmp_path / "index", "moved/renamed.jpg"), before)
+    assert ids_by_path(tmp_path / "index")["moved/renamed.jpg"] > max(ids.values())
+
+
+def test_an_unchanged_reindex_links_the_vectors_and_the_faiss_index_of_the_previous_version(tmp_path, corpus,
+                                                                                             tiny_encoder):
+    build(corpus, tmp_path / "index", tiny_encoder)
+    build(corpus, tmp_path / "index", tiny_encoder)
+    first, second = (tmp_path / "index" / "versions" / name for name in ("0001", "0002"))
+    shards = [shard.file for shard in open_current(tmp_path / "index").manifest.image_shards]
+    for name in [*shards, "image.faiss"]:
+        assert (second / name).stat().st_ino == (first / name).stat().st_ino, name

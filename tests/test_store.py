@@ -12,6 +12,7 @@ from clipspace.errors import IndexBusy, IndexCorrupt, IndexNotReady
 from clipspace.manifest import ModelIdentity
 from clipspace.store import (
     ItemRecord,
+    VersionWriter,
     build_lock,
     current_version_name,
     open_current,
@@ -128,3 +129,41 @@ def test_an_index_of_format_1_still_opens_and_searches(tmp_path):
     assert version.manifest.format_version == 1
     assert version.search(stored[2], k=1)[0].id == 2
     assert version.search(version.caption_vectors()[0], k=1, target="text")[0].caption == "a caption"
+
+
+def write_with_small_shards(index_dir, vectors, previous=None, reuse=0):
+    """A version whose first `reuse` rows are the previous version's, the rest fresh, in shards of 4 rows."""
+    writer = VersionWriter(index_dir, vectors.shape[1], previous, shard_rows=4)
+    for row in range(len(vectors)):
+        writer.add(records(len(vectors))[row], row if row < reuse else vectors[row])
+    return publish_version(index_dir, writer.finish(model=MODEL, factory="Flat", corpus_root=index_dir, report={}))
+
+
+def test_a_new_version_links_the_unchanged_shards_of_the_previous_one_instead_of_copying(tmp_path):
+    vectors = unit_rows(13)
+    write_with_small_shards(tmp_path, vectors[:10])  # shards of 4, 4 and 2 rows
+    before = open_current(tmp_path)
+    write_with_small_shards(tmp_path, vectors, previous=before, reuse=10)  # 3 rows added
+    after = open_current(tmp_path)
+    old, new = before.manifest.image_shards, after.manifest.image_shards
+    assert [shard.rows for shard in new] == [4, 4, 2, 3]
+    assert new[:3] == old
+    for shard in old:
+        assert (after.path / shard.file).stat().st_ino == (before.path / shard.file).stat().st_ino
+    np.testing.assert_array_equal(np.asarray(after.image_vectors()), vectors)
+
+
+def test_a_shard_with_a_changed_row_is_written_anew(tmp_path):
+    vectors = unit_rows(8)
+    write_with_small_shards(tmp_path, vectors)
+    before = open_current(tmp_path)
+    changed = vectors.copy()
+    changed[5] = unit_rows(1, seed=9)[0]
+    writer = VersionWriter(tmp_path, 16, before, shard_rows=4)
+    for row, record in enumerate(records(8)):
+        writer.add(record, changed[row] if row == 5 else row)
+    publish_version(tmp_path, writer.finish(model=MODEL, factory="Flat", corpus_root=tmp_path, report={}))
+    after = open_current(tmp_path)
+    assert after.manifest.image_shards[0] == before.manifest.image_shards[0]
+    assert after.manifest.image_shards[1] != before.manifest.image_shards[1]
+    np.testing.assert_array_equal(np.asarray(after.image_vectors()), changed)

@@ -1,0 +1,163 @@
+"""One image file, from the folder to the model's input: list and stat it, read it once, hash it, decode it.
+
+These are plain functions of plain data, so the local builder runs them on threads and the Ray builder runs the
+very same ones in Ray tasks on any node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from stat import S_ISREG
+
+import numpy as np
+
+from clipspace.errors import ImageRejected
+from clipspace.images import is_image_path, load_image
+
+CAPTION_SUFFIX = ".txt"
+MAX_CAPTION_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A file as the listing saw it: stat only, nothing read yet; `rejected` says why it will not be indexed."""
+
+    path: str
+    size: int = 0
+    mtime_ns: int = 0
+    has_caption: bool = False
+    rejected: str | None = None
+
+
+@dataclass(frozen=True)
+class Work:
+    """A file that must be read: `known_sha256` is the content its path had before (when those vectors are valid)."""
+
+    seq: int
+    path: str
+    known_sha256: str | None
+
+
+@dataclass(frozen=True)
+class Movable:
+    """A previous item whose path is gone: a file with the same bytes elsewhere (moved, renamed) reuses its vector."""
+
+    row: int
+    width: int
+    height: int
+
+
+@dataclass
+class Processed:
+    """What reading a file gave: a vector to reuse (`reuse_row`), pixels to embed, or why it was rejected."""
+
+    seq: int
+    sha256: str = ""
+    size: int = 0
+    mtime_ns: int = 0
+    width: int = 0
+    height: int = 0
+    pixels: np.ndarray | None = None
+    vector: np.ndarray | None = None
+    unchanged: bool = False  # the same bytes as before at this path: keep the path's vector
+    reuse_row: int | None = None  # the vector of a moved file: its row in the previous version
+    rejected: str | None = None
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    max_file_bytes: int
+    max_pixels: int
+    draft_size: int | None  # decode JPEGs at the smallest DCT scale that still covers this size
+
+
+def list_images(root: Path, max_file_bytes: int) -> Iterator[Listed]:
+    """Image files under `root`, in a stable order (sorted per folder), with their stat; hidden names skipped.
+
+    Folder symlinks are not followed (no cycles). Nothing is read: the stat decides whether a file can be reused.
+    """
+    root = Path(root)
+    real_root = root.resolve()
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        names = set(files)
+        for name in sorted(files):
+            if name.startswith(".") or not is_image_path(Path(name)):
+                continue
+            file = Path(folder, name)
+            yield _listed(file, file.relative_to(root).as_posix(), real_root, max_file_bytes,
+                          Path(name).with_suffix(CAPTION_SUFFIX).name in names)
+
+
+def _listed(file: Path, path: str, real_root: Path, max_file_bytes: int, has_caption: bool) -> Listed:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return Listed(printable(path), rejected="file name is not valid UTF-8; rename the file")
+    try:
+        if file.is_symlink() and not file.resolve().is_relative_to(real_root):
+            return Listed(path, rejected="a link to a file outside the image folder")
+        stat = file.stat()
+    except OSError as error:  # a dangling link, a file deleted while listing
+        return Listed(path, rejected=f"cannot read the file: {error.strerror or error}")
+    if not S_ISREG(stat.st_mode):  # reading a FIFO named photo.jpg would wait forever
+        return Listed(path, rejected="not a regular file (a pipe, socket or device)")
+    if stat.st_size > max_file_bytes:
+        return Listed(path, rejected=f"file is {stat.st_size:,} bytes; the limit is {max_file_bytes:,}")
+    return Listed(path, stat.st_size, stat.st_mtime_ns, has_caption)
+
+
+def read_file(root: Path, work: Work, movable: dict[str, Movable], limits: FileLimits,
+              preprocess: Callable) -> Processed:
+    """Read the file once: hash it, and decode it only when no stored vector has these bytes."""
+    try:
+        return _read_file(Path(root), work, movable, limits, preprocess)
+    except Exception as error:  # one strange file must never abort the build
+        return Processed(work.seq, rejected=f"unexpected {type(error).__name__}: {error}")
+
+
+def _read_file(root: Path, work: Work, movable: dict[str, Movable], limits: FileLimits,
+               preprocess: Callable) -> Processed:
+    file = root / work.path
+    try:
+        stat = file.stat()
+        if stat.st_size > limits.max_file_bytes:
+            return Processed(work.seq, rejected=f"file is {stat.st_size:,} bytes; the limit is "
+                                                f"{limits.max_file_bytes:,}")
+        data = file.read_bytes()
+    except OSError as error:  # permission denied, vanished since the listing, an I/O error of the disk
+        return Processed(work.seq, rejected=f"cannot read the file: {error.strerror or error}")
+    sha256 = hashlib.sha256(data).hexdigest()
+    found = Processed(work.seq, sha256, len(data), stat.st_mtime_ns)
+    if sha256 == work.known_sha256:
+        found.unchanged = True
+        return found
+    if sha256 in movable:
+        moved = movable[sha256]
+        found.reuse_row, found.width, found.height = moved.row, moved.width, moved.height
+        return found
+    try:
+        image = load_image(data, max_pixels=limits.max_pixels, draft_size=limits.draft_size)
+    except ImageRejected as error:
+        return Processed(work.seq, rejected=str(error))
+    found.width, found.height = image.info["original_size"]
+    found.pixels = preprocess(image).numpy()
+    return found
+
+
+def read_caption(image_file: Path) -> str | None:
+    """A sidecar `photo.txt` beside `photo.jpg` is the image's caption (stripped, capped, UTF-8)."""
+    try:
+        text = image_file.with_suffix(CAPTION_SUFFIX).read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    return text[:MAX_CAPTION_CHARS] or None
+
+
+def printable(path: str) -> str:
+    """A name that can be printed and stored, for the report (names may hold undecodable bytes)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

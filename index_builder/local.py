@@ -1,0 +1,65 @@
+"""The local embedder: decode threads read and preprocess files while one model embeds batches on this machine."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clipspace.encoder import DualEncoder
+from clipspace.store import write_faiss
+from index_builder.build import BuildOptions
+from index_builder.files import Movable, Processed, Work, read_file
+
+
+class LocalEmbedder:
+    """Pillow and hashlib release the GIL, so decoding on threads overlaps with the model's forward pass."""
+
+    def __init__(self, encoder: DualEncoder, options: BuildOptions) -> None:
+        self.encoder = encoder
+        self.options = options
+        self.write_faiss = write_faiss
+
+    def process(self, work: Iterable[Work], movable: dict[str, Movable], scratch: Path) -> Iterator[Processed]:
+        """Answers in the order of `work`; at most a few batches are read ahead, whatever the corpus."""
+        return embed_in_batches(self._read(work, movable), self.encoder, self.options.batch_size)
+
+    def _read(self, work: Iterable[Work], movable: dict[str, Movable]) -> Iterator[Processed]:
+        limits, preprocess, root = self.options.limits(self.encoder), self.encoder.preprocess, self.options.images
+        ahead: deque[Future[Processed]] = deque()
+        pool = ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="decode")
+        try:
+            for entry in work:
+                ahead.append(pool.submit(read_file, root, entry, movable, limits, preprocess))
+                if len(ahead) >= 4 * self.options.batch_size:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:  # on Ctrl-C, drop the queued files instead of decoding them first
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def embed_in_batches(read: Iterable[Processed], encoder: DualEncoder, batch_size: int) -> Iterator[Processed]:
+    """Embed the pixels of `batch_size` files at a time, answering every file (reused and skipped ride along)."""
+    batch: list[Processed] = []
+    pending = 0
+    for found in read:
+        batch.append(found)
+        pending += found.pixels is not None
+        if pending == batch_size or (pending == 0 and len(batch) >= batch_size):
+            yield from _embedded(batch, encoder)
+            batch, pending = [], 0
+    yield from _embedded(batch, encoder)
+
+
+def _embedded(batch: list[Processed], encoder: DualEncoder) -> list[Processed]:
+    with_pixels = [found for found in batch if found.pixels is not None]
+    if with_pixels:
+        vectors = encoder.embed_pixels(torch.from_numpy(np.stack([found.pixels for found in with_pixels])))
+        for found, vector in zip(with_pixels, vectors, strict=True):
+            found.vector, found.pixels = vector, None
+    return batch

@@ -1,0 +1,99 @@
+"""The build plan: every listed file beside what the previous version knew of its path, in SQLite rather than RAM.
+
+A listing of a hundred million files does not fit in a Python dict; in a scratch SQLite file it costs disk, and
+the previous version's meta.sqlite is joined to it by path without loading either.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from index_builder.files import Listed, Movable
+
+_INSERT_BATCH = 4096
+_PREVIOUS = "p.id, p.sha256, p.bytes, p.mtime_ns, p.width, p.height, p.caption, p.row, p.caption_row"
+
+
+class PlanRow(NamedTuple):
+    """A listed file and, when its path was indexed before, that item's record and vector rows (else None)."""
+
+    seq: int
+    path: str
+    size: int
+    mtime_ns: int
+    has_caption: bool
+    rejected: str | None
+    id: int | None
+    sha256: str | None
+    bytes: int | None
+    prev_mtime_ns: int | None
+    width: int | None
+    height: int | None
+    caption: str | None
+    row: int | None
+    caption_row: int | None
+
+
+class Plan:
+    """A scratch SQLite file beside the staged version; `close` deletes it."""
+
+    def __init__(self, path: Path, previous_meta: Path | None) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db.executescript("""PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+            CREATE TABLE listed (seq INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
+                                 mtime_ns INTEGER NOT NULL, has_caption INTEGER NOT NULL, rejected TEXT);""")
+        self._previous = previous_meta is not None
+        if self._previous:
+            self._db.execute("ATTACH DATABASE ? AS prev", (f"file:{previous_meta}?mode=ro",))
+
+    def add_listing(self, listed: Iterable[Listed]) -> int:
+        """Store the listing as it streams in; answers how many files were listed."""
+        count, batch = 0, []
+        for seq, entry in enumerate(listed):
+            batch.append((seq, entry.path, entry.size, entry.mtime_ns, entry.has_caption, entry.rejected))
+            if len(batch) == _INSERT_BATCH:
+                self._insert(batch)
+                batch = []
+            count = seq + 1
+        self._insert(batch)
+        return count
+
+    def rows(self) -> Iterator[PlanRow]:
+        """Every listed file in listing order, joined by path with the previous version's item."""
+        listed = "l.seq, l.path, l.size, l.mtime_ns, l.has_caption, l.rejected"
+        if self._previous:
+            query = (f"SELECT {listed}, {_PREVIOUS} FROM listed l LEFT JOIN prev.items p ON p.path = l.path "
+                     "ORDER BY l.seq")
+        else:
+            query = f"SELECT {listed}, {', '.join(['NULL'] * 9)} FROM listed l ORDER BY l.seq"
+        for row in self._db.execute(query):
+            yield PlanRow(*row)
+
+    def removed(self) -> int:
+        """Previous items whose path is no longer listed."""
+        if not self._previous:
+            return 0
+        return self._db.execute("SELECT count(*) FROM prev.items WHERE path NOT IN (SELECT path FROM listed)"
+                                ).fetchone()[0]
+
+    def movable(self) -> dict[str, Movable]:
+        """The vectors of vanished paths by content hash: a moved or renamed file finds its vector here.
+
+        Only vanished paths qualify, so this map is as large as the change, not as the corpus.
+        """
+        if not self._previous:
+            return {}
+        query = "SELECT sha256, row, width, height FROM prev.items WHERE path NOT IN (SELECT path FROM listed)"
+        return {sha256: Movable(row, width, height) for sha256, row, width, height in self._db.execute(query)}
+
+    def close(self) -> None:
+        self._db.close()
+        self.path.unlink(missing_ok=True)
+
+    def _insert(self, batch: list[tuple]) -> None:
+        self._db.executemany("INSERT INTO listed VALUES (?,?,?,?,?,?)", batch)
+        self._db.commit()
