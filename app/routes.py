@@ -14,6 +14,7 @@ from app.schemas import (
     MAX_K,
     IndexInfo,
     QueryInfo,
+    RerankInfo,
     SearchResponse,
     SearchResult,
     Status,
@@ -80,7 +81,8 @@ async def info(serving: Serving) -> IndexInfo:
     return IndexInfo(model=manifest["model"], index_version=serving.version.name, count=serving.version.count,
                      caption_count=manifest["caption_count"], dim=serving.version.dim,
                      index_type=serving.version.index_type("image"), faiss_factory=manifest["faiss_factory"],
-                     created_at=manifest["created_at"])
+                     created_at=manifest["created_at"],
+                     rerank=RerankInfo(available=serving.rerank_available, detail=serving.rerank_detail))
 
 
 @health.get("/healthz", response_model=Status)

@@ -59,3 +59,11 @@ class ItemNotFound(ClipspaceError):
 
 class InvalidBuildOptions(ClipspaceError):
     """The builder was asked for something it cannot do (missing folder, unknown FAISS factory string)."""
+
+
+class InvalidQuery(ClipspaceError):
+    """A query the core cannot answer as asked: its terms cancel out, a vector is not of the index's space."""
+
+
+class RerankUnavailable(InvalidQuery):
+    """Re-ranking was asked for, but the served model has no matcher trained for it (or the query has no text)."""
