@@ -139,3 +139,61 @@ def test_rerank_unavailable_is_explained_by_info(served):
     assert "not a local-dir: model" in rerank["detail"]
     refused = search(served, {"text": "a cat"}, rerank=True).json()["detail"]
     assert "not available" in refused and "local-dir:" in refused
+
+
+def classify(service, **body) -> httpx.Response:
+    return service.client.post("/classify", json=body)
+
+
+def test_classify_ranks_every_label_with_probabilities_that_sum_to_one(served):
+    labels = ["a cat", "a dog", "a red circle", "一只猫"]
+    body = classify(served, image_id=served.ids["02.png"], labels=labels).json()
+    probabilities = [entry["probability"] for entry in body["labels"]]
+    assert sorted(entry["label"] for entry in body["labels"]) == sorted(labels)
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_classify_is_a_softmax_at_the_models_logit_scale(served, tiny_encoder):
+    labels = ["a cat", "a dog", "a red circle"]
+    image = served.vectors[served.ids["02.png"]]
+    logits = tiny_encoder.model.logit_scale.exp().item() * (tiny_encoder.embed_texts(labels) @ image)
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    body = classify(served, image_id=served.ids["02.png"], labels=labels, template="{}").json()
+    answered = {entry["label"]: entry["probability"] for entry in body["labels"]}
+    assert answered == pytest.approx(dict(zip(labels, expected.tolist(), strict=True)), abs=1e-4)
+
+
+def test_classify_an_upload_answers_as_for_the_indexed_image(served):
+    labels = ["a cat", "a dog", "a red circle"]
+    by_id = classify(served, image_id=served.ids["08.png"], labels=labels).json()["labels"]
+    upload = b64((served.images / "08.png").read_bytes())
+    by_upload = classify(served, image=upload, labels=labels).json()["labels"]
+    assert [e["label"] for e in by_upload] == [e["label"] for e in by_id]
+    assert [e["probability"] for e in by_upload] == pytest.approx([e["probability"] for e in by_id], abs=1e-4)
+
+
+BAD_CLASSIFY = {
+    "no image": ({"labels": ["a cat"]}, 422),
+    "two images": ({"image_id": 1, "image": b64(b"x"), "labels": ["a cat"]}, 422),
+    "no labels": ({"image_id": 1, "labels": []}, 422),
+    "duplicate labels": ({"image_id": 1, "labels": ["a cat", "a cat"]}, 422),
+    "empty label": ({"image_id": 1, "labels": [""]}, 422),
+    "template without a placeholder": ({"image_id": 1, "labels": ["a cat"], "template": "a photo"}, 422),
+    "unknown image id": ({"image_id": 99999, "labels": ["a cat"]}, 404),
+    "bad base64": ({"image": "%%%", "labels": ["a cat"]}, 400),
+    "not an image": ({"image": b64(b"hello world"), "labels": ["a cat"]}, 415),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CLASSIFY)
+def test_bad_classify_request_gets_its_status_with_a_detail(served, case):
+    body, status = BAD_CLASSIFY[case]
+    answer = served.client.post("/classify", json=body)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["detail"]
+
+
+def test_openapi_documents_search_and_classify(served):
+    paths = served.client.get("/openapi.json").json()["paths"]
+    assert {"/search", "/classify"} <= paths.keys()

@@ -10,8 +10,9 @@ import numpy as np
 
 from clipspace.errors import InvalidQuery
 
-# The phrasings the world's captions use around an object ("a picture of ...", "there is ..."), which
-# CLIP's own prompt-ensembling advice says to mirror. The Chinese set mirrors the Chinese captions.
+# The phrasings the world's captions use around an object ("a picture of ...", "there is ..."), as CLIP's
+# prompt-engineering advice says to mirror the training captions: the best of the sets tried on the
+# world's val split (docs/decisions.md).
 TEMPLATES = {
     "en": ("a {}", "a picture of a {}", "an image with a {}", "there is a {}"),
     "zh": ("一个{}", "有一个{}", "一个{}的图片"),
