@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,15 @@ from starlette.concurrency import run_in_threadpool
 
 from app.batching import MicroBatcher
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder, with_absolute_paths
-from clipspace.errors import ClipspaceError, ItemNotFound, ModelLoadError, ModelMismatch, ModelUnavailable
+from clipspace.errors import (
+    ClipspaceError,
+    ItemNotFound,
+    ModelLoadError,
+    ModelMismatch,
+    ModelUnavailable,
+    RerankUnavailable,
+)
+from clipspace.fusion.rerank import RERANK_DEPTH, find_reranker
 from clipspace.images import load_image
 from clipspace.manifest import ModelIdentity
 from clipspace.settings import Settings
@@ -37,6 +46,8 @@ class EncoderSlot:
         self.texts = MicroBatcher(encoder.embed_texts, executor, max_batch)
         self.pixels = MicroBatcher(lambda batch: encoder.embed_pixels(torch.stack(list(batch))), executor,
                                    max_batch)
+        self.executor = executor
+        self.reranker, self.rerank_detail = find_reranker(encoder)
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,63 @@ class Engine:
         if not (path.is_relative_to(root) and path.is_file()):
             raise ItemNotFound(f"the file of image {item_id} is no longer in the image folder")
         return path
+
+    # ---------------------------------------------------------------------------------------------- fusion
+
+    @property
+    def logit_scale(self) -> float:
+        """The temperature the model was trained with: zero-shot softmax uses it, not a guess."""
+        return float(self.slot.encoder.model.logit_scale.detach().float().exp())
+
+    def image_vector(self, item_id: int) -> np.ndarray:
+        """The stored vector of an indexed image: "more like this" costs no decoding and no forward pass."""
+        vector = self.version.image_vector(item_id)
+        if vector is None:
+            raise ItemNotFound(f"no indexed image with id {item_id}")
+        return vector
+
+    @property
+    def rerank_available(self) -> bool:
+        return self.slot.reranker is not None
+
+    @property
+    def rerank_detail(self) -> str:
+        return self.slot.rerank_detail
+
+    def rerank_texts(self, terms: Sequence, target: str) -> list[tuple[str, float]]:
+        """The texts the matcher reads for a query (its positive text terms), or why it cannot re-rank."""
+        if self.slot.reranker is None:
+            raise RerankUnavailable(f"re-ranking is not available for this index: {self.slot.rerank_detail}")
+        if target != "image":
+            raise RerankUnavailable("re-ranking scores images: it needs target 'image'")
+        texts = [(term.text, term.weight) for term in terms if term.text is not None and term.weight > 0]
+        if not texts:
+            raise RerankUnavailable("re-ranking reads the query's text: add a text term with a positive weight")
+        return texts
+
+    @staticmethod
+    def rerank_depth(k: int) -> int:
+        return max(k, RERANK_DEPTH)
+
+    async def rerank(self, texts: list[tuple[str, float]], hits: list[SearchHit]) -> list[tuple[SearchHit, float]]:
+        """Re-score candidates on the model thread (never beside another forward pass); best first.
+
+        A candidate whose file is gone cannot be read by the matcher and is left out, as /images would 404.
+        """
+        def score() -> list[tuple[SearchHit, float]]:
+            found, images = [], []
+            for hit in hits:
+                try:
+                    path = self.image_file(hit.id)
+                    images.append(load_image(path, draft_size=self.slot.encoder.image_size))
+                except ClipspaceError as error:
+                    log.warning("re-ranking skips image %d: %s", hit.id, error)
+                    continue
+                found.append(hit)
+            scores = self.slot.reranker.score([text for text, _ in texts], [w for _, w in texts], images)
+            return sorted(zip(found, scores.tolist(), strict=True), key=lambda pair: -pair[1])
+
+        return await asyncio.get_running_loop().run_in_executor(self.slot.executor, score)
 
 
 class EngineHolder:

@@ -15,6 +15,7 @@ from clipspace.errors import (
     ImageTooLarge,
     IndexCorrupt,
     IndexNotReady,
+    InvalidQuery,
     ItemNotFound,
     ModelMismatch,
     ModelUnavailable,
@@ -34,6 +35,7 @@ STATUS_FOR = {
     ModelUnavailable: 503,
     IndexCorrupt: 503,
     ModelMismatch: 503,
+    InvalidQuery: 422,
 }
 
 

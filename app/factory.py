@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
-from app import routes
+from app import fusion, routes
 from app.engine import EngineHolder
 from app.errors import install_error_handlers
 from app.limits import BodyGuard, BodyLimit
@@ -42,10 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyGuard, limits={
         "/search/image": BodyLimit(settings.max_upload_bytes, "multipart/form-data",
                                    "send the image as multipart/form-data with a field named 'file'"),
-        "/search/text": BodyLimit(MAX_JSON_BYTES)})
+        "/search/text": BodyLimit(MAX_JSON_BYTES),
+        **fusion.body_limits(settings.max_upload_bytes, MAX_JSON_BYTES)})
     install_error_handlers(app)
     for router in (routes.search, routes.items, routes.health):
         app.include_router(router)
+    app.include_router(fusion.router)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

@@ -11,9 +11,11 @@ from fastapi.responses import FileResponse
 
 from app.engine import Engine, EngineHolder
 from app.schemas import (
+    MAX_ITEM_ID,
     MAX_K,
     IndexInfo,
     QueryInfo,
+    RerankInfo,
     SearchResponse,
     SearchResult,
     Status,
@@ -25,7 +27,6 @@ from clipspace.errors import IndexNotReady, NotAnImage
 from clipspace.store import SearchHit
 
 ACCEPTED_UPLOAD_TYPES = ("image/", "application/octet-stream")
-MAX_ITEM_ID = 2**63 - 1  # SQLite's integer range
 
 
 def holder(request: Request) -> EngineHolder:
@@ -83,7 +84,8 @@ async def info(serving: Serving) -> IndexInfo:
     return IndexInfo(model=manifest.model.model_dump(), index_version=serving.version.name,
                      count=serving.version.count, caption_count=manifest.caption_count, dim=serving.version.dim,
                      index_type=serving.version.index_type("image"), faiss_factory=manifest.faiss_factory,
-                     created_at=manifest.created_at)
+                     created_at=manifest.created_at,
+                     rerank=RerankInfo(available=serving.rerank_available, detail=serving.rerank_detail))
 
 
 @health.get("/healthz", response_model=Status)

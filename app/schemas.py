@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_K = 1000
 MAX_TEXT_CHARS = 1000
@@ -13,7 +13,15 @@ MAX_TEXT_CHARS = 1000
 # JSON Schema's (ECMA-262) and pydantic's (Rust) disagree about a few control characters. A search, not a match.
 NOT_BLANK = r"[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
 
+MAX_ITEM_ID = 2**63 - 1  # SQLite's integer range
+
 Target = Literal["image", "text"]
+
+
+def _not_blank(text: str | None) -> str | None:
+    if text is not None and not re.search(NOT_BLANK, text):
+        raise ValueError("text must contain something besides white space")
+    return text
 
 
 class TextQuery(BaseModel):
@@ -25,9 +33,7 @@ class TextQuery(BaseModel):
     @field_validator("text")
     @classmethod
     def not_blank(cls, text: str) -> str:
-        if not re.search(NOT_BLANK, text):
-            raise ValueError("text must contain something besides white space")
-        return text
+        return _not_blank(text)
 
 
 class QueryInfo(BaseModel):
@@ -51,6 +57,11 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
 
 
+class RerankInfo(BaseModel):
+    available: bool = Field(..., description="whether POST /search takes rerank: true")
+    detail: str = Field(..., description="which matcher re-ranks, or why none can")
+
+
 class IndexInfo(BaseModel):
     model: dict
     index_version: str
@@ -60,6 +71,7 @@ class IndexInfo(BaseModel):
     index_type: str
     faiss_factory: str
     created_at: str
+    rerank: RerankInfo | None = None
 
 
 class Status(BaseModel):
@@ -85,3 +97,110 @@ ERROR_MEANINGS = {
 def error_responses(*statuses: int) -> dict[int | str, dict]:
     """The OpenAPI `responses` entries of a route's error answers, all documented as ErrorDetail."""
     return {status: {"model": ErrorDetail, "description": ERROR_MEANINGS[status]} for status in statuses}
+
+
+MAX_TERMS = 16
+MAX_VECTOR_DIM = 8192
+MAX_RERANK_K = 200  # re-ranking reads max(k, 50) candidate images; beyond 200 it costs seconds, not milliseconds
+
+
+class Term(BaseModel):
+    """One term of a composed query: exactly one of text, image_id, image or vector, with a signed weight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS, json_schema_extra={"pattern": NOT_BLANK},
+                             description="a text to embed: at least one character that is not white space")
+    image_id: int | None = Field(None, ge=0, le=MAX_ITEM_ID, description="an indexed image, by its id")
+    image: str | None = Field(None, min_length=1, description="image bytes in base64 (standard or URL-safe "
+                              "alphabet; a data: URL prefix is allowed), at most CLIPSPACE_MAX_UPLOAD_BYTES decoded")
+    vector: list[float] | None = Field(None, min_length=1, max_length=MAX_VECTOR_DIM,
+                                       description="a raw vector of the index's dimension (normalised here)")
+    weight: float = Field(1.0, ge=-1000, le=1000, allow_inf_nan=False,
+                          description="how much this term counts; negative means 'less of this'")
+
+    @field_validator("text")
+    @classmethod
+    def not_blank(cls, text: str | None) -> str | None:
+        return _not_blank(text)
+
+    @model_validator(mode="after")
+    def exactly_one_source(self) -> Term:
+        given = [name for name in ("text", "image_id", "image", "vector") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a term holds exactly one of text, image_id, image, vector; this one holds "
+                             f"{len(given)}{': ' + ', '.join(given) if given else ''}")
+        return self
+
+
+class ComposedQuery(BaseModel):
+    """`POST /search`: terms combined as the normalised weighted sum of their normalised vectors."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"terms": [{"image_id": 42}, {"text": "blue"}, {"text": "red", "weight": -1}], "k": 10},
+        {"terms": [{"image_id": 42}], "k": 10},
+        {"terms": [{"text": "a red circle on the left and a blue square on the right"}], "rerank": True}]})
+
+    terms: list[Term] = Field(..., min_length=1, max_length=MAX_TERMS)
+    k: int = Field(10, ge=1, le=MAX_K)
+    target: Target = Field("image", description="search image vectors, or caption vectors (captioned items)")
+    rerank: bool = Field(False, description="re-score the top max(k, 50) images with the model's cross-attention "
+                         "matcher, reading the query's positive text terms; /info says whether it is available")
+
+    @model_validator(mode="after")
+    def answerable(self) -> ComposedQuery:
+        if not any(term.weight for term in self.terms):
+            raise ValueError("every term has weight 0: there is nothing to search for")
+        if self.rerank and self.k > MAX_RERANK_K:
+            raise ValueError(f"with rerank, k is at most {MAX_RERANK_K}")
+        return self
+
+
+class ComposedQueryInfo(BaseModel):
+    modality: Literal["composed"] = "composed"
+    target: Target
+    rerank: bool = False
+
+
+class RerankedResult(SearchResult):
+    rerank_score: float = Field(..., description="the matcher's probability that the query's text describes "
+                                "this image; results are sorted by it")
+
+
+class ComposedSearchResponse(SearchResponse):
+    query: ComposedQueryInfo
+    results: list[Annotated[RerankedResult | SearchResult, Field(union_mode="left_to_right")]]
+
+
+class ClassifyRequest(BaseModel):
+    """`POST /classify`: an indexed or uploaded image and the labels to rank for it."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"image_id": 42, "labels": ["circle", "square", "triangle"]},
+        {"image_id": 42, "labels": ["圆形", "正方形", "三角形"]},
+        {"image_id": 42, "labels": ["red", "blue"], "template": "a {} shape"}]})
+
+    image_id: int | None = Field(None, ge=0, le=MAX_ITEM_ID)
+    image: str | None = Field(None, min_length=1, description="image bytes in base64, as in a /search term")
+    labels: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(..., min_length=1, max_length=256)
+    template: str | None = Field(None, min_length=2, max_length=200,
+                                 description="a prompt with one {} for the label; default: a small ensemble "
+                                             "of templates in the label's language (English or Chinese)")
+
+    @model_validator(mode="after")
+    def one_image(self) -> ClassifyRequest:
+        if (self.image_id is None) == (self.image is None):
+            raise ValueError("give exactly one of image_id and image")
+        return self
+
+
+class LabelProbability(BaseModel):
+    label: str
+    probability: float
+
+
+class ClassifyResponse(BaseModel):
+    labels: list[LabelProbability] = Field(..., description="every label, highest probability first")
+    model: str
+    index_version: str
+    took_ms: float

@@ -63,3 +63,11 @@ class InvalidBuildOptions(ClipspaceError):
 
 class IndexWriteFailed(ClipspaceError):
     """A new index version could not be written (disk full, read-only folder): nothing was published."""
+
+
+class InvalidQuery(ClipspaceError):
+    """A query the core cannot answer as asked: its terms cancel out, a vector is not of the index's space."""
+
+
+class RerankUnavailable(InvalidQuery):
+    """Re-ranking was asked for, but the served model has no matcher trained for it (or the query has no text)."""

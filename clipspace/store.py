@@ -349,6 +349,12 @@ class IndexVersion:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
         return ItemRecord(*row) if row else None
 
+    def image_vector(self, item_id: int) -> np.ndarray | None:
+        """The stored image vector of one item (as the builder embedded it), or None for an unknown id."""
+        with self._db_lock:
+            row = self._db.execute("SELECT row FROM items WHERE id = ?", (item_id,)).fetchone()
+        return None if row is None else np.array(self.image_vectors()[row[0]], dtype=np.float32)
+
     def items(self) -> list[tuple[ItemRecord, int, int | None]]:
         """Every item with its row in vectors.npy and in captions.npy, for reuse by the next build."""
         with self._db_lock:

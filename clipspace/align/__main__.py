@@ -13,6 +13,7 @@ from pathlib import Path
 from clipspace.align import world
 from clipspace.align.train import TrainOptions, train
 from clipspace.errors import ClipspaceError
+from clipspace.fusion import cli as fusion_cli
 
 _FLAG_TYPES = {"str": str, "int": int, "float": float, "str | None": str, "int | None": int}
 
@@ -116,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--threads", type=int, default=None)
     score.add_argument("--json", help="also write the report here")
     score.set_defaults(command=run_eval)
+    fusion_cli.add_commands(commands)
     return parser
 
 

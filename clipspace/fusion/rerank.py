@@ -1,0 +1,75 @@
+"""Re-ranking: the dual encoder's top candidates re-scored by the cross-attention matcher of the same model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from clipspace.encoder import DualEncoder
+from clipspace.errors import ModelLoadError, ModelMismatch
+from clipspace.fusion.matcher import MATCHER_FILE, CrossAttentionMatcher, load_scorer
+from clipspace.fusion.tokens import image_tokens, preprocess_images, text_tokens
+
+log = logging.getLogger(__name__)
+
+RERANK_DEPTH = 50  # candidates re-scored per query: the dual encoder's top 50 (measured in fusion-eval)
+
+
+class Reranker:
+    """A cross-attention matcher bound to the one dual encoder whose tokens it was trained on."""
+
+    def __init__(self, encoder: DualEncoder, matcher: CrossAttentionMatcher, path: Path) -> None:
+        self.encoder, self.matcher, self.path = encoder, matcher, path
+
+    def score(self, texts: Sequence[str], weights: Sequence[float], images: Sequence[Image.Image]) -> np.ndarray:
+        """Match probability of every image, the weighted mean over the texts. Blocking: run off the loop.
+
+        Patch tokens are recomputed from the images (one image-tower pass for all candidates), not cached
+        in the index: docs/decisions.md has both costs.
+        """
+        if not images:
+            return np.zeros(0, dtype=np.float32)
+        patches = image_tokens(self.encoder, preprocess_images(self.encoder, images)).patches
+        text = text_tokens(self.encoder, texts)
+        return self.score_tokens(patches, text.states, text.mask, weights)
+
+    def score_tokens(self, patches: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
+                     weights: Sequence[float]) -> np.ndarray:
+        total = np.zeros(len(patches), dtype=np.float64)
+        with torch.inference_mode():
+            for text_states, text_mask, weight in zip(states, mask, weights, strict=True):
+                pairs = len(patches)
+                logits = self.matcher(patches, text_states.expand(pairs, -1, -1), text_mask.expand(pairs, -1))
+                total += weight * torch.sigmoid(logits).double().numpy()
+        return (total / sum(weights)).astype(np.float32)
+
+
+def model_folder(encoder: DualEncoder) -> Path | None:
+    """The folder of a `local-dir:` model, where its matcher lives beside its weights."""
+    model = encoder.spec.model
+    return Path(model.removeprefix("local-dir:")) if model.startswith("local-dir:") else None
+
+
+def find_reranker(encoder: DualEncoder) -> tuple[Reranker | None, str]:
+    """The reranker beside the encoder's weights, or None and the reason a person can act on."""
+    folder = model_folder(encoder)
+    if folder is None:
+        return None, (f"no matcher: {encoder.spec.model} is not a local-dir: model, and a matcher ships as "
+                      f"{MATCHER_FILE} beside a local-dir: model's weights")
+    path = folder / MATCHER_FILE
+    if not path.is_file():
+        return None, f"no matcher for this model: train one with `python -m clipspace.align matcher` ({path})"
+    try:
+        matcher = load_scorer(path, encoder.fingerprint)
+    except (ModelMismatch, ModelLoadError) as error:
+        log.warning("re-ranking unavailable: %s", error)
+        return None, f"matcher refused: {error}"
+    if not isinstance(matcher, CrossAttentionMatcher):
+        return None, f"{path} is not a cross-attention matcher"
+    log.info("re-ranking with %s", path)
+    return Reranker(encoder, matcher, path), f"cross-attention matcher {path.name}, trained for {encoder.fingerprint}"

@@ -1,0 +1,155 @@
+"""Train the cross-attention matcher and the concatenation baseline over a frozen dual encoder.
+
+Top to bottom: load the encoder → render scenes and their hard-negative twins and encode them once →
+train both scorers on the cached features (binary cross-entropy, the twin's caption and another scene's
+caption as negatives) → validate binding accuracy → write both files beside the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from clipspace.align.train import learning_rate
+from clipspace.encoder import ModelSpec, load_encoder
+from clipspace.fusion.evaluate import binding_accuracy, concat_scorer, matcher_scorer
+from clipspace.fusion.features import LANGUAGES, TwinFeatures, twin_features
+from clipspace.fusion.matcher import (
+    CONCAT_FILE,
+    MATCHER_FILE,
+    ConcatMLP,
+    CrossAttentionMatcher,
+    MatcherConfig,
+    save_scorer,
+)
+from clipspace.fusion.rerank import model_folder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MatcherOptions:
+    """Everything a matcher run depends on; saved in the matcher file's card."""
+
+    model: str  # the frozen dual encoder, e.g. local-dir:data/models/clipspace-shapes-v1
+    pretrained: str | None = None
+    out: str | None = None  # folder for matcher.safetensors + concat-mlp.safetensors (default: the model's)
+    scenes: int = 8000  # train-split scenes, each with one twin
+    val_scenes: int = 500  # val-split two-object scenes with a colour-swapped twin
+    seed: int = 11  # world seed of the training scenes (the dual encoder trained on seed 0)
+    val_seed: int = 12
+    steps: int = 1500
+    batch_size: int = 48  # scene/twin pairs per step; each gives 6 scored (image, caption) pairs
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    width: int = 128
+    heads: int = 4
+    layers: int = 2
+    mlp_steps: int = 1500
+    threads: int | None = None
+    render_size: int = 128
+
+
+@dataclass(frozen=True)
+class MatcherResult:
+    matcher: Path
+    concat: Path
+    seconds: float
+    validation: dict[str, dict[str, float]]
+
+
+def train_matchers(opts: MatcherOptions, progress: bool = True) -> MatcherResult:
+    started = time.perf_counter()
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.manual_seed(opts.seed)
+    encoder = load_encoder(ModelSpec(opts.model, opts.pretrained, precision="fp32"))
+    out = Path(opts.out) if opts.out else model_folder(encoder)
+    if out is None:
+        raise ValueError(f"{opts.model} is not a local-dir: model: say where the matcher goes with --out")
+
+    # data: encoded once; the dual encoder is not touched again
+    train_set = twin_features(encoder, opts.scenes, opts.seed, "train", progress=progress)
+    val_set = twin_features(encoder, opts.val_scenes, opts.val_seed, "val", ("colour_swap",), 2, progress=progress)
+    log.info("features ready after %.0f s", time.perf_counter() - started)
+
+    # models
+    matcher = CrossAttentionMatcher(MatcherConfig(
+        "cross-attention", encoder.fingerprint, image_width=train_set.patches.shape[2],
+        image_tokens=train_set.patches.shape[1], text_width=train_set.text["en"].states.shape[2],
+        width=opts.width, heads=opts.heads, layers=opts.layers))
+    concat = ConcatMLP(MatcherConfig("concat-mlp", encoder.fingerprint, embed_dim=encoder.dim, width=opts.width))
+
+    # steps
+    fit(concat, train_set, opts, opts.mlp_steps, _pooled_logits, "concat-mlp", progress)
+    fit(matcher, train_set, opts, opts.steps, _token_logits, "cross-attention", progress)
+
+    # validate, write
+    validation = binding_accuracy(val_set, {"concat-mlp": concat_scorer(concat.eval()),
+                                            "cross-attention": matcher_scorer(matcher.eval())})
+    seconds = time.perf_counter() - started
+    card = {"options": asdict(opts), "seconds": round(seconds, 1), "val_binding_accuracy": validation,
+            "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+            "encoder": encoder.spec.model}
+    paths = (save_scorer(matcher, out / MATCHER_FILE, card), save_scorer(concat, out / CONCAT_FILE, card))
+    log.info("wrote %s and %s (val binding accuracy %s)", *paths, validation)
+    return MatcherResult(paths[0], paths[1], time.perf_counter() - started, validation)
+
+
+def training_pairs(rng: np.random.Generator, n: int, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image rows, caption rows and labels for one step over `batch` scene/twin pairs.
+
+    Per pair: each image with its own caption (match), with its twin's caption (the hard negative), and
+    with the caption of another scene (an easy negative, so scores stay meaningful far from the twin).
+    """
+    scene = rng.choice(n, size=batch, replace=False)
+    twin = scene + n
+    other = np.roll(scene, 1)
+    images = np.concatenate([scene, twin, scene, twin, scene, twin])
+    captions = np.concatenate([scene, twin, twin, scene, other, other + n])
+    labels = np.concatenate([np.ones(2 * batch), np.zeros(4 * batch)])
+    return images, captions, labels.astype(np.float32)
+
+
+def _pooled_logits(model: ConcatMLP, data: TwinFeatures, language: str, images: np.ndarray,
+                   captions: np.ndarray) -> torch.Tensor:
+    return model(data.image_pooled[images], data.text[language].pooled[captions])
+
+
+def _token_logits(model: CrossAttentionMatcher, data: TwinFeatures, language: str, images: np.ndarray,
+                  captions: np.ndarray) -> torch.Tensor:
+    text = data.text[language]
+    length = int(text.mask[captions].sum(dim=1).max())
+    return model(data.patches[images].float(), text.states[captions, :length].float(), text.mask[captions, :length])
+
+
+def fit(model: torch.nn.Module, data: TwinFeatures, opts: MatcherOptions, steps: int, logits_of, name: str,
+        progress: bool) -> None:
+    """AdamW with warm-up and cosine decay; languages alternate step by step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    rng = np.random.default_rng(opts.seed)
+    model.train()
+    bar = tqdm(range(steps), desc=name, disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, steps, opts.lr, opts.warmup_steps)
+        images, captions, labels = training_pairs(rng, data.n, opts.batch_size)
+        loss = F.binary_cross_entropy_with_logits(
+            logits_of(model, data, LANGUAGES[step % len(LANGUAGES)], images, captions), torch.from_numpy(labels))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+
