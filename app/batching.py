@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
+
+from app import metrics
 
 
 class MicroBatcher:
@@ -18,11 +21,13 @@ class MicroBatcher:
     (one thread), which keeps concurrent requests from fighting over the CPU cores.
     """
 
-    def __init__(self, embed: Callable[[Sequence[Any]], np.ndarray], executor: Executor, max_batch: int) -> None:
+    def __init__(self, embed: Callable[[Sequence[Any]], np.ndarray], executor: Executor, max_batch: int,
+                 name: str = "text") -> None:
+        self.name = name  # the queue's label in the metrics: "text" or "image"
         self._embed = embed
         self._executor = executor
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Any, asyncio.Future]] | None = None
+        self._queue: asyncio.Queue[tuple[Any, asyncio.Future, float]] | None = None
         self._worker: asyncio.Task | None = None
 
     async def embed(self, item: Any) -> np.ndarray:
@@ -30,7 +35,8 @@ class MicroBatcher:
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._run())
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
+        await self._queue.put((item, future, time.perf_counter()))
+        metrics.set_queue_depth(self.name, self._queue.qsize())
         return await future
 
     async def _run(self) -> None:
@@ -39,11 +45,17 @@ class MicroBatcher:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            waiting = [(item, future) for item, future in batch if not future.done()]  # skip cancelled
+            metrics.set_queue_depth(self.name, self._queue.qsize())
+            waiting = [(item, future) for item, future, _ in batch if not future.done()]  # skip cancelled
             if not waiting:
                 continue
+            started = time.perf_counter()
+            for _, _, queued in batch:
+                metrics.observe_stage("batch_wait", started - queued)
+            metrics.observe_batch(self.name, len(waiting))
             try:
-                vectors = await loop.run_in_executor(self._executor, self._embed, [item for item, _ in waiting])
+                with metrics.timed("embed"):
+                    vectors = await loop.run_in_executor(self._executor, self._embed, [item for item, _ in waiting])
             except Exception as error:  # the callers get the error; the worker lives on for the next batch
                 for _, future in waiting:
                     if not future.done():

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from starlette.concurrency import run_in_threadpool
 
+from app import metrics
 from app.batching import MicroBatcher
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder, with_absolute_paths
 from clipspace.errors import (
@@ -43,9 +44,9 @@ class EncoderSlot:
 
     def __init__(self, encoder: DualEncoder, executor: ThreadPoolExecutor, max_batch: int) -> None:
         self.encoder = encoder
-        self.texts = MicroBatcher(encoder.embed_texts, executor, max_batch)
+        self.texts = MicroBatcher(encoder.embed_texts, executor, max_batch, name="text")
         self.pixels = MicroBatcher(lambda batch: encoder.embed_pixels(torch.stack(list(batch))), executor,
-                                   max_batch)
+                                   max_batch, name="image")
         self.executor = executor
         self.reranker, self.rerank_detail = find_reranker(encoder)
 
@@ -72,12 +73,14 @@ class Engine:
         """
         encoder = self.slot.encoder
         async with decoding:
-            pixels = await run_in_threadpool(lambda: encoder.preprocess(
-                load_image(data, max_pixels=max_pixels, draft_size=encoder.image_size)))
+            with metrics.timed("decode"):
+                pixels = await run_in_threadpool(lambda: encoder.preprocess(
+                    load_image(data, max_pixels=max_pixels, draft_size=encoder.image_size)))
         return await self.slot.pixels.embed(pixels)
 
     async def search(self, vector: np.ndarray, k: int, target: str) -> list[SearchHit]:
-        return await run_in_threadpool(self.version.search, vector, k, target)
+        with metrics.timed("search"):
+            return await run_in_threadpool(self.version.search, vector, k, target)
 
     async def probe(self) -> None:
         """Prove the model answers: embed a text and check it is a unit vector of the index's dimension."""
@@ -155,7 +158,8 @@ class Engine:
             scores = self.slot.reranker.score([text for text, _ in texts], [w for _, w in texts], images)
             return sorted(zip(found, scores.tolist(), strict=True), key=lambda pair: -pair[1])
 
-        return await asyncio.get_running_loop().run_in_executor(self.slot.executor, score)
+        with metrics.timed("rerank"):
+            return await asyncio.get_running_loop().run_in_executor(self.slot.executor, score)
 
 
 class EngineHolder:
@@ -223,11 +227,16 @@ class EngineHolder:
             model=self.settings.model or wanted.model, pretrained=self.settings.pretrained or wanted.pretrained,
             precision=wanted.precision, device=self.settings.device, seed=wanted.seed or 0))
         reuse = self._slot is not None and self._slot.encoder.spec == spec
-        encoder = self._slot.encoder if reuse else load_encoder(spec, threads=self.settings.threads)
+        encoder = self._slot.encoder if reuse else _load_encoder(spec, self.settings.threads)
         _check_same_model(encoder, wanted)
         if not reuse:
             self._slot = EncoderSlot(encoder, self._executor, self.settings.max_batch)
         return self._slot
+
+
+def _load_encoder(spec: ModelSpec, threads: int | None) -> DualEncoder:
+    with metrics.MODEL_LOAD_SECONDS.time():
+        return load_encoder(spec, threads=threads)
 
 
 def _check_same_model(encoder: DualEncoder, wanted: ModelIdentity) -> None:

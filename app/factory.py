@@ -15,8 +15,10 @@ from app import fusion, routes
 from app.engine import EngineHolder
 from app.errors import install_error_handlers
 from app.limits import BodyGuard, BodyLimit
+from app.metrics import RequestMetrics
 from clipspace import __version__
 from clipspace.settings import Settings
+from clipspace.thumbnails import ThumbnailCache
 
 STATIC = Path(__file__).parent / "static"
 MAX_JSON_BYTES = 64 * 1024  # a query of 1000 characters is at most 4 kB of UTF-8; anything far beyond is abuse
@@ -44,6 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                    "send the image as multipart/form-data with a field named 'file'"),
         "/search/text": BodyLimit(MAX_JSON_BYTES),
         **fusion.body_limits(settings.max_upload_bytes, MAX_JSON_BYTES)})
+    app.add_middleware(RequestMetrics)  # outermost: also counts what BodyGuard refuses
+    app.state.thumbnails = ThumbnailCache(settings.thumb_dir or Path(settings.index_dir) / "thumbs",
+                                          settings.max_image_pixels)
     install_error_handlers(app)
     for router in (routes.search, routes.items, routes.health):
         app.include_router(router)

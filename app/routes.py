@@ -7,8 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
+from starlette.concurrency import run_in_threadpool
 
+from app import metrics
 from app.engine import Engine, EngineHolder
 from app.schemas import (
     MAX_ITEM_ID,
@@ -25,8 +27,12 @@ from app.schemas import (
 )
 from clipspace.errors import IndexNotReady, NotAnImage
 from clipspace.store import SearchHit
+from clipspace.thumbnails import THUMB_MEDIA_TYPE, ThumbnailCache, etag_for
 
 ACCEPTED_UPLOAD_TYPES = ("image/", "application/octet-stream")
+# Ids are stable per path, but a file can change at a reindex: browsers may reuse a thumbnail for an hour,
+# then revalidate it with its ETag (a 304 costs a few hundred bytes).
+THUMB_CACHE_CONTROL = "public, max-age=3600"
 
 
 def holder(request: Request) -> EngineHolder:
@@ -44,6 +50,14 @@ def engine(holder: Holder) -> Engine:
 
 
 Serving = Annotated[Engine, Depends(engine)]
+ItemId = Annotated[int, PathParam(ge=0, le=MAX_ITEM_ID)]
+
+
+def thumbnails(request: Request) -> ThumbnailCache:
+    return request.app.state.thumbnails
+
+
+Thumbnails = Annotated[ThumbnailCache, Depends(thumbnails)]
 
 search = APIRouter(prefix="/search", tags=["search"])
 items = APIRouter(tags=["items"])
@@ -74,8 +88,27 @@ async def search_image(holder: Holder, serving: Serving, file: Annotated[UploadF
 @items.get("/images/{item_id}", response_class=FileResponse,
            responses={200: {"content": {"image/*": {}}, "description": "the indexed image file"},
                       **error_responses(404, 503)})
-async def image_file(item_id: Annotated[int, PathParam(ge=0, le=MAX_ITEM_ID)], serving: Serving) -> FileResponse:
+async def image_file(item_id: ItemId, serving: Serving) -> FileResponse:
     return FileResponse(serving.image_file(item_id))
+
+
+@items.get("/thumbs/{item_id}", response_class=Response, responses={
+    200: {"content": {THUMB_MEDIA_TYPE: {}}, "description": "the image, at most 256 px on its longest side"},
+    304: {"description": "the thumbnail named by If-None-Match is still current"}, **error_responses(404, 503)})
+async def thumbnail(item_id: ItemId, request: Request, holder: Holder, serving: Serving,
+                    cache: Thumbnails) -> Response:
+    """A small preview of an indexed image, made on first request and cached (see docs/decisions.md)."""
+    source = serving.image_file(item_id)
+    indexed_sha256 = serving.version.item(item_id).sha256
+    known = request.headers.get("if-none-match")
+    if _etag_matches(known, etag_for(indexed_sha256)):  # answered without reading a byte of the image
+        return _not_modified(etag_for(indexed_sha256))
+    async with holder.decoding:
+        thumb = await run_in_threadpool(cache.get, source, indexed_sha256)
+    if _etag_matches(known, thumb.etag):
+        return _not_modified(thumb.etag)
+    return Response(thumb.data, media_type=THUMB_MEDIA_TYPE,
+                    headers={"ETag": thumb.etag, "Cache-Control": THUMB_CACHE_CONTROL})
 
 
 @items.get("/info", response_model=IndexInfo, responses=error_responses(503))
@@ -98,6 +131,24 @@ async def readyz(holder: Holder, serving: Serving) -> Status:
     await serving.probe()
     detail = f"index version {serving.version.name}, {serving.version.count} items"
     return Status(status="ready", detail=f"{detail}; {holder.problem}" if holder.problem else detail)
+
+
+@health.get("/metrics", response_class=Response, responses={200: {"content": {metrics.MEDIA_TYPE: {}}}})
+async def prometheus_metrics(holder: Holder) -> Response:
+    """Prometheus text format: requests, latency per route and per query stage, batches, the index."""
+    return Response(metrics.exposition(holder), media_type=metrics.MEDIA_TYPE)
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 If-None-Match: `*` or a list of tags, compared weakly (a W/ prefix does not matter)."""
+    if not if_none_match:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
+def _not_modified(etag: str) -> Response:
+    return Response(status_code=304, headers={"ETag": etag, "Cache-Control": THUMB_CACHE_CONTROL})
 
 
 def _response(serving: Engine, modality: str, target: str, hits: list[SearchHit], started: float) -> SearchResponse:

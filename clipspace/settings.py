@@ -31,3 +31,5 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
     reload_interval_s: float = Field(2.0, gt=0)
     max_batch: int = Field(32, ge=1)
+    thumb_dir: Path | None = Field(None, description="service: where thumbnails are cached (default: "
+                                                     "INDEX_DIR/thumbs)")

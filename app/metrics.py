@@ -1,0 +1,152 @@
+"""Prometheus metrics: requests by route and status, latency per route and per query stage, batches, the index.
+
+Everything is registered once per process in prometheus-client's default registry (as Prometheus clients
+expect); `exposition()` renders it for GET /metrics. Other code times a stage in one line:
+
+    with timed("embed"):
+        vectors = model(batch)
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import TYPE_CHECKING
+
+import faiss
+import open_clip
+import torch
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.context_managers import Timer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from clipspace import __version__
+
+if TYPE_CHECKING:
+    from app.engine import EngineHolder
+
+disable_created_metrics()  # the *_created samples only double what a scrape returns
+
+STAGES = ("decode", "batch_wait", "embed", "search", "rerank")
+QUEUES = ("text", "image")
+UNMATCHED_ROUTE = "<unmatched>"  # any path no route knows: one label, so scanners cannot grow the series
+MEDIA_TYPE = CONTENT_TYPE_LATEST
+# From 0.5 ms (a FAISS search over a small index) to 10 s (a cold model or a huge upload on a busy CPU).
+SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+REQUESTS = Counter("clipspace_requests", "HTTP requests answered, by route template, method and status",
+                   ["route", "method", "status"])
+REQUEST_SECONDS = Histogram("clipspace_request_duration_seconds",
+                            "Time from the request's arrival to the end of its answer, by route template",
+                            ["route", "method"], buckets=SECONDS_BUCKETS)
+STAGE_SECONDS = Histogram("clipspace_stage_duration_seconds",
+                          "Time spent in one stage of a query: decode (an upload to pixels), batch_wait (queued "
+                          "for the model), embed (one forward pass of a batch), search (FAISS and metadata), "
+                          "rerank", ["stage"], buckets=SECONDS_BUCKETS)
+BATCH_SIZE = Histogram("clipspace_batch_size", "Queries embedded together in one forward pass, by queue",
+                       ["queue"], buckets=BATCH_BUCKETS)
+QUEUE_DEPTH = Gauge("clipspace_queue_depth", "Queries waiting for the model, by queue", ["queue"])
+INDEX_ITEMS = Gauge("clipspace_index_items", "Images in the index version being served (0 before one is loaded)")
+INDEX_VERSION = Gauge("clipspace_index_version", "Number of the index version being served (0 before one is loaded)")
+INDEX_INFO = Gauge("clipspace_index_info", "The index version being served and its model (value 1)",
+                   ["version", "model"])
+MODEL_LOAD_SECONDS = Gauge("clipspace_model_load_seconds", "Seconds the most recent model load took")
+BUILD = Info("clipspace_build", "Versions of clipspace and of the libraries it computes with")
+
+BUILD.info({"version": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "open_clip": open_clip.__version__, "faiss": faiss.__version__})
+for _stage in STAGES:  # every stage is exported from the start, at zero, so dashboards never miss a series
+    STAGE_SECONDS.labels(_stage)
+for _queue in QUEUES:
+    BATCH_SIZE.labels(_queue)
+    QUEUE_DEPTH.labels(_queue)
+
+
+def timed(stage: str) -> Timer:
+    """A context manager (or decorator) that adds the time spent inside it to the stage's histogram."""
+    return _stage(stage).time()
+
+
+def observe_stage(stage: str, seconds: float) -> None:
+    """For a stage whose start and end are not in one block (a query's wait in the batch queue)."""
+    _stage(stage).observe(seconds)
+
+
+def observe_batch(queue: str, size: int) -> None:
+    BATCH_SIZE.labels(queue).observe(size)
+
+
+def set_queue_depth(queue: str, depth: int) -> None:
+    QUEUE_DEPTH.labels(queue).set(depth)
+
+
+def exposition(holder: EngineHolder) -> bytes:
+    """The text format Prometheus scrapes, with the index gauges read from what is serving right now."""
+    engine = holder.engine
+    INDEX_INFO.clear()
+    if engine is None:
+        INDEX_ITEMS.set(0)
+        INDEX_VERSION.set(0)
+    else:
+        INDEX_ITEMS.set(engine.version.count)
+        INDEX_VERSION.set(int(engine.version.name) if engine.version.name.isdigit() else 0)
+        INDEX_INFO.labels(engine.version.name, engine.model_name).set(1)
+    return generate_latest(REGISTRY)
+
+
+def _stage(stage: str) -> Histogram:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    return STAGE_SECONDS.labels(stage)
+
+
+class RequestMetrics:
+    """ASGI middleware: counts and times every answer by route template, method and status.
+
+    Add it last (outermost), so the 413 and 415 that BodyGuard answers before routing are counted too. The
+    route label is the template (`/images/{item_id}`), never the raw path, which would give every id its own
+    time series.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._literal_paths: frozenset[str] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before it starts an answer
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            route, method = self._route(scope), scope["method"]
+            REQUESTS.labels(route, method, str(status)).inc()
+            REQUEST_SECONDS.labels(route, method).observe(time.perf_counter() - started)
+
+    def _route(self, scope: Scope) -> str:
+        """The template of the route that answered; for a request refused before routing, its literal path."""
+        route = scope.get("route")  # set by the router on the (shared) scope once a route is chosen
+        if route is not None and hasattr(route, "path"):
+            return route.path
+        if self._literal_paths is None:
+            self._literal_paths = frozenset(path for path in scope["app"].openapi()["paths"] if "{" not in path)
+        return scope["path"] if scope["path"] in self._literal_paths else UNMATCHED_ROUTE
