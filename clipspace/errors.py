@@ -25,10 +25,6 @@ class ImageTooLarge(ImageRejected):
     """More pixels (or bytes) than the configured limit: refused before decoding (decompression-bomb guard)."""
 
 
-class ImageShapeRejected(ImageRejected):
-    """A sliver (e.g. 4000x1): resizing its short side to the model's input would need gigabytes."""
-
-
 class ModelLoadError(ClipspaceError):
     """The model named by a spec or a manifest cannot be loaded (unknown name, missing files, no network)."""
 

@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from clipspace.errors import CorruptImage, EmptyImage, ImageShapeRejected, ImageTooLarge, NotAnImage
+from clipspace.errors import CorruptImage, EmptyImage, ImageTooLarge, NotAnImage
 
 DEFAULT_MAX_PIXELS = 64_000_000  # a 8000x8000 photo; far beyond any camera image we expect to embed
-MAX_ASPECT_RATIO = 50  # panoramas are ~10:1; beyond 50:1 an upscaled short side costs gigabytes
+# CLIP's preprocessing scales the short side to the model's input and keeps the central square. Longer than
+# this, an image is cropped to its central region of this ratio first: the model sees the same square (with a
+# margin for the resampling filter), and an 80:1 panorama or a 20000x1 strip never gets upscaled whole.
+MAX_ASPECT_RATIO = 4
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 # Only the formats we index: Pillow would otherwise also parse EPS (through Ghostscript), PSD, FITS...
 DECODERS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO (multi-picture) too
@@ -47,10 +50,24 @@ def load_image(source: bytes | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise CorruptImage(f"corrupt or truncated {image.format} image: {error}") from error
     upright = _upright(image)
-    rgb = to_rgb(upright)
+    rgb = to_rgb(central_region(upright))
     # What a viewer shows: the file's size (not the drafted one), turned as the EXIF orientation turns it.
     rgb.info["original_size"] = file_size if upright.size == image.size else file_size[::-1]
     return rgb
+
+
+def central_region(image: Image.Image, max_ratio: float = MAX_ASPECT_RATIO) -> Image.Image:
+    """The image itself, or for a panorama or strip longer than `max_ratio`:1 its central `max_ratio`:1 part."""
+    width, height = image.size
+    short = min(width, height)
+    keep = max(1, round(short * max_ratio))
+    if max(width, height) <= keep:
+        return image
+    if width > height:
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    top = (height - keep) // 2
+    return image.crop((0, top, width, top + keep))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -83,9 +100,6 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageTooLarge(f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
     if width == 0 or height == 0:
         raise CorruptImage(f"image has no pixels ({width}x{height})")
-    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-        raise ImageShapeRejected(f"image is {width}x{height}: aspect ratios beyond {MAX_ASPECT_RATIO}:1 "
-                                 "are not supported")
     return image
 
 

@@ -11,13 +11,12 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.errors import InvalidBuildOptions
 from clipspace.store import current_version_name, open_current
 from index_builder.build import scan_images
-from tests.conftest import ROOT, TINY_ARCH, build, make_image, write_corpus
+from tests.conftest import ROOT, TINY_ARCH, build, encoded, make_image, write_corpus
 
 NAMES = ["a.jpg", "b.PNG", "sub dir/c.webp", "sub dir/ünïcödé 写真.jpeg", "deep/er/d.gif", "e.bmp", "f.tiff"]
 
@@ -146,7 +145,7 @@ def test_odd_files_are_skipped_with_a_reason_and_never_abort_the_build(tmp_path,
     outside = tmp_path / "outside.png"
     make_image(40).save(outside)
     (corpus / "link.png").symlink_to(outside)
-    Image.new("RGB", (3000, 2)).save(corpus / "sliver.png")
+    (corpus / "broken.png").write_bytes(encoded(make_image(41), "PNG")[:300])
     (corpus / "huge.jpg").write_bytes(b"\xff" * 200_000)
     latin1 = os.fsencode(corpus) + b"/caf\xe9.png"  # a name in Latin-1, not UTF-8
     with open(latin1, "wb") as handle:
@@ -154,7 +153,7 @@ def test_odd_files_are_skipped_with_a_reason_and_never_abort_the_build(tmp_path,
     report = build(corpus, tmp_path / "index", tiny_encoder, max_file_bytes=100_000)
     reasons = dict(report.skipped)
     assert "outside the image folder" in reasons["link.png"]
-    assert "aspect" in reasons["sliver.png"]
+    assert "corrupt" in reasons["broken.png"]
     assert "limit" in reasons["huge.jpg"]
     assert "UTF-8" in reasons["caf\ufffd.png"]
     assert report.added == len(NAMES) and open_current(tmp_path / "index").count == len(NAMES)

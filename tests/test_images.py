@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipspace.errors import CorruptImage, EmptyImage, ImageShapeRejected, ImageTooLarge, NotAnImage
+from clipspace.errors import CorruptImage, EmptyImage, ImageTooLarge, NotAnImage
 from clipspace.images import is_image_path, load_image
-from tests.conftest import encoded
+from tests.conftest import encoded, make_image
 
 
 def test_exif_orientation_is_applied():
@@ -94,10 +94,30 @@ def test_image_paths_are_recognised_in_any_case(tmp_path):
     assert not any(is_image_path(tmp_path / name) for name in ("a.txt", "b.jpg.part", "c"))
 
 
-def test_slivers_are_refused_before_preprocessing_can_blow_them_up():
-    with pytest.raises(ImageShapeRejected, match="aspect"):
-        load_image(encoded(Image.new("RGB", (4000, 1)), "PNG"))
-    assert load_image(encoded(Image.new("RGB", (1000, 100)), "PNG")).size == (1000, 100)  # a panorama is fine
+def test_an_80_to_1_panorama_is_cropped_to_its_central_region():
+    strip = Image.new("RGB", (8000, 100), (0, 0, 255))
+    strip.paste((255, 0, 0), (3950, 0, 4050, 100))  # the centre, which CLIP's centre crop keeps
+    loaded = load_image(encoded(strip, "PNG"))
+    assert loaded.size == (400, 100)
+    assert loaded.getpixel((200, 50)) == (255, 0, 0)
+    assert loaded.info["original_size"] == (8000, 100)
+
+
+def test_a_20000x1_strip_is_decoded_without_blowing_up():
+    assert load_image(encoded(Image.new("RGB", (1, 20_000)), "PNG")).size == (1, 4)
+
+
+def test_ordinary_photos_and_panoramas_up_to_4_to_1_are_not_cropped():
+    for size in ((640, 480), (480, 640), (1600, 400)):
+        assert load_image(encoded(Image.new("RGB", size), "PNG")).size == size
+
+
+@pytest.mark.parametrize("size", [(1000, 100), (8000, 100), (120, 1200)])
+def test_a_cropped_panorama_embeds_as_its_full_image_would(tiny_encoder, size):
+    full = make_image(3, size=size)
+    cropped = load_image(encoded(full, "PNG"))
+    cosine = float((tiny_encoder.embed_images([cropped]) * tiny_encoder.embed_images([full])).sum())
+    assert cosine >= 0.999
 
 
 def test_formats_we_do_not_index_are_not_parsed():
