@@ -41,8 +41,18 @@ index: setup demo
 run: index
 	CLIPSPACE_INDEX_DIR=$(DEMO_INDEX) $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
 
-test: setup
+test: setup browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The page's test drives Debian's chromium through playwright (whose own browser download cannot work here);
+# installed as root when missing (CI runs as root), with a CJK font so Chinese shows in screenshots.
+.PHONY: browser
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			chromium fonts-wqy-zenhei; \
+	else echo "chromium is missing and only root can install it: the browser test will be skipped"; fi
 
 bench: setup
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -93,7 +93,11 @@ class Service:
                 cwd=ROOT, env={**os.environ, "CLIPSPACE_RELOAD_INTERVAL_S": "0.2", **env},
                 stdout=log, stderr=subprocess.STDOUT)
         self.client = httpx.Client(base_url=self.url, timeout=30)
-        self._wait_alive()
+        try:
+            self._wait_alive()
+        except BaseException:  # nobody else holds this process: a server that never came up must not linger
+            self.stop()
+            raise
 
     def _wait_alive(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
