@@ -80,7 +80,7 @@ async def info(serving: Serving) -> IndexInfo:
     return IndexInfo(model=manifest["model"], index_version=serving.version.name, count=serving.version.count,
                      caption_count=manifest["caption_count"], dim=serving.version.dim,
                      index_type=serving.version.index_type("image"), faiss_factory=manifest["faiss_factory"],
-                     created_at=manifest["created_at"])
+                     created_at=manifest["created_at"], search_params=serving.version.search_params("image"))
 
 
 @health.get("/healthz", response_model=Status)

@@ -55,6 +55,9 @@ class IndexInfo(BaseModel):
     index_type: str
     faiss_factory: str
     created_at: str
+    search_params: dict[str, int] = Field(
+        default_factory=dict, description="what every image query runs with: FAISS's efSearch / nprobe, and "
+                                          "k_factor (candidates per result re-ranked by their exact cosine)")
 
 
 class Status(BaseModel):

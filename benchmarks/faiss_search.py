@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.report import progress
 from benchmarks.timing import latency_summary, time_calls
-from clipspace.store import IndexVersion, ItemRecord, search_params, write_version
+from clipspace.store import IndexVersion, ItemRecord, write_version
 
 FACTORIES = ("Flat", "HNSW32,Flat")
 WARMUP_QUERIES = 20
@@ -71,8 +71,9 @@ def _measure_one(vectors: np.ndarray, probes: np.ndarray, factory: str, k: int,
         finally:
             version.close()
         raw = faiss.read_index(str(staging / "image.faiss"))
-        params = search_params(raw, k)  # the service's own search parameters, so both columns do the same work
-        raw_searched = time_calls(lambda i: raw.search(probes[i:i + 1], k, params=params), timed, WARMUP_QUERIES)
+        if isinstance(raw, faiss.IndexHNSW):  # the service's own search parameters, so both columns do the same work
+            raw.hnsw.efSearch = version.search_params()["efSearch"]
+        raw_searched = time_calls(lambda i: raw.search(probes[i:i + 1], k), timed, WARMUP_QUERIES)
     finally:
         shutil.rmtree(index_dir, ignore_errors=True)
     result = FaissResult(len(vectors), factory, round(write_seconds, 3), latency_summary(searched),

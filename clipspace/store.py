@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -38,6 +39,13 @@ VERSIONS = "versions"
 STAGING_PREFIX = ".staging-"
 TARGETS = ("image", "text")
 EXACT_SEARCH_LIMIT = 50_000  # exact search reads every vector per query (memory-bound); see docs/decisions.md
+HNSW_LIMIT = 200_000  # beyond, IVF-PQ: HNSW would hold every vector in RAM (400 MB at 200k x 512-d)
+HNSW_EF_SEARCH = 128  # recall@10 0.96 on 100k clustered vectors (benchmarks/ann_scale.py); FAISS's default 16: 0.79
+IVF_PROBE_DIVISOR = 16  # nprobe = nlist / 16: lists probed per query (measured, see docs/decisions.md)
+RERANK_K_FACTOR = 20  # a compressed index proposes 20 x k candidates; their exact cosines pick the k answers
+# Indexes whose scores are already exact inner products; any other (PQ, SQ, PCA...) is re-ranked.
+EXACT_INDEXES = (faiss.IndexFlat, faiss.IndexHNSWFlat, faiss.IndexIVFFlat, faiss.IndexRefine)
+TRAIN_SAMPLE = 100_000  # k-means and PQ train on at most this many rows (seeded sample): minutes, not hours, at 1M
 
 
 @dataclass(frozen=True)
@@ -62,11 +70,22 @@ class SearchHit:
     caption: str | None
 
 
-def choose_factory(index_type: str, count: int) -> str:
-    """`auto` is exact search for small corpora and HNSW beyond; anything else is a FAISS factory string."""
+def choose_factory(index_type: str, count: int, dim: int) -> str:
+    """`auto` picks by corpus size (thresholds measured on clustered embeddings, docs/decisions.md); anything else
+    is a FAISS factory string used as given.
+
+    Exact search below EXACT_SEARCH_LIMIT; HNSW up to HNSW_LIMIT; beyond, IVF with 4-bit fast-scan PQ codes
+    (dim / 8 bytes per vector), whose candidates are re-ranked exactly from the stored vectors.
+    """
     if index_type != "auto":
         return index_type
-    return "Flat" if count < EXACT_SEARCH_LIMIT else "HNSW32,Flat"
+    if count < EXACT_SEARCH_LIMIT:
+        return "Flat"
+    if count < HNSW_LIMIT:
+        return "HNSW32,Flat"
+    nlist = 2 ** round(math.log2(2 * math.sqrt(count)))  # ~2 sqrt(N) lists: 2048 at 1M
+    sub_vectors = dim // 4 if dim % 4 == 0 else dim  # 4 dimensions per 4-bit sub-quantizer
+    return f"IVF{nlist},PQ{sub_vectors}x4fs"
 
 
 def check_factory(index_type: str, dim: int) -> None:
@@ -84,13 +103,29 @@ def build_faiss(vectors: np.ndarray, factory: str) -> faiss.Index:
     try:
         index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained and len(vectors):
-            index.train(vectors)
+            sample = _training_sample(vectors)
+            log.info("training FAISS %s on %d of %d vectors", factory, len(sample), len(vectors))
+            index.train(sample)
     except RuntimeError as error:  # e.g. IVF with fewer vectors than lists
         raise InvalidBuildOptions(f"FAISS index {factory!r} over {len(vectors)} vectors: "
                                   f"{_first_line(error)}") from error
     if len(vectors):
         index.add(vectors)
     return index
+
+
+def tuned_search_params(index: faiss.Index) -> dict[str, int]:
+    """How to search `index`, by FAISS's own parameter names plus `k_factor` (candidates per answer re-ranked
+    exactly from the stored vectors); recorded in the manifest at build time and applied to every query."""
+    params = {}
+    if isinstance(index, faiss.IndexHNSW):
+        params["efSearch"] = HNSW_EF_SEARCH
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        params["nprobe"] = max(1, ivf.nlist // IVF_PROBE_DIVISOR)
+    if not isinstance(index, EXACT_INDEXES):
+        params["k_factor"] = RERANK_K_FACTOR
+    return params
 
 
 def write_version(index_dir: Path, items: Sequence[ItemRecord], image_vectors: np.ndarray,
@@ -106,11 +141,14 @@ def write_version(index_dir: Path, items: Sequence[ItemRecord], image_vectors: n
     image_vectors = np.ascontiguousarray(image_vectors, dtype=np.float32)
     caption_vectors = np.ascontiguousarray(caption_vectors, dtype=np.float32)
     np.save(staging / "vectors.npy", image_vectors)
-    faiss.write_index(build_faiss(image_vectors, factory), str(staging / "image.faiss"))
+    image_index = build_faiss(image_vectors, factory)
+    faiss.write_index(image_index, str(staging / "image.faiss"))
+    search_params = {"image": tuned_search_params(image_index)}
     if len(caption_vectors):
         np.save(staging / "captions.npy", caption_vectors)
-        faiss.write_index(build_faiss(caption_vectors, choose_factory("auto", len(caption_vectors))),
-                          str(staging / "text.faiss"))
+        text_index = build_faiss(caption_vectors, choose_factory("auto", len(caption_vectors), image_vectors.shape[1]))
+        faiss.write_index(text_index, str(staging / "text.faiss"))
+        search_params["text"] = tuned_search_params(text_index)
     _write_meta(staging / "meta.sqlite", items)
     files = sorted(path.name for path in staging.iterdir())
     manifest = {
@@ -121,6 +159,7 @@ def write_version(index_dir: Path, items: Sequence[ItemRecord], image_vectors: n
         "caption_count": len(caption_vectors),
         "next_id": max([next_id or 0, *(item.id + 1 for item in items)]),
         "faiss_factory": factory,
+        "search_params": search_params,
         "corpus_root": str(Path(corpus_root).resolve()),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "builder_version": __version__,
@@ -187,8 +226,13 @@ class IndexVersion:
             self.manifest = self._verified_manifest()
             self.dim: int = self.manifest["dim"]
             self.count: int = self.manifest["count"]
-            self._faiss = {target: faiss.read_index(str(self.path / f"{target}.faiss")) for target in TARGETS
-                           if (self.path / f"{target}.faiss").exists()}
+            # IO_FLAG_MMAP maps IVF inverted lists from the file instead of copying them into RAM.
+            self._faiss = {target: faiss.read_index(str(self.path / f"{target}.faiss"),
+                                                    faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+                           for target in TARGETS if (self.path / f"{target}.faiss").exists()}
+            self._search_params = {target: self._recorded_search_params(target) for target in self._faiss}
+            self._stored_vectors = {target: self._vectors(target) for target, params in self._search_params.items()
+                                    if "k_factor" in params}
             self._db = sqlite3.connect(f"file:{self.path / 'meta.sqlite'}?mode=ro", uri=True,
                                        check_same_thread=False)
             rows = self._db.execute("SELECT count(*) FROM items").fetchone()[0]
@@ -218,8 +262,13 @@ class IndexVersion:
         if index is None or index.ntotal == 0:
             return []
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-        scores, rows = index.search(query, min(k, index.ntotal), params=search_params(index, k))
-        found = [(int(row), min(float(score), 1.0)) for row, score in zip(rows[0], scores[0], strict=True) if row >= 0]
+        k_factor = self._search_params[target].get("k_factor", 1)
+        scores, rows = index.search(query, min(k * k_factor, index.ntotal))
+        if target in self._stored_vectors:
+            rows, scores = self._rerank(self._stored_vectors[target], query[0], rows[0], k)
+        else:
+            rows, scores = rows[0], scores[0]
+        found = [(int(row), min(float(score), 1.0)) for row, score in zip(rows, scores, strict=True) if row >= 0]
         records = self._records_by_row([row for row, _ in found], "caption_row" if target == "text" else "row")
         return [SearchHit(records[row].id, score, records[row].path, records[row].caption)
                 for row, score in found if row in records]
@@ -244,6 +293,33 @@ class IndexVersion:
 
     def index_type(self, target: str = "image") -> str | None:
         return type(self._faiss[target]).__name__ if target in self._faiss else None
+
+    def search_params(self, target: str = "image") -> dict[str, int]:
+        """The parameters every query on `target` runs with (see `tuned_search_params`)."""
+        return dict(self._search_params.get(target, {}))
+
+    def _recorded_search_params(self, target: str) -> dict[str, int]:
+        """The manifest's parameters, applied to the index; a version written before they were recorded gets
+        today's tuning."""
+        index = self._faiss[target]
+        params = self.manifest.get("search_params", {}).get(target) or tuned_search_params(index)
+        space = faiss.ParameterSpace()  # knows where nprobe / efSearch live inside wrapped indexes
+        for name, value in params.items():
+            if name != "k_factor":
+                space.set_index_parameter(index, name, value)
+        return params
+
+    def _vectors(self, target: str) -> np.ndarray:
+        return self.image_vectors() if target == "image" else self.caption_vectors()
+
+    @staticmethod
+    def _rerank(vectors: np.ndarray, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best candidates by their exact cosine, read from the memory-mapped stored vectors (in row order,
+        so the reads move forward through the file)."""
+        rows = np.sort(rows[rows >= 0])
+        scores = vectors[rows] @ query
+        best = np.argsort(-scores, kind="stable")[:k]
+        return rows[best], scores[best]
 
     def close(self) -> None:
         self._db.close()
@@ -275,11 +351,12 @@ class IndexVersion:
 _COLUMNS = "id, path, sha256, bytes, mtime_ns, width, height, caption"
 
 
-def search_params(index: faiss.Index, k: int) -> faiss.SearchParameters | None:
-    """HNSW must explore at least k candidates to be able to return k of them."""
-    if isinstance(index, faiss.IndexHNSW):
-        return faiss.SearchParametersHNSW(efSearch=max(128, k))
-    return None
+def _training_sample(vectors: np.ndarray) -> np.ndarray:
+    """At most TRAIN_SAMPLE rows, seeded, in file order: the same corpus always trains the same index."""
+    if len(vectors) <= TRAIN_SAMPLE:
+        return vectors
+    rows = np.sort(np.random.default_rng(0).choice(len(vectors), TRAIN_SAMPLE, replace=False))
+    return np.ascontiguousarray(vectors[rows])
 
 
 def _first_line(error: Exception) -> str:

@@ -160,7 +160,7 @@ def build_index(options: BuildOptions, encoder: DualEncoder) -> BuildReport:
         report.seconds = time.perf_counter() - started
         report.embedded_per_s = embedded / report.seconds if embedded else 0.0
         staging = write_version(options.index, items, image_vectors, caption_vectors, model=encoder.identity,
-                                factory=choose_factory(options.index_type, len(items)), corpus_root=root,
+                                factory=choose_factory(options.index_type, len(items), encoder.dim), corpus_root=root,
                                 report=report.as_dict(), next_id=previous.next_id)
         report.version = publish_version(options.index, staging, keep=options.keep_versions)
         log.info("published version %s (%.1f s in the image tower)", report.version, embed_seconds)
