@@ -148,6 +148,7 @@ def test_a_compressed_index_answers_the_exact_cosines_of_the_stored_vectors(tmp_
 
 
 def test_auto_beyond_the_hnsw_limit_finds_the_true_neighbours_of_clustered_vectors(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "EXACT_SEARCH_LIMIT", 500)
     monkeypatch.setattr(store, "HNSW_LIMIT", 1000)
     vectors, queries = clustered_with_queries(5000, 50)
     factory = choose_factory("auto", len(vectors), vectors.shape[1])
