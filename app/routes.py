@@ -117,7 +117,7 @@ async def info(serving: Serving) -> IndexInfo:
     return IndexInfo(model=manifest.model.model_dump(), index_version=serving.version.name,
                      count=serving.version.count, caption_count=manifest.caption_count, dim=serving.version.dim,
                      index_type=serving.version.index_type("image"), faiss_factory=manifest.faiss_factory,
-                     created_at=manifest.created_at,
+                     created_at=manifest.created_at, search_params=serving.version.search_params("image"),
                      rerank=RerankInfo(available=serving.rerank_available, detail=serving.rerank_detail))
 
 

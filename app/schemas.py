@@ -72,6 +72,9 @@ class IndexInfo(BaseModel):
     faiss_factory: str
     created_at: str
     rerank: RerankInfo | None = None
+    search_params: dict[str, int] = Field(
+        default_factory=dict, description="what every image query runs with: FAISS's efSearch / nprobe, and "
+                                          "k_factor (candidates per result re-ranked by their exact cosine)")
 
 
 class Status(BaseModel):

@@ -19,7 +19,9 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from benchmarks.ann_scale import measure_ann, measure_hnsw_ef
 from benchmarks.builder import measure_builder
+from benchmarks.clustered import ClusteredSpec
 from benchmarks.corpus import copy_subset, existing_corpus, generate_corpus
 from benchmarks.faiss_search import measure_faiss
 from benchmarks.latency import REPO_ROOT, measure_latency
@@ -63,6 +65,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-sizes", default="1000,4000",
                         help="corpus sizes for the builder's peak-RSS slope (issue 8: 10000,200000)")
     parser.add_argument("--ray-files", type=int, default=1000, help="tiny files for Ray against local")
+    parser.add_argument("--ann-size", type=int, default=0,
+                        help="also measure the index `auto` picks at this many clustered vectors (0: skip); "
+                             "1000000 takes minutes and ~2.5 GB under --ann-cache")
+    parser.add_argument("--ann-only", action="store_true", help="only the ANN section: no model, no builder")
+    parser.add_argument("--ann-queries", type=int, default=200)
+    parser.add_argument("--ann-dim", type=int, default=512)
+    parser.add_argument("--ann-probe-size", type=int, default=100_000,
+                        help="vectors for the HNSW efSearch sweep and issue 8's probe (0: skip them)")
+    parser.add_argument("--ann-cache", type=Path, default=REPO_ROOT / "var" / "bench-data",
+                        help="generated vectors and built versions are kept here between runs")
     parser.add_argument("--skip", action="append", choices=SECTIONS, default=[], help="leave a section out")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
     parser.add_argument("--note", default=None, help="a label kept with the results, e.g. 'contended'")
@@ -98,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> dict:
     """Every section in order (the HTTP one serves the index the builder section built); answers the result."""
+    if args.ann_only:
+        result = {"command": shlex.join([sys.executable, "-m", "benchmarks", *sys.argv[1:]]), "cwd": os.getcwd(),
+                  "note": args.note, "machine": describe_machine(), "k": args.k, **run_ann(args)}
+        result["machine"]["load_avg_end"] = load_average()
+        return result
     # The service loads the model named in the manifest from its own working directory: name files absolutely.
     model = str(Path(args.model).resolve()) if Path(args.model).is_file() else args.model
     encoder = load_encoder(ModelSpec(model, args.pretrained, args.precision, args.device), threads=args.threads)
@@ -122,6 +139,7 @@ def run(args: argparse.Namespace) -> dict:
             result["faiss"] = [asdict(entry) for entry in measure_faiss(args.faiss_sizes, encoder.dim,
                                                                         args.faiss_queries, args.k, work_dir)]
         result.update(_scale_sections(args, work_dir))
+    result.update(run_ann(args))
     result["machine"]["load_avg_end"] = load_average()
     return result
 
@@ -141,6 +159,20 @@ def _scale_sections(args: argparse.Namespace, work_dir: Path) -> dict:
     if "ray" in wanted and args.ray_files:
         sections["ray"] = asdict(measure_ray_overhead(encoder, work_dir / "ray", args.ray_files))
     return sections
+
+
+def run_ann(args: argparse.Namespace) -> dict:
+    """The ANN section: issue 8's probe, the HNSW efSearch sweep, then the index `auto` picks at --ann-size."""
+    result: dict = {}
+    if args.ann_probe_size:
+        probe = ClusteredSpec(centres=2000, cosine_spread=0, size_sigma=0, spectrum_decay=0, shared_direction=0)
+        result["ann_probe"] = measure_hnsw_ef(args.ann_probe_size, args.ann_dim, args.ann_queries, args.k,
+                                              args.ann_cache, probe)
+        result["ann_hnsw"] = measure_hnsw_ef(args.ann_probe_size, args.ann_dim, args.ann_queries, args.k,
+                                             args.ann_cache, ClusteredSpec(centres=args.ann_probe_size // 50))
+    if args.ann_size:
+        result["ann"] = asdict(measure_ann(args.ann_size, args.ann_dim, args.ann_queries, args.k, args.ann_cache))
+    return result
 
 
 def _service_env(args: argparse.Namespace) -> dict[str, str]:

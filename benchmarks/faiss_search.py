@@ -20,7 +20,7 @@ import numpy as np
 from benchmarks.report import progress
 from benchmarks.timing import latency_summary, time_calls
 from clipspace.manifest import ModelIdentity
-from clipspace.store import IndexVersion, ItemRecord, search_params, write_version
+from clipspace.store import IndexVersion, ItemRecord, write_version
 
 FACTORIES = ("Flat", "HNSW32,Flat")
 WARMUP_QUERIES = 20
@@ -62,7 +62,7 @@ def _measure_one(vectors: np.ndarray, probes: np.ndarray, factory: str, k: int,
     try:
         started = time.perf_counter()
         staging = write_version(index_dir, items, vectors, np.zeros((0, vectors.shape[1]), np.float32),
-                                model=_synthetic_model(vectors.shape[1]), factory=factory, corpus_root=index_dir,
+                                model=synthetic_model(vectors.shape[1]), factory=factory, corpus_root=index_dir,
                                 report={})
         write_seconds = time.perf_counter() - started
         timed = len(probes) - WARMUP_QUERIES
@@ -73,8 +73,9 @@ def _measure_one(vectors: np.ndarray, probes: np.ndarray, factory: str, k: int,
         finally:
             version.close()
         raw = faiss.read_index(str(staging / "image.faiss"))
-        params = search_params(raw, k)  # the service's own search parameters, so both columns do the same work
-        raw_searched = time_calls(lambda i: raw.search(probes[i:i + 1], k, params=params), timed, WARMUP_QUERIES)
+        if isinstance(raw, faiss.IndexHNSW):  # the service's own search parameters, so both columns do the same work
+            raw.hnsw.efSearch = version.search_params()["efSearch"]
+        raw_searched = time_calls(lambda i: raw.search(probes[i:i + 1], k), timed, WARMUP_QUERIES)
     finally:
         shutil.rmtree(index_dir, ignore_errors=True)
     result = FaissResult(len(vectors), factory, round(write_seconds, 3), latency_summary(searched),
@@ -82,7 +83,7 @@ def _measure_one(vectors: np.ndarray, probes: np.ndarray, factory: str, k: int,
     return result, found
 
 
-def _synthetic_model(dim: int) -> ModelIdentity:
+def synthetic_model(dim: int) -> ModelIdentity:
     """No model embedded these random vectors; the manifest still needs a (never loaded) identity."""
     return ModelIdentity(model="synthetic", precision="fp32", fingerprint="synthetic", dim=dim, image_size=0,
                          preprocess={})

@@ -22,13 +22,20 @@ def render(result: dict[str, Any]) -> str:
     if result.get("faiss"):
         lines += ["", *_faiss(result["faiss"], result["model"]["dim"], result["k"])]
     lines += _scale(result)
+    for key, title in (("ann_probe", "issue 8's probe: 2000 equal clusters, cosine 0.8, isotropic"),
+                       ("ann_hnsw", "HNSW efSearch on clustered embeddings (benchmarks/clustered.py defaults)")):
+        if result.get(key):
+            lines += ["", *_ef_sweep(result[key], title, result["k"])]
+    if result.get("ann"):
+        lines += ["", *_ann(result["ann"], result["k"])]
     return "\n".join(lines)
 
 
 def _header(result: dict[str, Any]) -> list[str]:
-    model, machine = result["model"], result["machine"]
+    model, machine = result.get("model"), result["machine"]
     lines = [f"clipspace benchmark: {model['model']} (pretrained {model['pretrained']}, {model['precision']}, "
-             f"{model['device']}, dim {model['dim']}, image size {model['image_size']})",
+             f"{model['device']}, dim {model['dim']}, image size {model['image_size']})" if model else
+             "clipspace benchmark: ANN indexes only",
              f"machine: {machine['cpu_model']}, {machine['usable_cores']}/{machine['cores']} cores, torch threads "
              f"{machine['torch_threads']}, native bf16 {'yes' if machine['native_bf16'] else 'no'}, load avg "
              f"{machine['load_avg_start'][0]} at start, {machine['load_avg_end'][0]} at end",
@@ -116,6 +123,33 @@ def _scale(result: dict[str, Any]) -> list[str]:
                   _row("local / ray", f"{r['local_s']:.2f} s / {r['ray_s']:.2f} s"),
                   _row("overhead (goal <= 15%)", f"{r['overhead']:.1%} {verdict}")]
     return [line for line in lines if line is not None]
+
+
+def _ef_sweep(rows: list[dict[str, Any]], title: str, k: int) -> list[str]:
+    lines = [f"7. {title}: {rows[0]['size']:,} vectors, k={k}, one thread, raw FAISS (load avg {rows[-1]['load_avg']})",
+             f"  {'index':<12} {'efSearch':>8}  {'recall@k':>8}  {'p50 ms':>8}  {'p95 ms':>8}"]
+    for row in rows:
+        lines.append(f"  {row['factory']:<12} {row['efSearch'] or '-':>8}  {row['recall_at_k']:>8.4f}  "
+                     f"{row['p50_ms']:>8.3f}  {row['p95_ms']:>8.3f}")
+    return lines
+
+
+def _ann(ann: dict[str, Any], k: int) -> list[str]:
+    built = f"built in {ann['build_seconds']} s" if ann["build_seconds"] is not None else "from the cache"
+    version, exact = ann["version_search"], ann["exact_search"]
+    return [f"8. The index auto picks at {ann['size']:,} clustered vectors of dim {ann['dim']}: {ann['factory']} "
+            f"({built}), search params {ann['search_params']}, load avg {ann['load_avg']}",
+            _row(f"recall@{k} (IndexVersion.search against brute force)", f"{ann['recall_at_k']:.4f}"),
+            _row("IndexVersion.search, one thread, fresh process",
+                 f"p50 {version['p50_ms']:8.3f} ms   p95 {version['p95_ms']:8.3f} ms"),
+            _row("exact brute force (numpy, this process)",
+                 f"p50 {exact['p50_ms']:8.3f} ms   p95 {exact['p95_ms']:8.3f} ms"),
+            _row("speed-up over brute force (p50)", f"{exact['p50_ms'] / max(version['p50_ms'], 1e-9):.0f}x"),
+            _row("raw vectors", f"{ann['vectors_bytes'] / 2**20:.0f} MiB"),
+            _row("searching process: peak RSS (anonymous + file pages now)",
+                 f"{ann['peak_rss_bytes'] / 2**20:.0f} MiB ({ann['rss_anon_bytes'] / 2**20:.0f} + "
+                 f"{ann['rss_file_bytes'] / 2**20:.0f} MiB)"),
+            _row("peak RSS / raw vectors", f"{ann['peak_rss_bytes'] / ann['vectors_bytes']:.2f}")]
 
 
 def _row(label: str, value: str) -> str:

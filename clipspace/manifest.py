@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clipspace.errors import IndexCorrupt
 
@@ -68,6 +68,9 @@ class Manifest(BaseModel):
     caption_count: int
     next_id: int
     faiss_factory: str
+    # Per target ("image", "text"): FAISS's efSearch / nprobe and k_factor (candidates per answer re-ranked
+    # exactly), tuned at build time and applied to every query. Empty in indexes written before they were recorded.
+    search_params: dict[str, dict[str, int]] = Field(default_factory=dict)
     corpus_root: str
     created_at: str
     builder_version: str

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -38,6 +39,13 @@ VERSIONS = "versions"
 STAGING_PREFIX = ".staging-"
 TARGETS = ("image", "text")
 EXACT_SEARCH_LIMIT = 50_000  # exact search reads every vector per query (memory-bound); see docs/decisions.md
+HNSW_LIMIT = 200_000  # beyond, IVF-PQ: HNSW would hold every vector in RAM (400 MB at 200k x 512-d)
+HNSW_EF_SEARCH = 128  # recall@10 0.96 on 100k clustered vectors (benchmarks/ann_scale.py); FAISS's default 16: 0.79
+IVF_PROBE_DIVISOR = 16  # nprobe = nlist / 16: lists probed per query (measured, see docs/decisions.md)
+RERANK_K_FACTOR = 20  # a compressed index proposes 20 x k candidates; their exact cosines pick the k answers
+# Indexes whose scores are already exact inner products; any other (PQ, SQ, PCA...) is re-ranked.
+EXACT_INDEXES = (faiss.IndexFlat, faiss.IndexHNSWFlat, faiss.IndexIVFFlat, faiss.IndexRefine)
+TRAIN_SAMPLE = 100_000  # k-means and PQ train on at most this many rows (seeded sample): minutes, not hours, at 1M
 
 
 @dataclass(frozen=True)
@@ -62,11 +70,22 @@ class SearchHit:
     caption: str | None
 
 
-def choose_factory(index_type: str, count: int) -> str:
-    """`auto` is exact search for small corpora and HNSW beyond; anything else is a FAISS factory string."""
+def choose_factory(index_type: str, count: int, dim: int) -> str:
+    """`auto` picks by corpus size (thresholds measured on clustered embeddings, docs/decisions.md); anything else
+    is a FAISS factory string used as given.
+
+    Exact search below EXACT_SEARCH_LIMIT; HNSW up to HNSW_LIMIT; beyond, IVF with 4-bit fast-scan PQ codes
+    (dim / 8 bytes per vector), whose candidates are re-ranked exactly from the stored vectors.
+    """
     if index_type != "auto":
         return index_type
-    return "Flat" if count < EXACT_SEARCH_LIMIT else "HNSW32,Flat"
+    if count < EXACT_SEARCH_LIMIT:
+        return "Flat"
+    if count < HNSW_LIMIT:
+        return "HNSW32,Flat"
+    nlist = 2 ** round(math.log2(2 * math.sqrt(count)))  # ~2 sqrt(N) lists: 2048 at 1M
+    sub_vectors = dim // 4 if dim % 4 == 0 else dim  # 4 dimensions per 4-bit sub-quantizer
+    return f"IVF{nlist},PQ{sub_vectors}x4fs"
 
 
 def check_factory(index_type: str, dim: int) -> None:
@@ -84,13 +103,29 @@ def build_faiss(vectors: np.ndarray, factory: str) -> faiss.Index:
     try:
         index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained and len(vectors):
-            index.train(vectors)
+            sample = _training_sample(vectors)
+            log.info("training FAISS %s on %d of %d vectors", factory, len(sample), len(vectors))
+            index.train(sample)
     except RuntimeError as error:  # e.g. IVF with fewer vectors than lists
         raise InvalidBuildOptions(f"FAISS index {factory!r} over {len(vectors)} vectors: "
                                   f"{_first_line(error)}") from error
     if len(vectors):
         index.add(vectors)
     return index
+
+
+def tuned_search_params(index: faiss.Index) -> dict[str, int]:
+    """How to search `index`, by FAISS's own parameter names plus `k_factor` (candidates per answer re-ranked
+    exactly from the stored vectors); recorded in the manifest at build time and applied to every query."""
+    params = {}
+    if isinstance(index, faiss.IndexHNSW):
+        params["efSearch"] = HNSW_EF_SEARCH
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        params["nprobe"] = max(1, ivf.nlist // IVF_PROBE_DIVISOR)
+    if not isinstance(index, EXACT_INDEXES):
+        params["k_factor"] = RERANK_K_FACTOR
+    return params
 
 
 def write_version(index_dir: Path, items: Sequence[ItemRecord], image_vectors: np.ndarray,
@@ -113,13 +148,16 @@ def write_version(index_dir: Path, items: Sequence[ItemRecord], image_vectors: n
         raise
 
 
-def write_faiss(folder: Path, target: str, shards: Sequence[Shard], dim: int, factory: str) -> None:
-    """Build `target`.faiss over the shards of a staged version (a plain function: Ray runs it off the driver)."""
+def write_faiss(folder: Path, target: str, shards: Sequence[Shard], dim: int, factory: str) -> dict[str, int]:
+    """Build `target`.faiss over the shards of a staged version and answer its tuned search parameters
+    (a plain function: Ray runs it off the driver)."""
     vectors = np.ascontiguousarray(ShardedVectors(folder, shards, dim), dtype=np.float32)
+    index = build_faiss(vectors, factory)
     try:
-        faiss.write_index(build_faiss(vectors, factory), str(Path(folder) / f"{target}.faiss"))
+        faiss.write_index(index, str(Path(folder) / f"{target}.faiss"))
     except RuntimeError as error:  # FAISS reports a failed write (e.g. a full disk) as a RuntimeError
         raise IndexWriteFailed(f"cannot write {target}.faiss: {_first_line(error)}") from error
+    return tuned_search_params(index)
 
 
 class VersionWriter:
@@ -173,27 +211,31 @@ class VersionWriter:
             self._flush()
 
     def finish(self, *, model: ModelIdentity, factory: str, corpus_root: Path, report: dict[str, Any],
-               next_id: int = 0, build: Callable[..., None] = write_faiss) -> Path:
+               next_id: int = 0, build: Callable[..., dict[str, int]] = write_faiss) -> Path:
         """Close the shards, build the FAISS indexes (with `build`), write the manifest, fsync and verify."""
         with writing(self.index_dir):
             return self._finish(model, factory, corpus_root, report, next_id, build)
 
     def _finish(self, model: ModelIdentity, factory: str, corpus_root: Path, report: dict[str, Any], next_id: int,
-                build: Callable[..., None]) -> Path:
+                build: Callable[..., dict[str, int]]) -> Path:
         self._flush()
         self._db.commit()
         self._db.close()
         image_shards, caption_shards = tuple(self.images.close()), tuple(self.captions.close())
         linked = self._link_unchanged_indexes(image_shards, caption_shards, factory)
+        search_params = {target: params for target, params in self.previous.manifest.search_params.items()
+                         if f"{target}.faiss" in linked} if self.previous else {}
         if "image.faiss" not in linked:
-            build(self.staging, "image", image_shards, self.dim, factory)
+            search_params["image"] = build(self.staging, "image", image_shards, self.dim, factory)
         if caption_shards and "text.faiss" not in linked:
-            build(self.staging, "text", caption_shards, self.dim, choose_factory("auto", self.caption_count))
+            search_params["text"] = build(self.staging, "text", caption_shards, self.dim,
+                                          choose_factory("auto", self.caption_count, self.dim))
         reused = {shard.file for shard in (*self.images.linked, *self.captions.linked)} | linked
         known = self.previous.manifest.checksums if self.previous else {}
         manifest = Manifest(
             model=model, dim=self.dim, count=self.count, caption_count=self.caption_count,
-            next_id=max(next_id, self.next_id), faiss_factory=factory, corpus_root=str(Path(corpus_root).resolve()),
+            next_id=max(next_id, self.next_id), faiss_factory=factory, search_params=search_params,
+            corpus_root=str(Path(corpus_root).resolve()),
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), builder_version=__version__,
             build_report=report, image_shards=image_shards, caption_shards=caption_shards,
             checksums={path.name: known[path.name] if path.name in reused else _sha256_file(path)
@@ -304,8 +346,13 @@ class IndexVersion:
             self.manifest = self._verified_manifest()
             self.dim: int = self.manifest.dim
             self.count: int = self.manifest.count
-            self._faiss = {target: faiss.read_index(str(self.path / f"{target}.faiss")) for target in TARGETS
-                           if (self.path / f"{target}.faiss").exists()}
+            # IO_FLAG_MMAP maps IVF inverted lists from the file instead of copying them into RAM.
+            self._faiss = {target: faiss.read_index(str(self.path / f"{target}.faiss"),
+                                                    faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+                           for target in TARGETS if (self.path / f"{target}.faiss").exists()}
+            self._search_params = {target: self._recorded_search_params(target) for target in self._faiss}
+            self._stored_vectors = {target: self._vectors(target) for target, params in self._search_params.items()
+                                    if "k_factor" in params}
             self._db = sqlite3.connect(f"file:{self.path / 'meta.sqlite'}?mode=ro", uri=True,
                                        check_same_thread=False)
             rows = self._db.execute("SELECT count(*) FROM items").fetchone()[0]
@@ -338,8 +385,13 @@ class IndexVersion:
         if index is None or index.ntotal == 0:
             return []
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-        scores, rows = index.search(query, min(k, index.ntotal), params=search_params(index, k))
-        found = [(int(row), min(float(score), 1.0)) for row, score in zip(rows[0], scores[0], strict=True) if row >= 0]
+        k_factor = self._search_params[target].get("k_factor", 1)
+        scores, rows = index.search(query, min(k * k_factor, index.ntotal))
+        if target in self._stored_vectors:
+            rows, scores = self._rerank(self._stored_vectors[target], query[0], rows[0], k)
+        else:
+            rows, scores = rows[0], scores[0]
+        found = [(int(row), min(float(score), 1.0)) for row, score in zip(rows, scores, strict=True) if row >= 0]
         records = self._records_by_row([row for row, _ in found], "caption_row" if target == "text" else "row")
         return [SearchHit(records[row].id, score, records[row].path, records[row].caption)
                 for row, score in found if row in records]
@@ -371,6 +423,33 @@ class IndexVersion:
     def index_type(self, target: str = "image") -> str | None:
         return type(self._faiss[target]).__name__ if target in self._faiss else None
 
+    def search_params(self, target: str = "image") -> dict[str, int]:
+        """The parameters every query on `target` runs with (see `tuned_search_params`)."""
+        return dict(self._search_params.get(target, {}))
+
+    def _recorded_search_params(self, target: str) -> dict[str, int]:
+        """The manifest's parameters, applied to the index; a version written before they were recorded gets
+        today's tuning."""
+        index = self._faiss[target]
+        params = self.manifest.search_params.get(target) or tuned_search_params(index)
+        space = faiss.ParameterSpace()  # knows where nprobe / efSearch live inside wrapped indexes
+        for name, value in params.items():
+            if name != "k_factor":
+                space.set_index_parameter(index, name, value)
+        return params
+
+    def _vectors(self, target: str) -> np.ndarray:
+        return self.image_vectors() if target == "image" else self.caption_vectors()
+
+    @staticmethod
+    def _rerank(vectors: np.ndarray, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best candidates by their exact cosine, read from the memory-mapped stored vectors (in row order,
+        so the reads move forward through the file)."""
+        rows = np.sort(rows[rows >= 0])
+        scores = vectors[rows] @ query
+        best = np.argsort(-scores, kind="stable")[:k]
+        return rows[best], scores[best]
+
     def close(self) -> None:
         self._db.close()
 
@@ -398,11 +477,12 @@ class IndexVersion:
 _COLUMNS = "id, path, sha256, bytes, mtime_ns, width, height, caption"
 
 
-def search_params(index: faiss.Index, k: int) -> faiss.SearchParameters | None:
-    """HNSW must explore at least k candidates to be able to return k of them."""
-    if isinstance(index, faiss.IndexHNSW):
-        return faiss.SearchParametersHNSW(efSearch=max(128, k))
-    return None
+def _training_sample(vectors: np.ndarray) -> np.ndarray:
+    """At most TRAIN_SAMPLE rows, seeded, in file order: the same corpus always trains the same index."""
+    if len(vectors) <= TRAIN_SAMPLE:
+        return vectors
+    rows = np.sort(np.random.default_rng(0).choice(len(vectors), TRAIN_SAMPLE, replace=False))
+    return np.ascontiguousarray(vectors[rows])
 
 
 def _first_line(error: Exception) -> str:

@@ -102,7 +102,7 @@ class Embedder(Protocol):
 
     def process(self, work: Iterable[Work], movable: dict[str, Movable], scratch: Path) -> Iterator[Processed]: ...
 
-    def write_faiss(self, folder: Path, target: str, shards: tuple, dim: int, factory: str) -> None: ...
+    def write_faiss(self, folder: Path, target: str, shards: tuple, dim: int, factory: str) -> dict[str, int]: ...
 
 
 def scan_images(root: Path) -> list[str]:
@@ -138,7 +138,8 @@ def build_index(options: BuildOptions, encoder: DualEncoder, embedder: Embedder 
             report.seconds = time.perf_counter() - started
             embedded = report.added + report.updated
             report.embedded_per_s = embedded / report.seconds if embedded else 0.0
-            staging = writer.finish(model=encoder.identity, factory=choose_factory(options.index_type, writer.count),
+            factory = choose_factory(options.index_type, writer.count, encoder.dim)
+            staging = writer.finish(model=encoder.identity, factory=factory,
                                     corpus_root=options.images, report=report.as_dict(),
                                     next_id=previous.next_id if previous else 0, build=embedder.write_faiss)
         except BaseException:

@@ -237,3 +237,27 @@ def test_a_panorama_is_indexed_and_found_by_itself(tmp_path, tiny_encoder):
         assert best.status_code == 200, best.text
         assert best.json()["results"][0]["path"] == "panorama.png"
         assert best.json()["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def served_compressed(tmp_path_factory, tiny_encoder):
+    """A service on an index built with an explicit compressed factory string (as `--index-type` gives it)."""
+    root = tmp_path_factory.mktemp("served-compressed")
+    write_corpus(root / "images", NAMES)
+    build(root / "images", root / "index", tiny_encoder, index_type="IVF4,PQ8x4fs")
+    with running_service(index_dir=root / "index") as service:
+        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.images = root / "images"
+        yield service
+
+
+def test_info_reports_the_index_type_and_its_search_parameters(served_compressed):
+    info = served_compressed.client.get("/info").json()
+    assert (info["faiss_factory"], info["index_type"]) == ("IVF4,PQ8x4fs", "IndexIVFPQFastScan")
+    assert info["search_params"] == {"nprobe": 1, "k_factor": 20}
+
+
+def test_a_compressed_index_answers_an_indexed_image_with_itself_at_its_exact_score(served_compressed):
+    answer = upload(served_compressed, (served_compressed.images / "photo 07.jpg").read_bytes())
+    assert answer.json()["results"][0]["path"] == "photo 07.jpg"
+    assert answer.json()["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)

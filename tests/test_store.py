@@ -8,12 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.clustered import ClusteredSpec
+from clipspace import store
 from clipspace.errors import IndexBusy, IndexCorrupt, IndexNotReady
 from clipspace.manifest import ModelIdentity
 from clipspace.store import (
     ItemRecord,
     VersionWriter,
     build_lock,
+    choose_factory,
     current_version_name,
     open_current,
     publish_version,
@@ -167,3 +170,66 @@ def test_a_shard_with_a_changed_row_is_written_anew(tmp_path):
     assert after.manifest.image_shards[0] == before.manifest.image_shards[0]
     assert after.manifest.image_shards[1] != before.manifest.image_shards[1]
     np.testing.assert_array_equal(np.asarray(after.image_vectors()), changed)
+
+
+def publish_vectors(index_dir, vectors: np.ndarray, factory: str) -> None:
+    staging = write_version(index_dir, records(len(vectors)), vectors, unit_rows(0, dim=vectors.shape[1]),
+                            model=MODEL, factory=factory, corpus_root=index_dir, report={})
+    publish_version(index_dir, staging)
+
+
+def clustered_with_queries(count: int, queries: int, dim: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    vectors = ClusteredSpec(centres=count // 50).generate(count + queries, dim)
+    return vectors[:count], vectors[count:]
+
+
+def test_auto_is_exact_search_below_the_exact_search_limit():
+    assert choose_factory("auto", store.EXACT_SEARCH_LIMIT - 1, 512) == "Flat"
+
+
+def test_auto_is_hnsw_from_the_exact_search_limit_up_to_the_hnsw_limit():
+    assert choose_factory("auto", store.EXACT_SEARCH_LIMIT, 512) == "HNSW32,Flat"
+    assert choose_factory("auto", store.HNSW_LIMIT - 1, 512) == "HNSW32,Flat"
+
+
+def test_auto_is_ivf_with_fast_scan_pq_from_the_hnsw_limit():
+    assert choose_factory("auto", 1_000_000, 512) == "IVF2048,PQ128x4fs"
+
+
+def test_an_explicit_factory_string_is_used_as_given():
+    assert choose_factory("IVF64,SQ8", 10, 512) == "IVF64,SQ8"
+
+
+def test_hnsw_records_its_tuned_ef_search_in_the_manifest(tmp_path):
+    publish(tmp_path, count=500, factory="HNSW32,Flat")
+    version = open_current(tmp_path)
+    assert version.manifest.search_params["image"] == {"efSearch": store.HNSW_EF_SEARCH}
+
+
+def test_ivf_pq_records_nprobe_and_rerank_factor_in_the_manifest(tmp_path):
+    publish_vectors(tmp_path, clustered_with_queries(2000, 0)[0], "IVF32,PQ16x4fs")
+    assert open_current(tmp_path).search_params() == {"nprobe": 32 // store.IVF_PROBE_DIVISOR,
+                                                      "k_factor": store.RERANK_K_FACTOR}
+
+
+def test_a_compressed_index_answers_the_exact_cosines_of_the_stored_vectors(tmp_path):
+    vectors, queries = clustered_with_queries(2000, 1)
+    publish_vectors(tmp_path, vectors, "IVF32,PQ16x4fs")
+    hits = open_current(tmp_path).search(queries[0], k=10)
+    assert len(hits) == 10
+    assert [hit.score for hit in hits] == pytest.approx([float(vectors[hit.id - 100] @ queries[0]) for hit in hits],
+                                                        abs=1e-6)
+
+
+def test_auto_beyond_the_hnsw_limit_finds_the_true_neighbours_of_clustered_vectors(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "EXACT_SEARCH_LIMIT", 500)
+    monkeypatch.setattr(store, "HNSW_LIMIT", 1000)
+    vectors, queries = clustered_with_queries(5000, 50)
+    factory = choose_factory("auto", len(vectors), vectors.shape[1])
+    assert factory.startswith("IVF")
+    publish_vectors(tmp_path, vectors, factory)
+    version = open_current(tmp_path)
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10] + 100
+    found = [{hit.id for hit in version.search(query, k=10)} for query in queries]
+    recall = np.mean([len(hits & set(expected)) / 10 for hits, expected in zip(found, truth, strict=True)])
+    assert recall >= 0.95
