@@ -68,12 +68,13 @@ def measure_ann(size: int, dim: int, queries: int, k: int, cache_dir: Path) -> A
                                 factory=factory, corpus_root=index_dir, report={})
         publish_version(index_dir, staging)
         build_seconds = round(time.perf_counter() - started, 1)
-    progress(f"exact top {k} of {len(probes)} queries by brute force")
-    truth, exact_seconds = _exact_top_k(vectors, probes, k)
-    progress(f"searching {factory} in a fresh one-thread process")
-    served = _search_in_fresh_process(index_dir, probes, truth, k)
+    progress(f"exact top {k} of {len(probes)} queries by brute force, then {factory}, each in a fresh process")
+    with tempfile.TemporaryDirectory(prefix="ann-probe-") as scratch:
+        np.save(Path(scratch) / "probes.npy", probes)
+        exact = _in_fresh_process(index_dir, Path(scratch), k, "exact")
+        served = _in_fresh_process(index_dir, Path(scratch), k, "version")
     return AnnResult(size, dim, asdict(spec), factory, served["search_params"], build_seconds, served["recall"],
-                     served["latency"], latency_summary(exact_seconds[WARMUP_QUERIES:]), int(vectors.nbytes),
+                     served["latency"], exact["latency"], int(vectors.nbytes),
                      served["peak_rss"], served["rss_anon"], served["rss_file"], [round(v, 2) for v in os.getloadavg()])
 
 
@@ -119,7 +120,19 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     return round(float(np.mean(hits)), 4)
 
 
-def _exact_top_k(vectors: np.ndarray, probes: np.ndarray, k: int) -> tuple[np.ndarray, list[float]]:
+def _in_fresh_process(index_dir: Path, scratch: Path, k: int, mode: str) -> dict:
+    """Run `_exact_search` or `_version_search` in a new one-thread process, so its RSS is its own."""
+    answer = subprocess.run([sys.executable, "-m", "benchmarks.ann_scale", str(index_dir), str(scratch), str(k), mode],
+                            env={**os.environ, **ONE_THREAD}, capture_output=True, text=True, check=False)
+    if answer.returncode != 0:
+        raise RuntimeError(f"the {mode} search process failed: {answer.stderr.strip()[-2000:]}")
+    return json.loads(answer.stdout)
+
+
+def _exact_search(index_dir: Path, scratch: Path, k: int) -> dict:
+    """The baseline and the ground truth: every query against every stored vector, one thread."""
+    # One array for the whole loop: a memory map here, gathered once if the version keeps its vectors in shards.
+    vectors, probes = np.asarray(open_current(index_dir).image_vectors()), np.load(scratch / "probes.npy")
     truth, seconds = [], []
     for query in probes:
         started = time.perf_counter()
@@ -127,31 +140,21 @@ def _exact_top_k(vectors: np.ndarray, probes: np.ndarray, k: int) -> tuple[np.nd
         top = np.argpartition(-scores, k)[:k]
         truth.append(top[np.argsort(-scores[top])])
         seconds.append(time.perf_counter() - started)
-    return np.array(truth), seconds
+    np.save(scratch / "truth.npy", np.array(truth))
+    return {"latency": latency_summary(seconds[WARMUP_QUERIES:])}
 
 
-def _search_in_fresh_process(index_dir: Path, probes: np.ndarray, truth: np.ndarray, k: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="ann-probe-") as scratch:
-        np.save(Path(scratch) / "probes.npy", probes)
-        np.save(Path(scratch) / "truth.npy", truth)
-        answer = subprocess.run([sys.executable, "-m", "benchmarks.ann_scale", str(index_dir), scratch, str(k)],
-                                env={**os.environ, **ONE_THREAD}, capture_output=True, text=True, check=False)
-    if answer.returncode != 0:
-        raise RuntimeError(f"the search process failed: {answer.stderr.strip()[-2000:]}")
-    return json.loads(answer.stdout)
-
-
-def _serve_and_measure(index_dir: Path, scratch: Path, k: int) -> dict:
-    """In the fresh process: open the version as the service does (one FAISS thread), search, read /proc."""
+def _version_search(index_dir: Path, scratch: Path, k: int) -> dict:
+    """Open the version as the service does (one FAISS thread), search every query, then read /proc."""
     faiss.omp_set_num_threads(1)
     probes, truth = np.load(scratch / "probes.npy"), np.load(scratch / "truth.npy")
     version = open_current(index_dir)
-    rows = [[hit.id for hit in version.search(query, k)] for query in probes]  # item id == row here
-    seconds = []
+    rows, seconds = [], []
     for query in probes:
         started = time.perf_counter()
-        version.search(query, k)
+        hits = version.search(query, k)
         seconds.append(time.perf_counter() - started)
+        rows.append([hit.id for hit in hits])  # item id == row in this benchmark
     status = _proc_status()
     return {"recall": _recall(np.array(rows[WARMUP_QUERIES:]), truth[WARMUP_QUERIES:]),
             "latency": latency_summary(seconds[WARMUP_QUERIES:]), "search_params": version.search_params(),
@@ -168,4 +171,5 @@ def _proc_status() -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_serve_and_measure(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))))
+    measure = _exact_search if sys.argv[4:] == ["exact"] else _version_search
+    print(json.dumps(measure(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))))

@@ -142,9 +142,9 @@ def _ann(ann: dict[str, Any], k: int) -> list[str]:
             _row(f"recall@{k} (IndexVersion.search against brute force)", f"{ann['recall_at_k']:.4f}"),
             _row("IndexVersion.search, one thread, fresh process",
                  f"p50 {version['p50_ms']:8.3f} ms   p95 {version['p95_ms']:8.3f} ms"),
-            _row("exact brute force (numpy, this process)",
+            _row("exact brute force (numpy, one thread, fresh process)",
                  f"p50 {exact['p50_ms']:8.3f} ms   p95 {exact['p95_ms']:8.3f} ms"),
-            _row("speed-up over brute force (p50)", f"{exact['p50_ms'] / max(version['p50_ms'], 1e-9):.0f}x"),
+            _row("speed-up over brute force (p50)", f"{exact['p50_ms'] / max(version['p50_ms'], 1e-9):.1f}x"),
             _row("raw vectors", f"{ann['vectors_bytes'] / 2**20:.0f} MiB"),
             _row("searching process: peak RSS (anonymous + file pages now)",
                  f"{ann['peak_rss_bytes'] / 2**20:.0f} MiB ({ann['rss_anon_bytes'] / 2**20:.0f} + "
