@@ -11,12 +11,12 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISLNK, S_ISREG
 
 import numpy as np
 
 from clipspace.errors import ImageRejected
-from clipspace.images import is_image_path, load_image
+from clipspace.images import IMAGE_SUFFIXES, load_image
 
 CAPTION_SUFFIX = ".txt"
 MAX_CAPTION_CHARS = 2000
@@ -79,29 +79,33 @@ def list_images(root: Path, max_file_bytes: int) -> Iterator[Listed]:
     """Image files under `root`, in a stable order (sorted per folder), with their stat; hidden names skipped.
 
     Folder symlinks are not followed (no cycles). Nothing is read: the stat decides whether a file can be reused.
+    Plain string paths, not pathlib: at a hundred million files the listing's per-file cost is the reindex.
     """
-    root = Path(root)
-    real_root = root.resolve()
-    for folder, subfolders, files in os.walk(root):
+    top = os.fspath(root)
+    real_root = Path(root).resolve()
+    for folder, subfolders, files in os.walk(top):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         names = set(files)
+        prefix = os.path.relpath(folder, top).replace(os.sep, "/") + "/" if folder != top else ""
         for name in sorted(files):
-            if name.startswith(".") or not is_image_path(Path(name)):
+            stem, suffix = os.path.splitext(name)
+            if name.startswith(".") or suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            file = Path(folder, name)
-            yield _listed(file, file.relative_to(root).as_posix(), real_root, max_file_bytes,
-                          Path(name).with_suffix(CAPTION_SUFFIX).name in names)
+            yield _listed(os.path.join(folder, name), prefix + name, real_root, max_file_bytes,
+                          stem + CAPTION_SUFFIX in names)
 
 
-def _listed(file: Path, path: str, real_root: Path, max_file_bytes: int, has_caption: bool) -> Listed:
+def _listed(file: str, path: str, real_root: Path, max_file_bytes: int, has_caption: bool) -> Listed:
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
         return Listed(printable(path), rejected="file name is not valid UTF-8; rename the file")
     try:
-        if file.is_symlink() and not file.resolve().is_relative_to(real_root):
-            return Listed(path, rejected="a link to a file outside the image folder")
-        stat = file.stat()
+        stat = os.lstat(file)
+        if S_ISLNK(stat.st_mode):
+            if not Path(file).resolve().is_relative_to(real_root):
+                return Listed(path, rejected="a link to a file outside the image folder")
+            stat = os.stat(file)
     except OSError as error:  # a dangling link, a file deleted while listing
         return Listed(path, rejected=f"cannot read the file: {error.strerror or error}")
     if not S_ISREG(stat.st_mode):  # reading a FIFO named photo.jpg would wait forever
