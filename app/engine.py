@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +63,7 @@ class Engine:
         return self.version.model.model
 
     async def embed_text(self, text: str) -> np.ndarray:
-        return await self.slot.texts.embed(text)
+        return await _model_answer(self.slot.texts.embed(text))
 
     async def embed_image(self, data: bytes, max_pixels: int, decoding: asyncio.Semaphore) -> np.ndarray:
         """Decode and preprocess on a worker thread (never the event loop), then join the pixel batch.
@@ -76,18 +76,15 @@ class Engine:
             with metrics.timed("decode"):
                 pixels = await run_in_threadpool(lambda: encoder.preprocess(
                     load_image(data, max_pixels=max_pixels, draft_size=encoder.image_size)))
-        return await self.slot.pixels.embed(pixels)
+        return await _model_answer(self.slot.pixels.embed(pixels))
 
     async def search(self, vector: np.ndarray, k: int, target: str) -> list[SearchHit]:
         with metrics.timed("search"):
-            return await run_in_threadpool(self.version.search, vector, k, target)
+            return await run_in_threadpool(_search_on_one_thread, self.version, vector, k, target)
 
     async def probe(self) -> None:
         """Prove the model answers: embed a text and check it is a unit vector of the index's dimension."""
-        try:
-            vector = await self.embed_text(PROBE_TEXT)
-        except Exception as error:
-            raise ModelUnavailable(f"the model failed to embed a probe: {error}") from error
+        vector = await self.embed_text(PROBE_TEXT)
         if vector.shape != (self.version.dim,) or not np.isfinite(vector).all():
             raise ModelUnavailable(f"the model answered a vector of shape {vector.shape}; the index holds "
                                    f"{self.version.dim}-d vectors")
@@ -182,7 +179,6 @@ class EngineHolder:
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.decoding = asyncio.Semaphore(min(4, os.cpu_count() or 1))  # bounds decoded uploads in memory
-        faiss.omp_set_num_threads(1)  # one query at a time: OpenMP threads would only steal the model's cores
 
     def refresh(self) -> None:
         """Load `current` if it names a version not yet tried. Blocking: call it off the event loop."""
@@ -237,6 +233,32 @@ class EngineHolder:
 def _load_encoder(spec: ModelSpec, threads: int | None) -> DualEncoder:
     with metrics.MODEL_LOAD_SECONDS.time():
         return load_encoder(spec, threads=threads)
+
+
+def _search_on_one_thread(version: IndexVersion, vector: np.ndarray, k: int, target: str) -> list[SearchHit]:
+    """Search with one OpenMP thread: a single query gains nothing from more, and the extra ones spin on.
+
+    FAISS's OpenMP thread count belongs to the calling thread, so it is set here, on the worker thread that
+    searches; set once on the main thread it left every search a team of spinning threads that took cores
+    from the model (docs/decisions.md, Hardening).
+    """
+    faiss.omp_set_num_threads(1)
+    return version.search(vector, k, target)
+
+
+async def _model_answer(embedding: Awaitable[np.ndarray]) -> np.ndarray:
+    """A vector from the model thread; a model that fails there is a 503 with the reason, not a 500.
+
+    The batcher hands the error to every request of the failed batch and carries on, so the next request
+    is served again (a transient failure such as running out of memory passes with the batch that hit it).
+    """
+    try:
+        return await embedding
+    except ClipspaceError:
+        raise
+    except Exception as error:
+        log.error("the model failed to embed a batch: %r", error, exc_info=error)
+        raise ModelUnavailable(f"the model failed to embed the query: {type(error).__name__}: {error}") from error
 
 
 def _check_same_model(encoder: DualEncoder, wanted: ModelIdentity) -> None:

@@ -19,22 +19,25 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from app.launcher import REPO_ROOT
 from benchmarks.ann_scale import measure_ann, measure_hnsw_ef
 from benchmarks.builder import measure_builder
 from benchmarks.clustered import ClusteredSpec
 from benchmarks.corpus import copy_subset, existing_corpus, generate_corpus
 from benchmarks.faiss_search import measure_faiss
-from benchmarks.latency import REPO_ROOT, measure_latency
+from benchmarks.latency import measure_latency
+from benchmarks.load import measure_load
 from benchmarks.machine import describe_machine, load_average
 from benchmarks.report import progress, render
 from benchmarks.scale import measure_memory, measure_ray_overhead, measure_reindex
+from benchmarks.text import measure_text
 from clipspace.encoder import PRECISIONS, DualEncoder, ModelSpec, load_encoder
 from clipspace.errors import ClipspaceError
 from clipspace.settings import EMBEDDED_MODEL
-from index_builder.build import BuildOptions
+from index_builder.build import BuildOptions, build_index
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
-SECTIONS = ("http", "faiss", "reindex", "memory", "ray")
+SECTIONS = ("builder", "http", "text", "load", "faiss", "reindex", "memory", "ray")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--faiss-sizes", default="10000,100000", help="comma-separated corpus sizes")
     parser.add_argument("--faiss-queries", type=int, default=200)
+    parser.add_argument("--captions", type=int, default=2000, help="generated captions in the text section")
+    parser.add_argument("--load-clients", type=int, default=16, help="clients in the load test")
+    parser.add_argument("--load-seconds", type=float, default=60.0, help="how long the load test runs")
     parser.add_argument("--reindex-files", type=int, default=2000,
                         help="tiny files for the reindex benchmark (issue 8: 100000)")
     parser.add_argument("--memory-sizes", default="1000,4000",
@@ -76,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ann-cache", type=Path, default=REPO_ROOT / "var" / "bench-data",
                         help="generated vectors and built versions are kept here between runs")
     parser.add_argument("--skip", action="append", choices=SECTIONS, default=[], help="leave a section out")
+    parser.add_argument("--only", action="append", choices=SECTIONS, default=[],
+                        help="run only this section (repeatable), e.g. --only load")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
     parser.add_argument("--note", default=None, help="a label kept with the results, e.g. 'contended'")
     args = parser.parse_args(argv)
@@ -129,13 +137,26 @@ def run(args: argparse.Namespace) -> dict:
             corpus = generate_corpus(work_dir / "corpus", args.images, args.image_size)
         warmup = copy_subset(corpus, work_dir / "warmup", args.batch_size)
         result["corpus"] = corpus.describe()
-        builder, serving_index = measure_builder(encoder, corpus, warmup, work_dir, args.batch_size, args.workers,
-                                                 args.repeats)
-        result["builder"] = asdict(builder)
-        if "http" not in args.skip:
+        sections = _sections(args)
+        if "builder" in sections:
+            builder, serving_index = measure_builder(encoder, corpus, warmup, work_dir, args.batch_size,
+                                                     args.workers, args.repeats)
+            result["builder"] = asdict(builder)
+        else:
+            progress(f"building the index to serve ({corpus.count} images)")
+            serving_index = work_dir / "index"
+            build_index(BuildOptions(images=corpus.root, index=serving_index, batch_size=args.batch_size,
+                                     workers=args.workers, progress=False), encoder)
+        if "http" in sections:
             result["latency"] = asdict(measure_latency(encoder, serving_index, _service_env(args), args.queries,
                                                        warmup=10, k=args.k, concurrency=args.concurrency))
-        if "faiss" not in args.skip and args.faiss_sizes:
+        if "text" in sections:
+            result["text"] = asdict(measure_text(encoder, args.captions, args.queries))
+        if "load" in sections:
+            result["load"] = asdict(measure_load(serving_index, [corpus.root / path for path in corpus.paths[:32]],
+                                                 _service_env(args), args.load_clients, args.load_seconds,
+                                                 work_dir / "load-uvicorn.log"))
+        if "faiss" in sections and args.faiss_sizes:
             result["faiss"] = [asdict(entry) for entry in measure_faiss(args.faiss_sizes, encoder.dim,
                                                                         args.faiss_queries, args.k, work_dir)]
         result.update(_scale_sections(args, work_dir))
@@ -144,10 +165,15 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def _sections(args: argparse.Namespace) -> list[str]:
+    """The sections this run measures: --only names them, --skip leaves some out."""
+    return [section for section in (args.only or SECTIONS) if section not in args.skip]
+
+
 def _scale_sections(args: argparse.Namespace, work_dir: Path) -> dict:
     """Issue 8's numbers, always with the embedded model: they measure the builder's work per file, not a model."""
     sections: dict = {}
-    wanted = [name for name in ("reindex", "memory", "ray") if name not in args.skip]
+    wanted = [name for name in ("reindex", "memory", "ray") if name in _sections(args)]
     if not wanted:
         return sections
     encoder = load_encoder(ModelSpec(EMBEDDED_MODEL, None, "fp32", args.device), threads=args.threads)

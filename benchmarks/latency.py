@@ -7,26 +7,20 @@ concurrent run sends queries from several clients at once, which is what the ser
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import httpx
 
+from app.launcher import launched
 from benchmarks.report import progress
 from benchmarks.timing import latency_summary, time_calls
 from clipspace.encoder import DualEncoder
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+QUIET = ("--log-level", "warning", "--no-access-log")
 READY_TIMEOUT_S = 180.0
 REQUEST_TIMEOUT_S = 60.0
 QUERIES = (
@@ -50,6 +44,7 @@ class LatencyResult:
     sequential_per_s: float
     concurrency: int
     concurrent: dict[str, float] | None  # latency under load, plus queries_per_s and speedup over sequential
+    service_memory: dict[str, float]  # resident memory of the service after the queries
 
 
 def measure_latency(encoder: DualEncoder, index_dir: Path, service_env: dict[str, str], queries: int, warmup: int,
@@ -57,13 +52,18 @@ def measure_latency(encoder: DualEncoder, index_dir: Path, service_env: dict[str
     """Time the bare embed call first, then the service (so the two never share the CPU)."""
     progress(f"bare embed_texts, {queries} queries")
     bare = time_calls(lambda i: encoder.embed_texts([QUERIES[i % len(QUERIES)]]), queries, warmup)
-    with running_service(index_dir, service_env) as base_url:
+    env = {**service_env, "CLIPSPACE_INDEX_DIR": str(index_dir)}
+    with tempfile.TemporaryDirectory() as logs, launched(env, Path(logs) / "uvicorn.log",
+                                                          uvicorn_args=QUIET) as service:
+        service.wait_for("/readyz", READY_TIMEOUT_S)
+        base_url = service.url
         progress(f"HTTP POST /search/text, {queries} sequential queries")
         client_seconds, server_ms = _sequential(base_url, queries, warmup, k)
         concurrent = None
         if concurrency > 1:
             progress(f"HTTP POST /search/text, {concurrency} concurrent clients")
             concurrent = asyncio.run(_concurrent(base_url, concurrency, max(10, queries // 4), k))
+        memory = service.memory_mb()
     sequential_per_s = len(client_seconds) / sum(client_seconds)
     if concurrent is not None:
         concurrent["speedup_over_sequential"] = round(concurrent["queries_per_s"] / sequential_per_s, 3)
@@ -71,54 +71,8 @@ def measure_latency(encoder: DualEncoder, index_dir: Path, service_env: dict[str
         queries=queries, k=k, http=latency_summary(client_seconds),
         http_server_took=latency_summary([ms / 1000 for ms in server_ms]), bare_embed=latency_summary(bare),
         ratio_http_over_bare_p50=round(statistics.median(client_seconds) / statistics.median(bare), 3),
-        sequential_per_s=round(sequential_per_s, 2), concurrency=concurrency, concurrent=concurrent)
-
-
-@contextlib.contextmanager
-def running_service(index_dir: Path, service_env: dict[str, str]) -> Iterator[str]:
-    """`uvicorn app.main:app` on a free local port, serving `index_dir`; yields its base URL once /readyz is 200.
-
-    `service_env` holds the CLIPSPACE_* settings that must match this process (device, threads).
-    """
-    port = _free_port()
-    env = {**os.environ, **service_env, "CLIPSPACE_INDEX_DIR": str(index_dir)}
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
-               "--log-level", "warning", "--no-access-log"]
-    with tempfile.TemporaryFile() as log:
-        service = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            base_url = f"http://127.0.0.1:{port}"
-            _wait_ready(base_url, service, log)
-            yield base_url
-        finally:
-            service.terminate()
-            try:
-                service.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                service.kill()
-                service.wait()
-
-
-def _wait_ready(base_url: str, service: subprocess.Popen, log: IO[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        if service.poll() is not None:
-            raise RuntimeError(f"the service exited with {service.returncode}:\n{_tail(log)}")
-        try:
-            answer = httpx.get(f"{base_url}/readyz", timeout=5)
-            if answer.status_code == 200:
-                return
-            last = f"{answer.status_code} {answer.text}"
-        except httpx.TransportError as error:
-            last = repr(error)
-        time.sleep(0.2)
-    raise RuntimeError(f"the service was not ready after {READY_TIMEOUT_S:.0f} s ({last}):\n{_tail(log)}")
-
-
-def _tail(log: IO[bytes]) -> str:
-    log.seek(0)
-    return log.read().decode(errors="replace")[-4000:]
+        sequential_per_s=round(sequential_per_s, 2), concurrency=concurrency, concurrent=concurrent,
+        service_memory=memory)
 
 
 def _sequential(base_url: str, queries: int, warmup: int, k: int) -> tuple[list[float], list[float]]:
@@ -163,9 +117,3 @@ def _check(answer: httpx.Response) -> float:
     if not payload["results"]:
         raise RuntimeError("POST /search/text answered no results; is the index empty?")
     return float(payload["took_ms"])
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

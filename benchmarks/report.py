@@ -19,6 +19,10 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", *_builder(result["builder"], result["corpus"])]
     if result.get("latency"):
         lines += ["", *_latency(result["latency"])]
+    if result.get("text"):
+        lines += ["", *_text(result["text"])]
+    if result.get("load"):
+        lines += ["", *_load(result["load"])]
     if result.get("faiss"):
         lines += ["", *_faiss(result["faiss"], result["model"]["dim"], result["k"])]
     lines += _scale(result)
@@ -76,7 +80,8 @@ def _latency(latency: dict[str, Any]) -> list[str]:
              timing("  of which the service's took_ms (embed + search)", latency["http_server_took"]),
              timing("bare encoder.embed_texts([q]) in process", latency["bare_embed"]),
              _row("ratio HTTP / bare (p50)", f"{latency['ratio_http_over_bare_p50']:.2f}x"),
-             _row("sequential throughput", f"{latency['sequential_per_s']:.1f} queries/s")]
+             _row("sequential throughput", f"{latency['sequential_per_s']:.1f} queries/s"),
+             _row("service memory after the queries", _memory(latency["service_memory"]))]
     concurrent = latency.get("concurrent")
     if concurrent:
         lines += [timing(f"{latency['concurrency']} concurrent clients", concurrent),
@@ -86,8 +91,41 @@ def _latency(latency: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _text(text: dict[str, Any]) -> list[str]:
+    return ["3. Text cost, trimmed to the longest text of each batch vs open_clip's full context",
+            _row(f"{text['captions']} captions ({text['caption_words_mean']} words mean), trimmed",
+                 f"{text['captions_trimmed_s']:.2f} s"),
+            _row("  the same, full context (before trimming)", f"{text['captions_full_s']:.2f} s"),
+            _row("  speed-up / cosine min", f"{text['captions_speedup']:.2f}x / {text['captions_cosine_min']:.6f}"),
+            _row("one query, trimmed (p50)", f"{text['query_trimmed']['p50_ms']:.2f} ms"),
+            _row("one query, full context (p50)", f"{text['query_full']['p50_ms']:.2f} ms"),
+            _row("  speed-up (p50)", f"{text['query_speedup_p50']:.2f}x")]
+
+
+def _load(load: dict[str, Any]) -> list[str]:
+    verdict = "ok" if load["rss_growth_ok"] else "ABOVE 10%"
+    lines = [f"4. Load: {load['clients']} clients for {load['seconds']:.0f} s, mixing {', '.join(load['kinds'])}",
+             _row("requests / errors", f"{load['requests']} / {load['errors']}"),
+             _row("throughput", f"{load['queries_per_s']:.1f} queries/s"),
+             _row("latency, all kinds", f"p50 {load['latency_ms'].get('p50_ms', 0):8.2f} ms   "
+                                        f"p99 {load['latency_ms'].get('p99_ms', 0):8.2f} ms")]
+    for kind, summary in load["by_kind"].items():
+        lines.append(_row(f"  {kind} ({summary['n']})", f"p50 {summary.get('p50_ms', 0):8.2f} ms   "
+                                                         f"p99 {summary.get('p99_ms', 0):8.2f} ms"))
+    lines += [_row("service memory after warm-up", _memory(load["memory_before"])),
+              _row("service memory at the end", _memory(load["memory_after"])),
+              _row("RSS growth", f"{load['rss_growth'] * 100:+.1f}% {verdict}")]
+    lines += [f"  error: {sample}" for sample in load["error_samples"]]
+    return lines
+
+
+def _memory(memory: dict[str, float]) -> str:
+    return (f"RSS {memory['rss_mb']:.0f} MB (private {memory['anon_mb']:.0f}, files {memory['file_mb']:.0f}, "
+            f"peak {memory['peak_rss_mb']:.0f})")
+
+
 def _faiss(results: list[dict[str, Any]], dim: int, k: int) -> list[str]:
-    lines = [f"3. FAISS search: random unit vectors, dim {dim}, k={k}, one query per call (p50 / p95 ms)",
+    lines = [f"5. FAISS search: random unit vectors, dim {dim}, k={k}, one query per call (p50 / p95 ms)",
              f"  {'vectors':>9}  {'index':<12} {'write s':>8}  {'IndexVersion.search':>21}  {'raw faiss':>17}  "
              f"{'recall@k':>8}"]
     for result in results:

@@ -13,6 +13,7 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from clipspace.errors import ModelLoadError
@@ -87,6 +88,7 @@ class DualEncoder:
         self.fingerprint = fingerprint
         self.preprocess_cfg = preprocess_cfg
         self._dtype = _DTYPES[spec.precision]
+        self._encode_text = trimmed_text_encoder(model) or model.encode_text
         self.dim = int(model.text_projection.shape[1] if _is_parameter(model, "text_projection")
                        else self.embed_texts(["probe"]).shape[1])
 
@@ -110,9 +112,17 @@ class DualEncoder:
         )
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """Embed texts; anything longer than the model's context is truncated by the tokenizer."""
-        return self._embed(texts, batch_size, lambda batch: self.model.encode_text(
+        """Embed texts; anything longer than the model's context is truncated by the tokenizer.
+
+        Texts of similar length share a batch (shortest first), so each batch is trimmed to its own longest
+        text where the model allows it exactly (`trimmed_text_encoder`); the answer keeps the input order.
+        """
+        order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
+        vectors = self._embed([texts[index] for index in order], batch_size, lambda batch: self._encode_text(
             self.tokenizer(list(batch)).to(self.spec.device)))
+        in_order = np.empty_like(vectors)
+        in_order[order] = vectors
+        return in_order
 
     def embed_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
         """Embed RGB PIL images with the model's own preprocessing."""
@@ -132,6 +142,38 @@ class DualEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode():
             return np.concatenate([_normalised(encode(batch)) for batch in _batches(items, batch_size)])
+
+
+def trimmed_text_encoder(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """open_clip's CLIP text tower run on a batch cut to its longest real sequence; None where that is not exact.
+
+    The tokenizer pads every text to the full context (77 positions), but a query is often 5-10 tokens. With
+    a causal mask a position never attends to the padding after it, and the vector is pooled at the
+    end-of-text token, so cutting the batch right after its last end-of-text token changes nothing but the
+    cost. That holds for models that use CLIP's own `encode_text` with a causal mask and argmax or eos
+    pooling; anything else (Hugging Face text towers, CoCa, bidirectional attention, last-token pooling)
+    keeps the full path. tests/test_encoder.py proves both paths agree.
+    """
+    is_clip_text = getattr(type(model), "encode_text", None) is open_clip.CLIP.encode_text
+    pool, eos = getattr(model, "text_pool_type", None), getattr(model, "text_eos_id", None)
+    if not is_clip_text or getattr(model, "attn_mask", None) is None or pool not in ("argmax", "eos") or (
+            pool == "eos" and eos is None):
+        return None
+
+    def encode(tokens: torch.Tensor) -> torch.Tensor:
+        ends = tokens.argmax(dim=-1) if pool == "argmax" else (tokens == eos).int().argmax(dim=-1)
+        length = int(ends.max()) + 1
+        tokens = tokens[:, :length]
+        cast_dtype = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
+        pooled = text_global_pool(x, tokens, pool, eos_token_id=eos)
+        projection = model.text_projection
+        if projection is None:
+            return pooled
+        return projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
+
+    return encode
 
 
 def with_absolute_paths(spec: ModelSpec) -> ModelSpec:

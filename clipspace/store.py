@@ -397,7 +397,7 @@ class IndexVersion:
                 for row, score in found if row in records]
 
     def item(self, item_id: int) -> ItemRecord | None:
-        with self._db_lock:
+        with self._reading():
             row = self._db.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
         return ItemRecord(*row) if row else None
 
@@ -457,10 +457,20 @@ class IndexVersion:
         if not rows:
             return {}
         marks = ",".join("?" * len(rows))
-        with self._db_lock:
+        with self._reading():
             found = self._db.execute(f"SELECT {column}, {_COLUMNS} FROM items WHERE {column} IN ({marks})",
                                      rows).fetchall()
         return {row[0]: ItemRecord(*row[1:]) for row in found}
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """One metadata read at a time; a meta.sqlite damaged under a running service is IndexCorrupt, never a crash."""
+        with self._db_lock:
+            try:
+                yield
+            except sqlite3.Error as error:
+                raise IndexCorrupt(f"{self.path}: meta.sqlite cannot be read any more ({error}); publish a new "
+                                   "version with `python -m index_builder`") from error
 
     def _verified_manifest(self) -> Manifest:
         try:

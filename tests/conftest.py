@@ -9,9 +9,6 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import contextlib
 import io
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from app.launcher import APP, ServiceProcess
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
 from index_builder.build import BuildOptions, BuildReport, build_index
 
@@ -74,61 +72,34 @@ def build(images: Path, index: Path, encoder: DualEncoder, **options) -> BuildRe
     return build_index(BuildOptions(images=images, index=index, progress=False, workers=2, **options), encoder)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+class Service(ServiceProcess):
+    """A real `uvicorn app.main:app` on 127.0.0.1 (the shared launcher), with a client and a polling helper."""
 
-
-class Service:
-    """A real `uvicorn app.main:app` on 127.0.0.1, configured through CLIPSPACE_* variables."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = Path(env["CLIPSPACE_INDEX_DIR"]).parent / f"uvicorn-{self.port}.log"
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=ROOT, env={**os.environ, "CLIPSPACE_RELOAD_INTERVAL_S": "0.2", **env},
-                stdout=log, stderr=subprocess.STDOUT)
+    def __init__(self, env: dict[str, str], app: str = APP) -> None:
+        log = Path(env["CLIPSPACE_INDEX_DIR"]).parent / f"uvicorn-{time.monotonic_ns()}.log"
+        super().__init__({"CLIPSPACE_RELOAD_INTERVAL_S": "0.2", **env}, log, app)
         self.client = httpx.Client(base_url=self.url, timeout=30)
         try:
-            self._wait_alive()
-        except BaseException:  # nobody else holds this process: a server that never came up must not linger
+            self.wait_for("/healthz", timeout=180)  # importing torch takes a minute on a busy 2-core machine
+        except BaseException:
             self.stop()
             raise
-
-    def _wait_alive(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited: {self.log.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if self.client.get("/healthz").status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"uvicorn did not start: {self.log.read_text()}")
 
     def wait_until(self, condition, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
-                raise AssertionError(f"condition not met in {timeout} s; log:\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(f"condition not met in {timeout} s; log:\n{self.log_tail(3000)}")
             time.sleep(0.1)
 
     def stop(self) -> None:
         self.client.close()
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        super().stop()
 
 
 @contextlib.contextmanager
-def running_service(**env: str) -> Iterator[Service]:
-    service = Service({f"CLIPSPACE_{key.upper()}": str(value) for key, value in env.items()})
+def running_service(app: str = APP, **env: str) -> Iterator[Service]:
+    service = Service({f"CLIPSPACE_{key.upper()}": str(value) for key, value in env.items()}, app)
     try:
         yield service
     finally:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clipspace.align.export import architecture_config, export_local_dir
-from clipspace.encoder import ModelSpec, load_encoder
+from clipspace.encoder import ModelSpec, load_encoder, trimmed_text_encoder
 from clipspace.errors import ModelLoadError
 from tests.conftest import TINY_ARCH, make_image
 
@@ -73,3 +73,41 @@ def test_unknown_models_and_missing_weights_are_clear_errors(tmp_path):
 def test_precision_must_be_one_we_support():
     with pytest.raises(ValueError, match="precision"):
         ModelSpec(TINY_ARCH, precision="fp16")
+
+
+TEXTS = ["a red circle", "一只猫", "a small blue square to the left of a large green triangle", "x " * 100, "a"]
+
+
+def full_length_text_vectors(encoder, texts: list[str]) -> np.ndarray:
+    """open_clip's own encode_text over every position of the context: the path trimming must reproduce."""
+    with torch.inference_mode():
+        features = encoder.model.encode_text(encoder.tokenizer(texts))
+    return torch.nn.functional.normalize(features.float(), dim=-1).numpy()
+
+
+def test_clip_text_towers_are_trimmed_to_the_longest_text_of_the_batch(tiny_encoder):
+    assert trimmed_text_encoder(tiny_encoder.model) is not None
+
+
+def test_trimmed_text_vectors_equal_the_full_context_ones_in_fp32(tiny_encoder):
+    cosine = (tiny_encoder.embed_texts(TEXTS) * full_length_text_vectors(tiny_encoder, TEXTS)).sum(axis=1)
+    assert cosine.min() >= 0.99999
+
+
+def test_trimmed_text_vectors_stay_within_bf16_rounding_in_bf16(tiny_encoder):
+    """Trimming may change bf16 results only as much as bf16 itself changes fp32 ones (summation order)."""
+    bf16 = load_encoder(ModelSpec(TINY_ARCH, "none", "bf16"))
+    trim_error = 1 - (bf16.embed_texts(TEXTS) * full_length_text_vectors(bf16, TEXTS)).sum(axis=1)
+    bf16_error = 1 - (full_length_text_vectors(bf16, TEXTS) * full_length_text_vectors(tiny_encoder, TEXTS)).sum(axis=1)
+    assert trim_error.max() <= max(bf16_error.max(), 1e-5)
+
+
+def test_text_vectors_come_back_in_input_order_whatever_their_lengths(tiny_encoder):
+    one_by_one = np.concatenate([tiny_encoder.embed_texts([text]) for text in TEXTS])
+    np.testing.assert_allclose(tiny_encoder.embed_texts(TEXTS, batch_size=2), one_by_one, atol=1e-5)
+
+
+def test_a_text_tower_without_a_causal_mask_keeps_the_full_path(tiny_spec):
+    bidirectional = load_encoder(tiny_spec).model
+    bidirectional.attn_mask = None
+    assert trimmed_text_encoder(bidirectional) is None
