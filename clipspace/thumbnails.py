@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import math
 import os
 import uuid
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from clipspace.images import DEFAULT_MAX_PIXELS, load_image
+from clipspace.images import DECODERS, DEFAULT_MAX_PIXELS, load_image
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,24 @@ def make_thumbnail(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> byte
     Decoding goes through the one guarded loader (limits, EXIF orientation, transparency over white); JPEGs
     are drafted at the smallest DCT scale that still covers THUMB_SIDE, which is most of the saving.
     """
-    image = load_image(data, max_pixels=max_pixels, draft_size=THUMB_SIDE)
+    image = load_image(data, max_pixels=max_pixels, draft_size=_short_side_of_thumbnail(data))
     image.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, THUMB_FORMAT, quality=THUMB_QUALITY, method=4)
     return buffer.getvalue()
+
+
+def _short_side_of_thumbnail(data: bytes) -> int:
+    """A JPEG drafted so that both sides cover this still covers THUMB_SIDE on its long side: for a 3:2 photo
+    that is the 1/8 DCT scale (375x250 from 3000x2000) where a square THUMB_SIDE draft would need 1/4."""
+    try:
+        with Image.open(io.BytesIO(data), formats=DECODERS) as header:  # reads the header, decodes nothing
+            width, height = header.size
+    except Exception:  # whatever is wrong, load_image will refuse it with the right error
+        return THUMB_SIDE
+    if min(width, height) <= 0:
+        return THUMB_SIDE
+    return max(1, math.ceil(THUMB_SIDE * min(width, height) / max(width, height)))
 
 
 class ThumbnailCache:

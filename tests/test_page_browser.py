@@ -183,14 +183,15 @@ def test_more_like_this_asks_post_search_for_the_image_id(page, composed):
 def test_composed_query_adds_and_subtracts_text(page, composed):
     chosen = search_text(page, "a purple circle")[0]
     page.locator(".hit .more").first.click()
-    expect(page.locator("#status")).to_contain_text(f"images like #{chosen['id']}")
+    query = f"results for images like #{chosen['id']}"
+    expect(page.locator("#status")).to_contain_text(query)
     page.fill("#refine-text", "blue")
     page.click("#add-plus")
-    expect(page.locator("#status")).to_contain_text("+ “blue”")
+    expect(page.locator("#status")).to_contain_text(f"{query} + “blue”")
     page.fill("#refine-text", "small")
     with page.expect_request(lambda sent: sent.method == "POST" and sent.url.endswith("/search")) as sent:
         page.click("#add-minus")
-    expect(page.locator("#status")).to_contain_text("− “small”")
+    expect(page.locator("#status")).to_contain_text(f"{query} + “blue” − “small”")
     screenshot(page, "composed-query")
     assert sent.value.post_data_json["terms"] == [{"image_id": chosen["id"], "weight": 1},
                                                   {"text": "blue", "weight": 1}, {"text": "small", "weight": -1}]
