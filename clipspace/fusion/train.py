@@ -42,19 +42,19 @@ class MatcherOptions:
     model: str  # the frozen dual encoder, e.g. local-dir:data/models/clipspace-shapes-v1
     pretrained: str | None = None
     out: str | None = None  # folder for matcher.safetensors + concat-mlp.safetensors (default: the model's)
-    scenes: int = 8000  # train-split scenes, each with one twin
+    scenes: int = 3000  # train-split scenes, each with one twin
     val_scenes: int = 500  # val-split two-object scenes with a colour-swapped twin
     seed: int = 11  # world seed of the training scenes (the dual encoder trained on seed 0)
     val_seed: int = 12
-    steps: int = 1500
-    batch_size: int = 48  # scene/twin pairs per step; each gives 6 scored (image, caption) pairs
+    steps: int = 800
+    batch_size: int = 24  # scene/twin pairs per step; each gives 6 scored (image, caption) pairs
     lr: float = 1e-3
     weight_decay: float = 0.01
-    warmup_steps: int = 100
-    width: int = 128
-    heads: int = 4
+    warmup_steps: int = 60
+    width: int = 64
+    heads: int = 2
     layers: int = 2
-    mlp_steps: int = 1500
+    mlp_steps: int = 600
     threads: int | None = None
     render_size: int = 128
 
