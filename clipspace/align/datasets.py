@@ -126,8 +126,12 @@ class WorldPairs(Dataset):
 
 
 def render_world(n: int, seed: int, split: str, render_size: int, preprocess: Callable,
-                 workers: int = 0) -> tuple[list[world.Scene], torch.Tensor]:
-    """Render n scenes at `render_size` (the size `world` saves) and apply the model's resize: uint8 NCHW."""
+                 workers: int = 0, randomise: bool = False) -> tuple[list[world.Scene], torch.Tensor]:
+    """Render n scenes and apply the model's resize: uint8 NCHW.
+
+    Canonical renders are drawn at `render_size` (the size `world` saves); randomised ones
+    (`world.render_randomised`) choose their own size.
+    """
     scenes = [world.sample_scene(seed, split, i) for i in range(n)]
     resize, _ = split_normalize(preprocess)
     chunks = [scenes[start:start + 1024] for start in range(0, n, 1024)]
@@ -135,12 +139,16 @@ def render_world(n: int, seed: int, split: str, render_size: int, preprocess: Ca
     if workers > 1:
         # spawn, not fork: a child forked from a process with live torch/OpenMP threads can deadlock
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(_render_chunk, chunks, [render_size] * len(chunks), [resize] * len(chunks)))
+            parts = list(pool.map(_render_chunk, chunks, [render_size] * len(chunks), [resize] * len(chunks),
+                                  [randomise] * len(chunks)))
     else:
-        parts = [_render_chunk(chunk, render_size, resize) for chunk in chunks]
+        parts = [_render_chunk(chunk, render_size, resize, randomise) for chunk in chunks]
     pixels = np.concatenate(parts) if parts else np.zeros((0, render_size, render_size, 3), np.uint8)
     return scenes, torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
 
 
-def _render_chunk(scenes: Sequence[world.Scene], render_size: int, resize: Callable) -> np.ndarray:
+def _render_chunk(scenes: Sequence[world.Scene], render_size: int, resize: Callable,
+                  randomise: bool = False) -> np.ndarray:
+    if randomise:
+        return np.stack([np.asarray(resize(world.render_randomised(scene))) for scene in scenes])
     return np.stack([np.asarray(resize(world.render_scene(scene, render_size))) for scene in scenes])

@@ -60,6 +60,7 @@ class TrainOptions:
     world_seed: int = 0
     world_val_seed: int = 1
     world_render_size: int = 128  # the size `world` writes PNGs at; the model's own resize follows
+    world_randomise: bool = False  # draw the train pool with world.render_randomised (domain randomisation)
 
 
 @dataclass(frozen=True)
@@ -193,9 +194,10 @@ def _datasets(opts: TrainOptions, preprocess: Callable,
     if opts.data == WORLD:
         _, normalize = split_normalize(preprocess)
         pools = []
-        for n, seed, split in ((opts.world_scenes, opts.world_seed, "train"),
-                               (opts.world_val_scenes, opts.world_val_seed, "val")):
-            scenes, pixels = render_world(n, seed, split, opts.world_render_size, preprocess)
+        # validation keeps the canonical look: it tracks the in-distribution bar epoch by epoch
+        for n, seed, split, randomise in ((opts.world_scenes, opts.world_seed, "train", opts.world_randomise),
+                                          (opts.world_val_scenes, opts.world_val_seed, "val", False)):
+            scenes, pixels = render_world(n, seed, split, opts.world_render_size, preprocess, randomise=randomise)
             pools.append(WorldPairs(scenes, pixels, normalize, tokenizer, seed))
         val_pairs = [CaptionedImage(Path(f"world-val/{i:05d}"), world.canonical_caption(scene), scene.objects)
                      for i, scene in enumerate(pools[1].scenes)]
