@@ -56,19 +56,20 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from clipspace.align import heldout, paraphrases
     from clipspace.align.evaluate import evaluate_encoder
     from clipspace.encoder import ModelSpec, load_encoder
 
-    if not args.data and not args.heldout:
-        raise ValueError("nothing to score: give --data and/or --heldout")
+    if not (args.data or args.heldout or args.paraphrase):
+        raise ValueError("nothing to score: give --data, --heldout and/or --paraphrase")
     encoder = load_encoder(ModelSpec(args.model, args.pretrained, device=args.device), threads=args.threads)
-    from clipspace.align import heldout
-
-    report = {"model": args.model, "fingerprint": encoder.fingerprint,
-              "data": {source: evaluate_encoder(encoder, Path(source)) for source in args.data or []}}
-    if args.heldout:
-        report["heldout"] = {source: evaluate_encoder(encoder, Path(source), phrasings=heldout.PHRASINGS)
-                             for source in args.heldout}
+    report: dict[str, object] = {"model": args.model, "fingerprint": encoder.fingerprint}
+    # each section: folders of images, and the phrasing of the attribute queries asked over them
+    for section, sources, phrasings in (("data", args.data, None), ("heldout", args.heldout, heldout.PHRASINGS),
+                                        ("paraphrase", args.paraphrase, paraphrases.PHRASINGS)):
+        if sources:
+            report[section] = {source: evaluate_encoder(encoder, Path(source), phrasings=phrasings)
+                               for source in sources}
     text = json.dumps(report, indent=2, ensure_ascii=False)
     print(text)
     if args.json:
@@ -139,6 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--heldout", action="append",
                        help="folder written by the `heldout` command: scored with the held-out renderer's "
                             "own query phrasings; repeatable")
+    score.add_argument("--paraphrase", action="append",
+                       help="world folder scored with paraphrased queries, in words its captions never use "
+                            "(\"a scarlet dot\"); repeatable")
     score.add_argument("--device", default="cpu")
     score.add_argument("--threads", type=int, default=None)
     score.add_argument("--json", help="also write the report here")

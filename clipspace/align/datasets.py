@@ -101,13 +101,20 @@ class FilePairs(Dataset):
 class WorldPairs(Dataset):
     """A pool of rendered world scenes held in memory; each epoch draws a fresh caption for every scene.
 
-    The caption of scene i in epoch e depends only on (seed, e, i), so training is reproducible whatever
+    With `randomised` (a second render of every scene, by `world.render_randomised`), each epoch from
+    `randomise_from_epoch` on also draws which of the two looks a scene shows: the randomised one with
+    probability `randomised_share`. The canonical look makes shapes easy to learn first; the randomised one
+    then teaches what does not matter.
+    Caption and look of scene i in epoch e depend only on (seed, e, i), so training is reproducible whatever
     the number of loader workers.
     """
 
     def __init__(self, scenes: Sequence[world.Scene], pixels: torch.Tensor, normalize: Normalize,
-                 tokenizer: Callable, seed: int) -> None:
+                 tokenizer: Callable, seed: int, randomised: torch.Tensor | None = None,
+                 randomised_share: float = 0.0, randomise_from_epoch: int = 0) -> None:
         self.scenes, self.pixels, self.normalize, self.tokenizer = list(scenes), pixels, normalize, tokenizer
+        self.randomised, self.randomised_share = randomised, randomised_share
+        self.randomise_from_epoch = randomise_from_epoch
         self.seed, self.epoch = seed, 0
 
     def __len__(self) -> int:
@@ -116,9 +123,13 @@ class WorldPairs(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         caption = world.sample_caption(self.scenes[index], rng)
+        randomising = self.randomised is not None and self.epoch >= self.randomise_from_epoch
+        if randomising and rng.random() < self.randomised_share:
+            return self.normalize(self.randomised[index].float().div_(255)), self.tokenizer([caption])[0]
         return self.image(index), self.tokenizer([caption])[0]
 
     def image(self, index: int) -> torch.Tensor:
+        """The canonical render of scene `index`, normalised."""
         return self.normalize(self.pixels[index].float().div_(255))
 
     def set_epoch(self, epoch: int) -> None:

@@ -232,8 +232,6 @@ COLOUR_RANGES = {
     "black": ((0.0, 1.0), (0.0, 0.3), (0.0, 0.18)),
 }
 RANDOM_IMAGE_SIZES = (64, 96, 128, 160, 192)
-# Share of randomised renders drawn exactly as render_scene draws: keeps the original look in the mix.
-_CLASSIC_SHARE = 0.15
 _RANDOM_RADIUS = {"small": (0.07, 0.105), "large": (0.125, 0.158)}
 
 
@@ -252,8 +250,6 @@ def render_randomised(scene: Scene) -> Image.Image:
     given the scene. `render_scene` stays the canonical, in-distribution look.
     """
     rng = np.random.default_rng([scene.noise_seed, 0x0D0A])
-    if rng.random() < _CLASSIC_SHARE:
-        return render_scene(scene, int(rng.choice(RANDOM_IMAGE_SIZES)))
     size = int(rng.choice(RANDOM_IMAGE_SIZES))
     supersample = 3 if rng.random() < 0.5 else 1
     canvas = size * supersample
