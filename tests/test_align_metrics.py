@@ -77,3 +77,21 @@ def test_attribute_precision_is_perfect_for_an_oracle_and_skips_absent_combos() 
         assert report[language]["queries"] == 3
         assert report[language]["mean_P@10"] == 1.0
         assert report[language]["min_P@10"] == 1.0
+
+
+def test_attribute_precision_asks_every_phrasing_and_names_the_worst_query() -> None:
+    scenes = [(world.SceneObject("circle", "red", "small", "left"),),
+              (world.SceneObject("star", "blue", "large", "top"),)]
+    images = np.eye(2, dtype=np.float32)
+    right = {"red circle": [1.0, 0.0], "blue star": [0.0, 1.0]}
+    phrasings = {"en": (lambda c, s: f"{c} {s}", lambda c, s: f"wrong {c} {s}")}
+
+    def texts(queries: list[str]) -> np.ndarray:
+        # the plain phrasing points at the right image, the "wrong" one at the other image
+        return np.array([right.get(q, right.get(q.removeprefix("wrong "), [0.0, 0.0])[::-1]) for q in queries])
+
+    report = attribute_precision(images, scenes, texts, k=1, phrasings=phrasings)
+    assert set(report) == {"en"}
+    assert report["en"]["queries"] == 4  # two present combos, two phrasings each
+    assert report["en"]["mean_P@1"] == 0.5
+    assert report["en"]["worst_query"].startswith("wrong ")

@@ -1,4 +1,4 @@
-"""The embedded default model: loads as a plain open_clip local-dir model and meets a CI-sized quality bar."""
+"""The embedded default model: loads as a plain open_clip local-dir model and meets CI-sized quality bars."""
 
 from __future__ import annotations
 
@@ -8,14 +8,20 @@ from pathlib import Path
 import open_clip
 import pytest
 
-from clipspace.align import world
+from clipspace.align import heldout, world
 from clipspace.align.evaluate import evaluate_encoder
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
+from clipspace.settings import EMBEDDED_MODEL
 
-MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "models" / "clipspace-shapes-v1"
-RECIPE = Path(__file__).resolve().parent.parent / "clipspace" / "align" / "recipes" / "clipspace-shapes-v1.json"
+MODEL_DIR = Path(__file__).resolve().parent.parent / EMBEDDED_MODEL.removeprefix("local-dir:")
+RECIPE = Path(__file__).resolve().parent.parent / "clipspace" / "align" / "recipes" / f"{MODEL_DIR.name}.json"
 # Seeds the shipped recipe never trained or validated on (it used 0 for train and 1 for val).
-TEST_SEED, COMPOSITIONAL_SEED = 4242, 4343
+TEST_SEED, COMPOSITIONAL_SEED, HELDOUT_SEED = 4242, 4343, 4444
+# On 300 held-out pictures clipspace-shapes-v1 scored 0.243-0.246 (English) and 0.292-0.307 (Chinese) over
+# seeds 4444-4446: stable to +-0.01 at this size, though lower than on 1,000 pictures (0.32-0.34), since
+# precision@10 grows with the number of relevant pictures. The bar is a floor against regressions, far
+# below the issue's goal of 0.9 that no model trained so far reaches (see docs/decisions.md).
+HELDOUT_PICTURES, HELDOUT_MEAN_BAR = 300, 0.2
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +65,12 @@ def test_the_shipped_model_composes_colours_and_shapes_it_never_saw_together(shi
     report = evaluate_encoder(shipped, tmp_path)
     assert report["text_to_image_R@5"] >= 0.9, report
     assert report["attribute"]["en"]["mean_P@10"] >= 0.9, report["attribute"]
+
+
+def test_the_shipped_model_keeps_its_floor_on_a_renderer_it_never_saw(shipped: DualEncoder,
+                                                                                    tmp_path: Path) -> None:
+    heldout.write_heldout(tmp_path, n=HELDOUT_PICTURES, seed=HELDOUT_SEED)
+    report = evaluate_encoder(shipped, tmp_path, phrasings=heldout.PHRASINGS)
+    for language in ("en", "zh"):
+        assert report["attribute"][language]["queries"] == 2 * len(world.allowed_combos("test"))
+        assert report["attribute"][language]["mean_P@10"] >= HELDOUT_MEAN_BAR, report["attribute"]

@@ -14,7 +14,7 @@ import torch
 from clipspace.align import train as train_module
 from clipspace.align import world
 from clipspace.align.__main__ import main
-from clipspace.align.datasets import read_pairs
+from clipspace.align.datasets import WorldPairs, read_pairs
 from clipspace.align.export import export_checkpoint
 from clipspace.align.train import CHECKPOINT_FILE, TrainOptions, train
 from clipspace.encoder import ModelSpec, load_encoder
@@ -132,3 +132,18 @@ def test_eval_command_scores_an_exported_model_on_a_world_folder(trained: Path, 
     assert report["images"] == 30
     assert 0.0 <= report["text_to_image_R@5"] <= 1.0
     assert set(report["attribute"]) == {"en", "zh"}
+
+
+def test_world_pairs_show_the_randomised_look_only_from_its_epoch_on_and_in_its_share() -> None:
+    scenes = [world.sample_scene(0, "train", i) for i in range(400)]
+    canonical = torch.zeros(400, 3, 4, 4, dtype=torch.uint8)
+    randomised = torch.full((400, 3, 4, 4), 255, dtype=torch.uint8)
+    pairs = WorldPairs(scenes, canonical, lambda pixels: pixels, lambda texts: torch.zeros(len(texts), 1), seed=0,
+                       randomised=randomised, randomised_share=0.75, randomise_from_epoch=2)
+
+    def randomised_share(epoch: int) -> float:
+        pairs.set_epoch(epoch)
+        return float(np.mean([pairs[i][0].mean().item() == 1.0 for i in range(len(pairs))]))
+
+    assert randomised_share(0) == randomised_share(1) == 0.0
+    assert 0.68 < randomised_share(2) < 0.82

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import colorsys
+import itertools
 import json
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import numpy as np
 import open_clip
 from PIL import Image
 
-from clipspace.align import world
+from clipspace.align import heldout, world
 from clipspace.align.__main__ import main
 from clipspace.align.datasets import read_pairs
 
@@ -73,3 +75,54 @@ def test_world_command_writes_images_caption_sidecars_and_a_manifest(tmp_path: P
         assert pair.path.with_suffix(".txt").read_text(encoding="utf-8").strip() == pair.caption
         assert pair.objects == scene.objects
         assert Image.open(pair.path).size == (96, 96)
+
+
+def _hsv(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
+    return colorsys.rgb_to_hsv(*(channel / 255 for channel in rgb))
+
+
+def _in_family(colour: str, rgb: tuple[int, int, int], slack: float = 0.02) -> bool:
+    """Inside the colour's HSV ranges, up to rounding to 8-bit channels; hue compared modulo one turn.
+
+    Black is a value range only: near zero value, rounding makes hue and saturation meaningless.
+    """
+    (h0, h1), (s0, s1), (v0, v1) = world.COLOUR_RANGES[colour]
+    hue, saturation, value = _hsv(rgb)
+    if colour == "black":
+        return value <= v1 + slack
+    in_hue = any(h0 - slack <= h <= h1 + slack for h in (hue, hue - 1.0))
+    return in_hue and s0 - slack <= saturation <= s1 + slack and v0 - slack <= value <= v1 + slack
+
+
+def test_colour_jitter_stays_inside_each_colours_family() -> None:
+    rng = np.random.default_rng(0)
+    for colour in world.COLOURS:
+        for _ in range(200):
+            assert _in_family(colour, world.sample_colour(colour, rng)), colour
+
+
+def test_colour_families_do_not_share_a_hue() -> None:
+    chromatic = sorted((world.COLOUR_RANGES[c][0], c) for c in world.COLOURS if c != "black")
+    for ((_, end), first), ((start, _), second) in itertools.pairwise(chromatic):
+        assert end < start, (first, second)
+    assert chromatic[-1][0][1] - 1.0 < chromatic[0][0][0]  # pink's top does not wrap into red
+
+
+def test_the_canonical_colours_of_both_renderers_belong_to_their_families() -> None:
+    for colour in world.COLOURS:
+        assert _in_family(colour, world._RGB[colour]), colour
+        assert _in_family(colour, heldout.PALETTE[colour]), colour
+
+
+def test_randomised_renders_are_a_pure_function_of_the_scene() -> None:
+    scene = world.sample_scene(0, "train", 3)
+    assert np.array_equal(np.asarray(world.render_randomised(scene)), np.asarray(world.render_randomised(scene)))
+
+
+def test_randomised_renders_vary_size_and_look_of_the_same_content() -> None:
+    scene = world.sample_scene(0, "train", 3)
+    looks = [world.render_randomised(world.Scene(scene.objects, scene.background, seed)) for seed in range(40)]
+    assert len({image.size for image in looks}) >= 3
+    assert {image.size[0] for image in looks} <= set(world.RANDOM_IMAGE_SIZES)
+    small = [np.asarray(image.resize((48, 48))) for image in looks]
+    assert min(np.abs(a.astype(int) - b).mean() for a, b in itertools.pairwise(small)) > 1

@@ -1,4 +1,4 @@
-"""Command line: `python -m clipspace.align world|train|export|eval` — make data, train, export, score."""
+"""Command line: `python -m clipspace.align world|heldout|train|export|eval` — make data, train, export, score."""
 
 from __future__ import annotations
 
@@ -36,6 +36,16 @@ def run_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_heldout(args: argparse.Namespace) -> int:
+    from clipspace.align import heldout
+
+    started = time.perf_counter()
+    manifest = heldout.write_heldout(Path(args.out), args.n, args.seed)
+    print(f"wrote {args.n} held-out-renderer pictures (seed {args.seed}) to {args.out} "
+          f"in {time.perf_counter() - started:.1f}s; manifest {manifest}")
+    return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
     overrides = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainOptions)
                  if getattr(args, field.name) is not None}
@@ -47,12 +57,20 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from clipspace.align import heldout, paraphrases
     from clipspace.align.evaluate import evaluate_encoder
     from clipspace.encoder import ModelSpec, load_encoder
 
+    if not (args.data or args.heldout or args.paraphrase):
+        raise ValueError("nothing to score: give --data, --heldout and/or --paraphrase")
     encoder = load_encoder(ModelSpec(args.model, args.pretrained, device=args.device), threads=args.threads)
-    report = {"model": args.model, "fingerprint": encoder.fingerprint,
-              "data": {source: evaluate_encoder(encoder, Path(source)) for source in args.data}}
+    report: dict[str, object] = {"model": args.model, "fingerprint": encoder.fingerprint}
+    # each section: folders of images, and the phrasing of the attribute queries asked over them
+    for section, sources, phrasings in (("data", args.data, None), ("heldout", args.heldout, heldout.PHRASINGS),
+                                        ("paraphrase", args.paraphrase, paraphrases.PHRASINGS)):
+        if sources:
+            report[section] = {source: evaluate_encoder(encoder, Path(source), phrasings=phrasings)
+                               for source in sources}
     text = json.dumps(report, indent=2, ensure_ascii=False)
     print(text)
     if args.json:
@@ -91,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     make.set_defaults(command=run_world)
 
+    other = commands.add_parser("heldout", help="write pictures by the independent held-out renderer "
+                                                "(never used in training) + captions.jsonl")
+    other.add_argument("--out", required=True)
+    other.add_argument("--n", type=int, required=True)
+    other.add_argument("--seed", type=int, required=True)
+    other.set_defaults(command=run_heldout)
+
     fit = commands.add_parser("train", help="train or fine-tune an open_clip dual encoder with the CLIP loss")
     fit.add_argument("--recipe", help="JSON file of training options; flags below override it")
     for field in dataclasses.fields(TrainOptions):
@@ -111,8 +136,14 @@ def _parser() -> argparse.ArgumentParser:
     score = commands.add_parser("eval", help="recall@k and attribute precision of a saved model on pairs")
     score.add_argument("--model", required=True, help="e.g. local-dir:data/models/clipspace-shapes-v1")
     score.add_argument("--pretrained", default=None)
-    score.add_argument("--data", required=True, action="append",
+    score.add_argument("--data", action="append",
                        help="folder (sidecars or captions.jsonl) or manifest; repeat for several splits")
+    score.add_argument("--heldout", action="append",
+                       help="folder written by the `heldout` command: scored with the held-out renderer's "
+                            "own query phrasings; repeatable")
+    score.add_argument("--paraphrase", action="append",
+                       help="world folder scored with paraphrased queries, in words its captions never use "
+                            "(\"a scarlet dot\"); repeatable")
     score.add_argument("--device", default="cpu")
     score.add_argument("--threads", type=int, default=None)
     score.add_argument("--json", help="also write the report here")

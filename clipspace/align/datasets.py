@@ -101,13 +101,20 @@ class FilePairs(Dataset):
 class WorldPairs(Dataset):
     """A pool of rendered world scenes held in memory; each epoch draws a fresh caption for every scene.
 
-    The caption of scene i in epoch e depends only on (seed, e, i), so training is reproducible whatever
+    With `randomised` (a second render of every scene, by `world.render_randomised`), each epoch from
+    `randomise_from_epoch` on also draws which of the two looks a scene shows: the randomised one with
+    probability `randomised_share`. The canonical look makes shapes easy to learn first; the randomised one
+    then teaches what does not matter.
+    Caption and look of scene i in epoch e depend only on (seed, e, i), so training is reproducible whatever
     the number of loader workers.
     """
 
     def __init__(self, scenes: Sequence[world.Scene], pixels: torch.Tensor, normalize: Normalize,
-                 tokenizer: Callable, seed: int) -> None:
+                 tokenizer: Callable, seed: int, randomised: torch.Tensor | None = None,
+                 randomised_share: float = 0.0, randomise_from_epoch: int = 0) -> None:
         self.scenes, self.pixels, self.normalize, self.tokenizer = list(scenes), pixels, normalize, tokenizer
+        self.randomised, self.randomised_share = randomised, randomised_share
+        self.randomise_from_epoch = randomise_from_epoch
         self.seed, self.epoch = seed, 0
 
     def __len__(self) -> int:
@@ -116,9 +123,13 @@ class WorldPairs(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         caption = world.sample_caption(self.scenes[index], rng)
+        randomising = self.randomised is not None and self.epoch >= self.randomise_from_epoch
+        if randomising and rng.random() < self.randomised_share:
+            return self.normalize(self.randomised[index].float().div_(255)), self.tokenizer([caption])[0]
         return self.image(index), self.tokenizer([caption])[0]
 
     def image(self, index: int) -> torch.Tensor:
+        """The canonical render of scene `index`, normalised."""
         return self.normalize(self.pixels[index].float().div_(255))
 
     def set_epoch(self, epoch: int) -> None:
@@ -126,8 +137,12 @@ class WorldPairs(Dataset):
 
 
 def render_world(n: int, seed: int, split: str, render_size: int, preprocess: Callable,
-                 workers: int = 0) -> tuple[list[world.Scene], torch.Tensor]:
-    """Render n scenes at `render_size` (the size `world` saves) and apply the model's resize: uint8 NCHW."""
+                 workers: int = 0, randomise: bool = False) -> tuple[list[world.Scene], torch.Tensor]:
+    """Render n scenes and apply the model's resize: uint8 NCHW.
+
+    Canonical renders are drawn at `render_size` (the size `world` saves); randomised ones
+    (`world.render_randomised`) choose their own size.
+    """
     scenes = [world.sample_scene(seed, split, i) for i in range(n)]
     resize, _ = split_normalize(preprocess)
     chunks = [scenes[start:start + 1024] for start in range(0, n, 1024)]
@@ -135,12 +150,16 @@ def render_world(n: int, seed: int, split: str, render_size: int, preprocess: Ca
     if workers > 1:
         # spawn, not fork: a child forked from a process with live torch/OpenMP threads can deadlock
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(_render_chunk, chunks, [render_size] * len(chunks), [resize] * len(chunks)))
+            parts = list(pool.map(_render_chunk, chunks, [render_size] * len(chunks), [resize] * len(chunks),
+                                  [randomise] * len(chunks)))
     else:
-        parts = [_render_chunk(chunk, render_size, resize) for chunk in chunks]
+        parts = [_render_chunk(chunk, render_size, resize, randomise) for chunk in chunks]
     pixels = np.concatenate(parts) if parts else np.zeros((0, render_size, render_size, 3), np.uint8)
     return scenes, torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
 
 
-def _render_chunk(scenes: Sequence[world.Scene], render_size: int, resize: Callable) -> np.ndarray:
+def _render_chunk(scenes: Sequence[world.Scene], render_size: int, resize: Callable,
+                  randomise: bool = False) -> np.ndarray:
+    if randomise:
+        return np.stack([np.asarray(resize(world.render_randomised(scene))) for scene in scenes])
     return np.stack([np.asarray(resize(world.render_scene(scene, render_size))) for scene in scenes])

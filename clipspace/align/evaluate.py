@@ -52,31 +52,45 @@ def precision_at_k(scores: np.ndarray, relevant: np.ndarray, k: int = PRECISION_
         return np.where(available > 0, hits / available, np.nan)
 
 
+Phrasing = Callable[[str, str], str]
+# The world's own attribute queries: "a red circle" / "一个红色的圆形".
+WORLD_PHRASINGS: dict[str, tuple[Phrasing, ...]] = {
+    language: (lambda colour, shape, language=language: world.attribute_query(colour, shape, language),)
+    for language in ("en", "zh")}
+
+
 def attribute_precision(image_vectors: np.ndarray, scene_objects: Sequence[Sequence[world.SceneObject]],
-                        embed_texts: EmbedTexts, k: int = PRECISION_K) -> dict[str, object]:
-    """Precision@k of "a red circle" / "一个红色的圆形" for every colour × shape present in the images."""
+                        embed_texts: EmbedTexts, k: int = PRECISION_K,
+                        phrasings: dict[str, Sequence[Phrasing]] | None = None) -> dict[str, object]:
+    """Precision@k of every phrasing of every colour × shape present in the images, per language.
+
+    `phrasings` maps a language to the ways of asking for (colour, shape); each way is one query per combo,
+    and the mean and the worst are taken over all of them. Default: the world's own queries.
+    """
     report: dict[str, object] = {}
     combos = [(colour, shape) for colour in world.COLOURS for shape in world.SHAPES]
     relevant = np.array([[any(o.colour == colour and o.shape == shape for o in objects)
                           for objects in scene_objects] for colour, shape in combos])
     present = relevant.any(axis=1)
-    for language in ("en", "zh"):
-        queries = [world.attribute_query(colour, shape, language) for colour, shape in combos]
-        per_query = precision_at_k(embed_texts(queries) @ image_vectors.T, relevant, k)
-        scored = {query: float(p) for query, p, ok in zip(queries, per_query, present, strict=True) if ok}
+    for language, ways in (phrasings or WORLD_PHRASINGS).items():
+        queries = [phrase(colour, shape) for phrase in ways for colour, shape in combos]
+        per_query = precision_at_k(embed_texts(queries) @ image_vectors.T, np.tile(relevant, (len(ways), 1)), k)
+        scored = {query: float(p) for query, p, ok in zip(queries, per_query, np.tile(present, len(ways)),
+                                                          strict=True) if ok}
         worst = min(scored, key=scored.get)
         report[language] = {"queries": len(scored), f"mean_P@{k}": float(np.mean(list(scored.values()))),
                             f"min_P@{k}": scored[worst], "worst_query": worst}
     return report
 
 
-def evaluate_pairs(image_vectors: np.ndarray, pairs: Sequence[CaptionedImage],
-                   embed_texts: EmbedTexts) -> dict[str, object]:
+def evaluate_pairs(image_vectors: np.ndarray, pairs: Sequence[CaptionedImage], embed_texts: EmbedTexts,
+                   phrasings: dict[str, Sequence[Phrasing]] | None = None) -> dict[str, object]:
     """Every metric the pairs allow: recall always, attribute precision when they come from the world."""
     report: dict[str, object] = {"images": len(pairs), "distinct_captions": len({p.caption for p in pairs})}
     report.update(recall_at_k(image_vectors, [p.caption for p in pairs], embed_texts))
     if pairs and all(p.objects is not None for p in pairs):
-        report["attribute"] = attribute_precision(image_vectors, [p.objects for p in pairs], embed_texts)
+        report["attribute"] = attribute_precision(image_vectors, [p.objects for p in pairs], embed_texts,
+                                                  phrasings=phrasings)
     return report
 
 
@@ -89,9 +103,10 @@ def _hits_in_top_k(scores: np.ndarray, relevant: np.ndarray, k: int) -> np.ndarr
     return np.take_along_axis(relevant, _top_k(scores, k), axis=1).any(axis=1)
 
 
-def evaluate_encoder(encoder: DualEncoder, source: Path, batch_size: int = 256) -> dict[str, object]:
+def evaluate_encoder(encoder: DualEncoder, source: Path, batch_size: int = 256,
+                     phrasings: dict[str, Sequence[Phrasing]] | None = None) -> dict[str, object]:
     """Score a loaded model on pairs from disk, read and embedded exactly as the index builder does."""
     pairs = read_pairs(source)
     vectors = [encoder.embed_images([load_image(pair.path) for pair in pairs[start:start + batch_size]])
                for start in range(0, len(pairs), batch_size)]
-    return evaluate_pairs(np.concatenate(vectors), pairs, encoder.embed_texts)
+    return evaluate_pairs(np.concatenate(vectors), pairs, encoder.embed_texts, phrasings)

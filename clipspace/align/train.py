@@ -60,6 +60,11 @@ class TrainOptions:
     world_seed: int = 0
     world_val_seed: int = 1
     world_render_size: int = 128  # the size `world` writes PNGs at; the model's own resize follows
+    # domain randomisation: the share of training samples drawn from world.render_randomised instead of the
+    # canonical look, from epoch `world_randomise_from_epoch` (0-based) on; each epoch draws anew which of a
+    # scene's two renders it shows. Earlier epochs show the canonical look only, where shapes are easy to learn.
+    world_randomised_share: float = 0.0
+    world_randomise_from_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -193,10 +198,14 @@ def _datasets(opts: TrainOptions, preprocess: Callable,
     if opts.data == WORLD:
         _, normalize = split_normalize(preprocess)
         pools = []
-        for n, seed, split in ((opts.world_scenes, opts.world_seed, "train"),
-                               (opts.world_val_scenes, opts.world_val_seed, "val")):
+        # validation keeps the canonical look: it tracks the in-distribution bar epoch by epoch
+        for n, seed, split, share in ((opts.world_scenes, opts.world_seed, "train", opts.world_randomised_share),
+                                      (opts.world_val_scenes, opts.world_val_seed, "val", 0.0)):
             scenes, pixels = render_world(n, seed, split, opts.world_render_size, preprocess)
-            pools.append(WorldPairs(scenes, pixels, normalize, tokenizer, seed))
+            randomised = render_world(n, seed, split, opts.world_render_size, preprocess, randomise=True)[1] \
+                if share > 0 else None
+            pools.append(WorldPairs(scenes, pixels, normalize, tokenizer, seed, randomised, share,
+                                    opts.world_randomise_from_epoch))
         val_pairs = [CaptionedImage(Path(f"world-val/{i:05d}"), world.canonical_caption(scene), scene.objects)
                      for i, scene in enumerate(pools[1].scenes)]
         return pools[0], pools[1], val_pairs

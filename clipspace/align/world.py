@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 from collections import Counter
@@ -11,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon")
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "black")
@@ -214,6 +215,96 @@ def _outline(shape: str, cx: float, cy: float, radius: float, rotation: float) -
     else:
         raise ValueError(f"unknown shape {shape!r}")
     return [(cx + r * math.cos(a + rotation), cy + r * math.sin(a + rotation)) for a, r in corners]
+
+
+# ------------------------------------------------------------------------------------ domain randomisation
+
+# What each colour name covers, as (hue range, saturation range, value range) in HSV, hue in turns (may wrap
+# below 0). Jitter is drawn inside these, so "red" means the family of reds, not one RGB triple.
+COLOUR_RANGES = {
+    "red": ((-0.025, 0.02), (0.72, 1.0), (0.68, 0.95)),
+    "orange": ((0.055, 0.095), (0.8, 1.0), (0.85, 1.0)),
+    "yellow": ((0.125, 0.17), (0.8, 1.0), (0.85, 1.0)),
+    "green": ((0.25, 0.42), (0.6, 1.0), (0.45, 0.8)),
+    "blue": ((0.57, 0.665), (0.7, 1.0), (0.6, 0.92)),
+    "purple": ((0.74, 0.82), (0.5, 0.85), (0.45, 0.75)),
+    "pink": ((0.885, 0.96), (0.35, 0.65), (0.85, 1.0)),
+    "black": ((0.0, 1.0), (0.0, 0.3), (0.0, 0.18)),
+}
+RANDOM_IMAGE_SIZES = (64, 96, 128, 160, 192)
+_RANDOM_RADIUS = {"small": (0.07, 0.105), "large": (0.125, 0.158)}
+
+
+def sample_colour(colour: str, rng: np.random.Generator) -> tuple[int, int, int]:
+    """A random member of the colour's family (see COLOUR_RANGES)."""
+    (h0, h1), (s0, s1), (v0, v1) = COLOUR_RANGES[colour]
+    return _hsv_to_rgb(rng.uniform(h0, h1) % 1.0, rng.uniform(s0, s1), rng.uniform(v0, v1))
+
+
+def render_randomised(scene: Scene) -> Image.Image:
+    """Draw the scene with a random look: what it shows stays fixed, how it is drawn does not.
+
+    Varies the drawing style (filled or outlined, anti-aliased by supersampling or not), image size, object
+    scale within its size class, rotation, each object's shade within its colour's family, the background
+    (plain, gradient, stripes, blotches; lighter or darker), blur, JPEG artefacts and noise. Deterministic
+    given the scene. `render_scene` stays the canonical, in-distribution look.
+    """
+    rng = np.random.default_rng([scene.noise_seed, 0x0D0A])
+    size = int(rng.choice(RANDOM_IMAGE_SIZES))
+    supersample = 3 if rng.random() < 0.5 else 1
+    canvas = size * supersample
+    image = Image.fromarray(_random_background(rng, canvas), "RGB")
+    draw = ImageDraw.Draw(image)
+    outlined_scene = rng.random() < 0.25
+    for obj in scene.objects:
+        cx, cy = _SLOT_CENTRES[obj.position]
+        cx, cy = (cx + rng.uniform(-0.04, 0.04)) * canvas, (cy + rng.uniform(-0.04, 0.04)) * canvas
+        radius = rng.uniform(*_RANDOM_RADIUS[obj.size]) * canvas
+        colour = sample_colour(obj.colour, rng)
+        outlined = outlined_scene or rng.random() < 0.1
+        width = max(supersample, round(radius * rng.uniform(0.15, 0.3))) if outlined else 0
+        if obj.shape == "circle":
+            box = (cx - radius, cy - radius, cx + radius, cy + radius)
+            draw.ellipse(box, fill=None if outlined else colour, outline=colour if outlined else None, width=width)
+        else:
+            corners = _outline(obj.shape, cx, cy, radius, rng.uniform(0, 2 * math.pi))
+            if outlined:
+                draw.line([*corners, corners[0], corners[1]], fill=colour, width=width, joint="curve")
+            else:
+                draw.polygon(corners, fill=colour)
+    if supersample > 1:
+        image = image.resize((size, size), Image.Resampling.BOX)
+    if rng.random() < 0.35:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.4) * size / 128))
+    pixels = np.asarray(image, dtype=np.float32) + rng.uniform(0, 8) * _noise_window(rng, size)
+    image = Image.fromarray(np.clip(pixels, 0, 255, out=pixels).astype(np.uint8), "RGB")
+    if rng.random() < 0.35:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=int(rng.integers(20, 90)))
+        image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    return image
+
+
+def _random_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Plain, gradient, stripes or blotches, in light-to-mid tones with up to moderate saturation."""
+    def tone() -> tuple[int, int, int]:
+        return _hsv_to_rgb(rng.random(), rng.uniform(0.0, 0.3), rng.uniform(0.6, 0.98))
+    first, second = np.array(tone(), np.float32), np.array(tone(), np.float32)
+    kind = int(rng.integers(4))
+    if kind == 0:
+        return np.broadcast_to(first, (size, size, 3)).astype(np.uint8)
+    coords = np.linspace(-1, 1, size, dtype=np.float32)
+    angle = rng.uniform(0, 2 * math.pi)
+    along = math.cos(angle) * coords[None, :] + math.sin(angle) * coords[:, None]
+    if kind == 1:
+        weight = ((along + 1.42) / 2.84)[..., None]
+    elif kind == 2:
+        weight = (0.5 + 0.5 * np.sin(along * rng.uniform(3, 14) * math.pi))[..., None]
+    else:
+        cells = int(rng.integers(3, 9))
+        blotches = Image.fromarray((rng.random((cells, cells)) * 255).astype(np.uint8), "L")
+        weight = np.asarray(blotches.resize((size, size), Image.Resampling.BICUBIC), np.float32)[..., None] / 255
+    return (first * (1 - weight) + second * weight).astype(np.uint8)
 
 
 # -------------------------------------------------------------------------------------------------- captions
