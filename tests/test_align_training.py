@@ -147,3 +147,24 @@ def test_world_pairs_show_the_randomised_look_only_from_its_epoch_on_and_in_its_
 
     assert randomised_share(0) == randomised_share(1) == 0.0
     assert 0.68 < randomised_share(2) < 0.82
+
+
+def test_eval_command_asks_heldout_pictures_and_paraphrases_in_their_own_words(trained: Path, tmp_path: Path) -> None:
+    model = export_checkpoint(trained, tmp_path / "model")
+    world.write_world(tmp_path / "test", n=20, seed=11, split="test")
+    assert main(["heldout", "--out", str(tmp_path / "heldout"), "--n", "20", "--seed", "12"]) == 0
+    report_path = tmp_path / "report.json"
+    assert main(["eval", "--model", model, "--heldout", str(tmp_path / "heldout"),
+                 "--paraphrase", str(tmp_path / "test"), "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert "data" not in report
+    heldout_worst = report["heldout"][str(tmp_path / "heldout")]["attribute"]["en"]["worst_query"]
+    paraphrase_worst = report["paraphrase"][str(tmp_path / "test")]["attribute"]["zh"]["worst_query"]
+    assert heldout_worst.startswith(("the ", "a picture with "))
+    assert paraphrase_worst.startswith("一个") and paraphrase_worst not in {
+        world.attribute_query(c, s, "zh") for c in world.COLOURS for s in world.SHAPES}
+
+
+def test_eval_command_without_anything_to_score_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--model", "ViT-B-32"]) == 2
+    assert "nothing to score" in capsys.readouterr().err
