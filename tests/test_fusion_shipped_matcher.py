@@ -1,0 +1,40 @@
+"""The matcher shipped beside the embedded model: it loads for that model and binds colours to shapes."""
+
+from __future__ import annotations
+
+import pytest
+
+from clipspace.encoder import ModelSpec, load_encoder
+from clipspace.fusion.evaluate import binding_accuracy, cosine_scorer, matcher_scorer
+from clipspace.fusion.features import twin_features
+from clipspace.fusion.matcher import MATCHER_FILE, load_scorer
+from clipspace.fusion.rerank import find_reranker, model_folder
+from clipspace.settings import EMBEDDED_MODEL
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return load_encoder(ModelSpec(EMBEDDED_MODEL))
+
+
+@pytest.fixture(scope="module")
+def binding(embedded):
+    """80 fresh two-object test scenes (a seed fusion-eval does not use) against their colour-swapped twins."""
+    pairs = twin_features(embedded, 80, 4243, "test", ("colour_swap",), 2, progress=False)
+    matcher = load_scorer(model_folder(embedded) / MATCHER_FILE, embedded.fingerprint)
+    return binding_accuracy(pairs, {"cosine": cosine_scorer, "cross-attention": matcher_scorer(matcher)})
+
+
+def test_the_embedded_model_has_a_reranker(embedded):
+    reranker, detail = find_reranker(embedded)
+    assert reranker is not None, detail
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_shipped_matcher_tells_a_scene_from_its_colour_swapped_twin(binding, language):
+    assert binding["cross-attention"][language] >= 0.85
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_shipped_matcher_binds_far_better_than_the_shared_space(binding, language):
+    assert binding["cross-attention"][language] >= binding["cosine"][language] + 0.25
