@@ -24,6 +24,7 @@ from benchmarks.report import progress
 
 MAX_RSS_GROWTH = 0.10
 ERROR_SAMPLES = 5
+WARMUP_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class LoadResult:
     queries_per_s: float
     latency_ms: dict[str, float]  # all kinds together: p50, p99
     by_kind: dict[str, dict[str, float]]  # per kind: n, p50, p99
-    memory_before: dict[str, float]  # after warm-up
+    memory_before: dict[str, float]  # after a warm-up at full concurrency
     memory_after: dict[str, float]
     rss_growth: float
     rss_growth_ok: bool
@@ -52,7 +53,9 @@ def measure_load(index_dir: Path, images: list[Path], service_env: dict[str, str
         kinds = ["text", "image"] + (["composed"] if "post" in paths.get("/search", {}) else [])
         uploads = [path.read_bytes() for path in images]
         progress(f"load test: {clients} clients for {seconds:.0f} s ({', '.join(kinds)}); warming up")
-        asyncio.run(_drive(service.url, kinds, uploads, clients=2, seconds=min(5.0, seconds)))
+        # At full concurrency: batches reach their largest size and the allocator its working set, so what
+        # grows after this is a leak, not the first big batch.
+        asyncio.run(_drive(service.url, kinds, uploads, clients, seconds=min(WARMUP_S, seconds)))
         before = service.memory_mb()
         progress("load test: measuring")
         started = time.perf_counter()
