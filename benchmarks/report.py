@@ -160,6 +160,7 @@ def _scale(result: dict[str, Any]) -> list[str]:
                       f"(load avg {r['load_avg'][0]})",
                   _row("local / ray", f"{r['local_s']:.2f} s / {r['ray_s']:.2f} s"),
                   _row("overhead (goal <= 15%)", f"{r['overhead']:.1%} {verdict}")]
+    lines += [f"Ray section failed: {result[key]}" for key in ("memory_ray_error", "ray_error") if result.get(key)]
     return [line for line in lines if line is not None]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -340,3 +341,10 @@ def test_an_unchanged_reindex_links_the_vectors_and_the_faiss_index_of_the_previ
     shards = [shard.file for shard in open_current(tmp_path / "index").manifest.image_shards]
     for name in [*shards, "image.faiss"]:
         assert (second / name).stat().st_ino == (first / name).stat().st_ino, name
+
+
+def test_a_reindex_over_a_format_1_index_keeps_its_ids(tmp_path, tiny_encoder):
+    shutil.copytree(ROOT / "tests" / "assets" / "format1-index", tmp_path / "index")  # ids 0..2, next id 5
+    write_corpus(tmp_path / "images", ["img/1.png", "img/new.png"])
+    build(tmp_path / "images", tmp_path / "index", tiny_encoder)
+    assert ids_by_path(tmp_path / "index") == {"img/1.png": 1, "img/new.png": 5}

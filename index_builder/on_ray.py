@@ -1,0 +1,141 @@
+"""The Ray embedder: the same build, with files read in Ray tasks and embedded by an actor pool on a cluster.
+
+The driver (index_builder.build) still lists, plans, reuses, writes and publishes; only what `LocalEmbedder` does
+on threads moves to Ray Data: CPU tasks run `read_file` (read, hash, decode, preprocess) and an actor pool, with
+the model loaded once per actor, embeds. Answers come back in the order of the work, so ids, records and
+vectors are exactly the local builder's. The FAISS build also runs in a Ray task, off the driver's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
+from clipspace.store import write_faiss
+from index_builder.build import BuildOptions
+from index_builder.files import FileLimits, Movable, Processed, Work, read_file
+
+log = logging.getLogger(__name__)
+
+WORK_FILE_ROWS = 50_000  # rows per Parquet file of work: the driver never holds the whole list
+
+
+def connect(address: str | None) -> None:
+    """Join the cluster at `address` (`auto`, `ray://host:port`), or start a local one; keep one already joined."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+
+
+class RayEmbedder:
+    """`actors` model replicas; each takes a GPU when the cluster has GPUs, else the CPUs torch gives it."""
+
+    def __init__(self, encoder: DualEncoder, options: BuildOptions, actors: int = 1) -> None:
+        import ray
+
+        self.encoder = encoder
+        self.options = options
+        self.actors = actors
+        self.gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        self._remote_faiss = ray.remote(write_faiss)
+
+    def process(self, work: Iterable[Work], movable: dict[str, Movable], scratch: Path) -> Iterator[Processed]:
+        import ray
+
+        if not _write_work(work, scratch):
+            return iter(())
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # answers in the order of the work: same ids as local
+        context.enable_progress_bars = False
+        spec = self.encoder.spec if not self.gpus else _on_gpu(self.encoder.spec)
+        files = ray.data.read_parquet(str(scratch))
+        pixel_shape = (3, self.encoder.image_size, self.encoder.image_size)
+        read = files.map_batches(_read_files, fn_args=(
+            str(self.options.images), movable, self.options.limits(self.encoder), self.encoder.preprocess,
+            pixel_shape), batch_size=self.options.batch_size, num_cpus=1)
+        embedded = read.map_batches(_Embed, fn_constructor_args=(spec, self.options.batch_size),
+                                    batch_size=self.options.batch_size,
+                                    compute=ray.data.ActorPoolStrategy(size=self.actors), num_gpus=self.gpus)
+        return _answers(embedded.iter_batches(batch_size=self.options.batch_size, batch_format="numpy"))
+
+    def write_faiss(self, folder: Path, target: str, shards: tuple, dim: int, factory: str) -> None:
+        import ray
+
+        ray.get(self._remote_faiss.remote(folder, target, shards, dim, factory))
+
+
+def _write_work(work: Iterable[Work], scratch: Path) -> int:
+    """The work list as Parquet files beside the staged version, WORK_FILE_ROWS rows at a time; answers the count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    work, total = iter(work), 0
+    while chunk := list(islice(work, WORK_FILE_ROWS)):
+        table = pa.table({"seq": [entry.seq for entry in chunk], "path": [entry.path for entry in chunk],
+                          "known_sha256": [entry.known_sha256 or "" for entry in chunk]})
+        pq.write_table(table, scratch / f"work-{total // WORK_FILE_ROWS:06d}.parquet")
+        total += len(chunk)
+    return total
+
+
+def _read_files(batch: dict[str, np.ndarray], root: str, movable: dict[str, Movable], limits: FileLimits,
+                preprocess: Callable, pixel_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """A Ray task's share of the files: `read_file`, exactly as the local builder's threads run it."""
+    found = [read_file(Path(root), Work(int(seq), str(path), str(known) or None), movable, limits, preprocess)
+             for seq, path, known in zip(batch["seq"], batch["path"], batch["known_sha256"], strict=True)]
+    return {
+        "seq": np.array([entry.seq for entry in found], np.int64),
+        "sha256": np.array([entry.sha256 for entry in found], object),
+        "size": np.array([entry.size for entry in found], np.int64),
+        "mtime_ns": np.array([entry.mtime_ns for entry in found], np.int64),
+        "width": np.array([entry.width for entry in found], np.int64),
+        "height": np.array([entry.height for entry in found], np.int64),
+        "unchanged": np.array([entry.unchanged for entry in found], bool),
+        "reuse_row": np.array([-1 if entry.reuse_row is None else entry.reuse_row for entry in found], np.int64),
+        "rejected": np.array([entry.rejected or "" for entry in found], object),
+        "has_pixels": np.array([entry.pixels is not None for entry in found], bool),
+        "pixels": np.stack([entry.pixels if entry.pixels is not None else np.zeros(pixel_shape, np.float32)
+                            for entry in found]).astype(np.float32, copy=False),
+    }
+
+
+class _Embed:
+    """One model replica, loaded once when the actor starts, embedding every batch it is given."""
+
+    def __init__(self, spec: ModelSpec, batch_size: int) -> None:
+        self.encoder = load_encoder(spec)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pixels = batch.pop("pixels")
+        vectors = np.zeros((len(pixels), self.encoder.dim), np.float32)
+        chosen = np.flatnonzero(batch["has_pixels"])
+        if len(chosen):
+            vectors[chosen] = self.encoder.embed_pixels(torch.from_numpy(np.ascontiguousarray(pixels[chosen])))
+        batch["vector"] = vectors
+        return batch
+
+
+def _answers(batches: Iterable[dict[str, np.ndarray]]) -> Iterator[Processed]:
+    for batch in batches:
+        for index, seq in enumerate(batch["seq"]):
+            reuse_row = int(batch["reuse_row"][index])
+            yield Processed(
+                int(seq), str(batch["sha256"][index]), int(batch["size"][index]), int(batch["mtime_ns"][index]),
+                int(batch["width"][index]), int(batch["height"][index]),
+                vector=batch["vector"][index] if batch["has_pixels"][index] else None,
+                unchanged=bool(batch["unchanged"][index]), reuse_row=None if reuse_row < 0 else reuse_row,
+                rejected=str(batch["rejected"][index]) or None)
+
+
+def _on_gpu(spec: ModelSpec) -> ModelSpec:
+    return replace(spec, device="cuda")
