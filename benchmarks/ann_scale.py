@@ -61,7 +61,7 @@ def measure_ann(size: int, dim: int, queries: int, k: int, cache_dir: Path) -> A
     factory = choose_factory("auto", size, dim)
     index_dir = cache_dir / f"ann-{size}x{dim}-{factory.replace(',', '_')}"
     build_seconds = None
-    if store.current_version_name(index_dir) is None:
+    if not _cached_version_is_current(index_dir):
         progress(f"building {factory} over {size:,} vectors (cached under {index_dir})")
         started = time.perf_counter()
         items = [ItemRecord(row, f"synthetic/{row:08d}.jpg", "", 0, 0, 0, 0, None) for row in range(size)]
@@ -77,6 +77,14 @@ def measure_ann(size: int, dim: int, queries: int, k: int, cache_dir: Path) -> A
     return AnnResult(size, dim, asdict(spec), factory, served["search_params"], build_seconds, served["recall"],
                      served["latency"], served["cpu"], exact["latency"], exact["cpu"], int(vectors.nbytes),
                      served["peak_rss"], served["rss_anon"], served["rss_file"], [round(v, 2) for v in os.getloadavg()])
+
+
+def _cached_version_is_current(index_dir: Path) -> bool:
+    """A cached version built before the tuning constants changed is built again, not measured."""
+    if store.current_version_name(index_dir) is None:
+        return False
+    version = open_current(index_dir)
+    return version.search_params() == store.tuned_search_params(faiss.read_index(str(version.path / "image.faiss")))
 
 
 def measure_hnsw_ef(size: int, dim: int, queries: int, k: int, cache_dir: Path, spec: ClusteredSpec,
