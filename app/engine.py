@@ -152,7 +152,8 @@ class Engine:
                     log.warning("re-ranking skips image %d: %s", hit.id, error)
                     continue
                 found.append(hit)
-            scores = self.slot.reranker.score([text for text, _ in texts], [w for _, w in texts], images)
+            scores = self.slot.reranker.score([text for text, _ in texts], [w for _, w in texts], images,
+                                              np.array([hit.score for hit in found]))
             return sorted(zip(found, scores.tolist(), strict=True), key=lambda pair: -pair[1])
 
         with metrics.timed("rerank"):

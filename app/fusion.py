@@ -26,6 +26,7 @@ from app.schemas import (
 from clipspace.errors import ImageTooLarge
 from clipspace.fusion import labels as zero_shot
 from clipspace.fusion.query import check_dimension, combine, decode_base64_image
+from clipspace.store import SearchHit
 
 router = APIRouter(tags=["fusion"])
 
@@ -83,7 +84,7 @@ async def _term_vector(term: Term, holder: Holder, serving: Engine) -> np.ndarra
     return await serving.embed_image(data, holder.settings.max_image_pixels, holder.decoding)
 
 
-def _result(hit) -> SearchResult:
+def _result(hit: SearchHit) -> SearchResult:
     return SearchResult(id=hit.id, score=hit.score, path=hit.path, url=f"/images/{hit.id}", caption=hit.caption)
 
 

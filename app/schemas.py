@@ -166,8 +166,8 @@ class ComposedQueryInfo(BaseModel):
 
 
 class RerankedResult(SearchResult):
-    rerank_score: float = Field(..., description="the matcher's probability that the query's text describes "
-                                "this image; results are sorted by it")
+    rerank_score: float = Field(..., description="matcher logit + 30 x cosine (docs/decisions.md): higher is "
+                                "better, comparable among one query's results, which are sorted by it")
 
 
 class ComposedSearchResponse(SearchResponse):

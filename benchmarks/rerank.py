@@ -47,19 +47,19 @@ def measure(model: str, scenes: int, repeats: int, threads: int) -> dict:
         cache = image_tokens(encoder, preprocess_images(encoder, images)).patches.half()
         queries = [world.canonical_caption(world.sample_scene(9002, "test", i)) for i in range(repeats + 5)]
 
-        def query(i: int) -> np.ndarray:
-            _, rows = index.search(encoder.embed_texts([queries[i]]), RERANK_DEPTH)
-            return rows[0]
+        def query(i: int) -> tuple[np.ndarray, np.ndarray]:
+            found, rows = index.search(encoder.embed_texts([queries[i]]), RERANK_DEPTH)
+            return found[0], rows[0]
 
         def recomputed(i: int) -> np.ndarray:
-            rows = query(i)
+            scores, rows = query(i)
             return reranker.score([queries[i]], [1.0], [load_image(paths[row], draft_size=encoder.image_size)
-                                                        for row in rows])
+                                                        for row in rows], scores)
 
         def cached(i: int) -> np.ndarray:
-            rows = query(i)
+            scores, rows = query(i)
             text = text_tokens(encoder, [queries[i]])
-            return reranker.score_tokens(cache[rows].float(), text.states, text.mask, [1.0])
+            return reranker.score_tokens(cache[rows].float(), text.states, text.mask, [1.0], scores)
 
         result = {"query alone": latency_summary(time_calls(query, repeats, 5)),
                   "query + rerank 50, tokens recomputed": latency_summary(time_calls(recomputed, repeats, 5)),

@@ -22,7 +22,7 @@ from clipspace.fusion import labels as zero_shot
 from clipspace.fusion.features import LANGUAGES, TwinFeatures, encode_scenes, twin_features
 from clipspace.fusion.matcher import CONCAT_FILE, MATCHER_FILE, ConcatMLP, CrossAttentionMatcher, load_scorer
 from clipspace.fusion.query import combine
-from clipspace.fusion.rerank import RERANK_DEPTH
+from clipspace.fusion.rerank import RERANK_DEPTH, combined_score
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +156,8 @@ def binding_accuracy(features: TwinFeatures, scorers: dict[str, Scorer]) -> dict
 
 def rerank_recall(features: TwinFeatures, scorers: dict[str, Scorer], depth: int) -> dict[str, dict[str, float]]:
     """Text→image R@1 of every gallery image's caption, scenes and twins together: cosine over the whole
-    gallery, then each other scorer re-ranking cosine's top `depth`. An image whose caption is identical
-    to the query's counts as a hit (two scenes the caption cannot tell apart)."""
+    gallery, then each other scorer re-ranking cosine's top `depth` as the service does (`combined_score`).
+    An image whose caption is identical to the query's counts as a hit (the caption cannot tell them apart)."""
     n_images = 2 * features.n
     table: dict[str, dict[str, float]] = {name: {} for name in scorers}
     for language in LANGUAGES:
@@ -174,8 +174,8 @@ def rerank_recall(features: TwinFeatures, scorers: dict[str, Scorer], depth: int
                 if name == "cosine":
                     best = candidates[0]
                 else:
-                    scores = scorer(features, language, candidates, np.full(len(candidates), query))
-                    best = candidates[int(np.argmax(scores))]
+                    logits = scorer(features, language, candidates, np.full(len(candidates), query))
+                    best = candidates[int(np.argmax(combined_score(logits, cosine[query, candidates])))]
                 hits.append(caption_ids[best] == caption_ids[query])
             table[name][language] = float(np.mean(hits))
     return table
