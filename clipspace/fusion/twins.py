@@ -26,16 +26,21 @@ def _two_differing(scene: world.Scene, attribute: str, rng: np.random.Generator)
     return pairs[int(rng.integers(len(pairs)))] if pairs else None
 
 
-def colour_swap(scene: world.Scene, rng: np.random.Generator) -> world.Scene | None:
-    """Two objects of different colours exchange colours: the same words, bound the other way."""
-    pair = _two_differing(scene, "colour", rng)
+def _swap(scene: world.Scene, attribute: str, rng: np.random.Generator) -> world.Scene | None:
+    """Two objects that differ in `attribute` exchange it; None when no two objects differ in it."""
+    pair = _two_differing(scene, attribute, rng)
     if pair is None:
         return None
     i, j = pair
     objects = list(scene.objects)
-    objects[i], objects[j] = (replace(objects[i], colour=scene.objects[j].colour),
-                              replace(objects[j], colour=scene.objects[i].colour))
+    objects[i], objects[j] = (replace(objects[i], **{attribute: getattr(scene.objects[j], attribute)}),
+                              replace(objects[j], **{attribute: getattr(scene.objects[i], attribute)}))
     return _ordered(scene, objects)
+
+
+def colour_swap(scene: world.Scene, rng: np.random.Generator) -> world.Scene | None:
+    """Two objects of different colours exchange colours: the same words, bound the other way."""
+    return _swap(scene, "colour", rng)
 
 
 def position_swap(scene: world.Scene, rng: np.random.Generator) -> world.Scene | None:
@@ -52,14 +57,8 @@ def position_swap(scene: world.Scene, rng: np.random.Generator) -> world.Scene |
 
 
 def size_swap(scene: world.Scene, rng: np.random.Generator) -> world.Scene | None:
-    pair = _two_differing(scene, "size", rng)
-    if pair is None:
-        return None
-    i, j = pair
-    objects = list(scene.objects)
-    objects[i], objects[j] = (replace(objects[i], size=scene.objects[j].size),
-                              replace(objects[j], size=scene.objects[i].size))
-    return _ordered(scene, objects)
+    """Two objects of different sizes exchange sizes."""
+    return _swap(scene, "size", rng)
 
 
 def count_change(scene: world.Scene, rng: np.random.Generator) -> world.Scene | None:
