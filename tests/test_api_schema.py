@@ -39,6 +39,6 @@ def test_every_route_answers_as_its_schema_documents_and_never_5xx(service, tmp_
         [str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", f"{service.url}/openapi.json", "--checks", "all",
          "--max-examples", str(EXAMPLES_PER_OPERATION), "--seed", str(SEED), "--workers", "1",
          "--generation-database", "none", "--no-color", "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)  # its cache folder goes there too
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-3000:]
     assert service.process.poll() is None
