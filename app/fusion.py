@@ -20,8 +20,8 @@ from app.schemas import (
     LabelProbability,
     RerankedResult,
     SearchResult,
-    Status,
     Term,
+    error_responses,
 )
 from clipspace.errors import ImageTooLarge
 from clipspace.fusion import labels as zero_shot
@@ -30,7 +30,7 @@ from clipspace.store import SearchHit
 
 router = APIRouter(tags=["fusion"])
 
-ERRORS = {status: {"model": Status} for status in (400, 404, 413, 415, 422)}
+ERRORS = error_responses(400, 404, 413, 415, 422, 503)
 
 
 @router.post("/search", response_model=ComposedSearchResponse, responses=ERRORS)

@@ -93,6 +93,7 @@ ERROR_MEANINGS = {
     404: "no indexed image has this id, or its file is gone",
     413: "the body, or the image in pixels, is larger than the limit",
     415: "not an image, or not sent as multipart/form-data",
+    422: "the request is well-formed but cannot be answered as asked (the detail says which field or rule)",
     503: "not ready: no index loaded yet, or the model or the index cannot answer (the detail says why)",
 }
 
