@@ -28,11 +28,15 @@ WORK_FILE_ROWS = 50_000  # rows per Parquet file of work: the driver never holds
 
 
 def connect(address: str | None) -> None:
-    """Join the cluster at `address` (`auto`, `ray://host:port`), or start a local one; keep one already joined."""
+    """Join the cluster at `address` (`auto`, `ray://host:port`), or start a new local one; keep one already joined.
+
+    No address means a new cluster on this machine ("local"), never whatever `ray start` left behind: Ray's own
+    default would join the cluster named in /tmp/ray, which may be long gone.
+    """
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=False)
 
 
 class RayEmbedder:
@@ -66,10 +70,11 @@ class RayEmbedder:
                                     compute=ray.data.ActorPoolStrategy(size=self.actors), num_gpus=self.gpus)
         return _answers(embedded.iter_batches(batch_size=self.options.batch_size, batch_format="numpy"))
 
-    def write_faiss(self, folder: Path, target: str, shards: tuple, dim: int, factory: str) -> None:
+    def write_faiss(self, folder: Path, target: str, shards: tuple, dim: int, factory: str) -> dict[str, int]:
+        """Build the FAISS index in a Ray task, off the driver; answers its tuned search parameters."""
         import ray
 
-        ray.get(self._remote_faiss.remote(folder, target, shards, dim, factory))
+        return ray.get(self._remote_faiss.remote(folder, target, shards, dim, factory))
 
 
 def _write_work(work: Iterable[Work], scratch: Path) -> int:
