@@ -141,7 +141,7 @@ def _scale(result: dict[str, Any]) -> list[str]:
     if result.get("reindex"):
         r = result["reindex"]
         verdict = "ok" if r["changed_s"] <= r["changed_budget_s"] else "OVER"
-        lines += ["", f"4. Reindex in proportion to change: {r['files']:,} tiny JPEGs, embedded model, "
+        lines += ["", f"6. Reindex in proportion to change: {r['files']:,} tiny JPEGs, embedded model, "
                       f"load avg {r['load_avg'][0]}",
                   _row("first build", f"{r['first_build_s']:.2f} s ({r['embedded_per_s']:.0f} img/s embedded)"),
                   _row("no-change reindex (goal <= 30 s on 2 cores)", f"{r['no_change_s']:.2f} s"),
@@ -151,12 +151,12 @@ def _scale(result: dict[str, Any]) -> list[str]:
         sizes = " / ".join(f"{size:,}" for size in memory["sizes"])
         peaks = " / ".join(f"{peak:.0f}" for peak in memory["peak_rss_mb"])
         lines += ["" if memory["builder"] == "local" else None,
-                  f"5. Builder peak RSS ({memory['builder']}), {sizes} images: {peaks} MB, "
+                  f"7. Builder peak RSS ({memory['builder']}), {sizes} images: {peaks} MB, "
                   f"slope {memory['bytes_per_image']:.0f} B/image (load avg {memory['load_avg'][0]})"]
     if result.get("ray"):
         r = result["ray"]
         verdict = "ok" if r["overhead"] <= 0.15 else "OVER 15%"
-        lines += ["", f"6. Ray (local cluster on this machine) against the local builder, {r['files']:,} tiny JPEGs "
+        lines += ["", f"8. Ray (local cluster on this machine) against the local builder, {r['files']:,} tiny JPEGs "
                       f"(load avg {r['load_avg'][0]})",
                   _row("local / ray", f"{r['local_s']:.2f} s / {r['ray_s']:.2f} s"),
                   _row("overhead (goal <= 15%)", f"{r['overhead']:.1%} {verdict}")]
@@ -165,7 +165,7 @@ def _scale(result: dict[str, Any]) -> list[str]:
 
 
 def _ef_sweep(rows: list[dict[str, Any]], title: str, k: int) -> list[str]:
-    lines = [f"7. {title}: {rows[0]['size']:,} vectors, k={k}, one thread, raw FAISS (load avg {rows[-1]['load_avg']})",
+    lines = [f"9. {title}: {rows[0]['size']:,} vectors, k={k}, one thread, raw FAISS (load avg {rows[-1]['load_avg']})",
              f"  {'index':<12} {'efSearch':>8}  {'recall@k':>8}  {'p50 ms':>8}  {'p95 ms':>8}"]
     for row in rows:
         lines.append(f"  {row['factory']:<12} {row['efSearch'] or '-':>8}  {row['recall_at_k']:>8.4f}  "
@@ -176,7 +176,7 @@ def _ef_sweep(rows: list[dict[str, Any]], title: str, k: int) -> list[str]:
 def _ann(ann: dict[str, Any], k: int) -> list[str]:
     built = f"built in {ann['build_seconds']} s" if ann["build_seconds"] is not None else "from the cache"
     version, exact = ann["version_search"], ann["exact_search"]
-    return [f"8. The index auto picks at {ann['size']:,} clustered vectors of dim {ann['dim']}: {ann['factory']} "
+    return [f"10. The index auto picks at {ann['size']:,} clustered vectors of dim {ann['dim']}: {ann['factory']} "
             f"({built}), search params {ann['search_params']}, load avg {ann['load_avg']}",
             _row(f"recall@{k} (IndexVersion.search against brute force)", f"{ann['recall_at_k']:.4f}"),
             _row("IndexVersion.search, one thread, fresh process",

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.latency import REPO_ROOT
+from app.launcher import REPO_ROOT
 from benchmarks.machine import load_average
 from benchmarks.report import progress
 from clipspace.encoder import DualEncoder

@@ -24,8 +24,9 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from app.launcher import launched
 from benchmarks.corpus import existing_corpus, generate_corpus
-from benchmarks.latency import running_service
+from benchmarks.latency import READY_TIMEOUT_S
 from benchmarks.machine import load_average
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.images import load_image
@@ -93,7 +94,9 @@ def grid_transfer(images: Path, index: Path, k: int) -> dict[str, float]:
     """Bytes and seconds of one grid of k results over HTTP: the JSON answer, then every thumbnail (cold, warm)."""
     build_index(BuildOptions(images=images, index=index, progress=False),
                 load_encoder(ModelSpec(str(TINY_MODEL), "none", "fp32")))
-    with running_service(index, {}) as base_url, httpx.Client(base_url=base_url, timeout=120) as client:
+    with launched({"CLIPSPACE_INDEX_DIR": str(index)}, index.parent / "uvicorn.log") as service, \
+            httpx.Client(base_url=service.url, timeout=120) as client:
+        service.wait_for("/readyz", READY_TIMEOUT_S)
         answer = client.post("/search/text", json={"text": "a photo", "k": k})
         hits = answer.json()["results"]
         timings, sizes = {}, []
