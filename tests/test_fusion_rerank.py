@@ -15,6 +15,7 @@ from clipspace.fusion.matcher import CONCAT_FILE, MATCHER_FILE, load_scorer
 from clipspace.fusion.train import MatcherOptions, train_matchers
 from clipspace.fusion.twins import colour_swap
 from tests.conftest import TINY_ARCH, build, running_service
+from tests.test_metrics import scrape, value
 
 TINY_MATCHER = {"scenes": 24, "val_scenes": 8, "steps": 4, "mlp_steps": 4, "batch_size": 8, "width": 32,
                 "heads": 2, "layers": 1, "warmup_steps": 2}
@@ -84,6 +85,14 @@ def test_reranked_results_keep_score_add_rerank_score_and_are_sorted_by_it(tiny_
     assert len(results) == 5
     assert all(set(r) == {"id", "score", "path", "url", "caption", "rerank_score"} for r in results)
     assert [r["rerank_score"] for r in results] == sorted((r["rerank_score"] for r in results), reverse=True)
+
+
+def test_a_reranked_query_is_timed_as_the_rerank_stage(tiny_with_matcher):
+    count = "clipspace_stage_duration_seconds_count"
+    before = scrape(tiny_with_matcher)
+    assert search(tiny_with_matcher, {"text": "a red circle on the left"}, rerank=True, k=5).status_code == 200
+    after = scrape(tiny_with_matcher)
+    assert value(after, count, stage="rerank") - value(before, count, stage="rerank") == 1
 
 
 def test_rerank_off_answers_dual_encoder_results_without_rerank_score(tiny_with_matcher):
