@@ -351,8 +351,11 @@ class IndexVersion:
                                                     faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
                            for target in TARGETS if (self.path / f"{target}.faiss").exists()}
             self._search_params = {target: self._recorded_search_params(target) for target in self._faiss}
-            self._stored_vectors = {target: self._vectors(target) for target, params in self._search_params.items()
-                                    if "k_factor" in params}
+            # One memory-mapped view per target for the version's life: "more like this" and the exact re-rank
+            # read rows from it on every query, and must not reopen the shards each time.
+            self._vectors = {"image": ShardedVectors(self.path, self.manifest.image_shards, self.dim),
+                             "text": ShardedVectors(self.path, self.manifest.caption_shards, self.dim)}
+            self._reranked = {target for target, params in self._search_params.items() if "k_factor" in params}
             self._db = sqlite3.connect(f"file:{self.path / 'meta.sqlite'}?mode=ro", uri=True,
                                        check_same_thread=False)
             rows = self._db.execute("SELECT count(*) FROM items").fetchone()[0]
@@ -387,8 +390,8 @@ class IndexVersion:
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         k_factor = self._search_params[target].get("k_factor", 1)
         scores, rows = index.search(query, min(k * k_factor, index.ntotal))
-        if target in self._stored_vectors:
-            rows, scores = self._rerank(self._stored_vectors[target], query[0], rows[0], k)
+        if target in self._reranked:
+            rows, scores = self._rerank(self._vectors[target], query[0], rows[0], k)
         else:
             rows, scores = rows[0], scores[0]
         found = [(int(row), min(float(score), 1.0)) for row, score in zip(rows, scores, strict=True) if row >= 0]
@@ -415,10 +418,10 @@ class IndexVersion:
 
     def image_vectors(self) -> ShardedVectors:
         """Every image vector in row order, memory-mapped from the shards."""
-        return ShardedVectors(self.path, self.manifest.image_shards, self.dim)
+        return self._vectors["image"]
 
     def caption_vectors(self) -> ShardedVectors:
-        return ShardedVectors(self.path, self.manifest.caption_shards, self.dim)
+        return self._vectors["text"]
 
     def index_type(self, target: str = "image") -> str | None:
         return type(self._faiss[target]).__name__ if target in self._faiss else None
@@ -437,9 +440,6 @@ class IndexVersion:
             if name != "k_factor":
                 space.set_index_parameter(index, name, value)
         return params
-
-    def _vectors(self, target: str) -> np.ndarray:
-        return self.image_vectors() if target == "image" else self.caption_vectors()
 
     @staticmethod
     def _rerank(vectors: np.ndarray, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
