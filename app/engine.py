@@ -28,9 +28,11 @@ from clipspace.errors import (
     ModelUnavailable,
     RerankUnavailable,
 )
-from clipspace.fusion.rerank import RERANK_DEPTH, find_reranker
+from clipspace.fusion import labels as zero_shot
+from clipspace.fusion.rerank import RERANK_DEPTH, find_reranker, model_folder
 from clipspace.images import load_image
 from clipspace.manifest import ModelIdentity
+from clipspace.openmp import serial_torch_here
 from clipspace.settings import Settings
 from clipspace.store import IndexVersion, SearchHit, current_version_name
 
@@ -49,6 +51,7 @@ class EncoderSlot:
                                    max_batch, name="image")
         self.executor = executor
         self.reranker, self.rerank_detail = find_reranker(encoder)
+        self.templates = zero_shot.model_templates(model_folder(encoder))
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,14 @@ class Engine:
         very vector stored for it. `decoding` bounds how many uploads are decoded (and held) at once.
         """
         encoder = self.slot.encoder
+
+        def decode() -> torch.Tensor:
+            serial_torch_here()  # a second OpenMP team would slow every forward pass (clipspace.openmp)
+            return encoder.preprocess(load_image(data, max_pixels=max_pixels, draft_size=encoder.image_size))
+
         async with decoding:
             with metrics.timed("decode"):
-                pixels = await run_in_threadpool(lambda: encoder.preprocess(
-                    load_image(data, max_pixels=max_pixels, draft_size=encoder.image_size)))
+                pixels = await run_in_threadpool(decode)
         return await _model_answer(self.slot.pixels.embed(pixels))
 
     async def search(self, vector: np.ndarray, k: int, target: str) -> list[SearchHit]:
@@ -140,24 +147,37 @@ class Engine:
     async def rerank(self, texts: list[tuple[str, float]], hits: list[SearchHit]) -> list[tuple[SearchHit, float]]:
         """Re-score candidates on the model thread (never beside another forward pass); best first.
 
-        A candidate whose file is gone cannot be read by the matcher and is left out, as /images would 404.
+        The patch tokens come from the index version when it keeps them for this matcher; otherwise each
+        candidate is decoded and embedded again, and one whose file is gone is left out, as /images would 404.
         """
+        reranker = self.slot.reranker
+        words, weights = [text for text, _ in texts], [weight for _, weight in texts]
+
         def score() -> list[tuple[SearchHit, float]]:
-            found, images = [], []
-            for hit in hits:
-                try:
-                    path = self.image_file(hit.id)
-                    images.append(load_image(path, draft_size=self.slot.encoder.image_size))
-                except ClipspaceError as error:
-                    log.warning("re-ranking skips image %d: %s", hit.id, error)
-                    continue
-                found.append(hit)
-            scores = self.slot.reranker.score([text for text, _ in texts], [w for _, w in texts], images,
-                                              np.array([hit.score for hit in found]))
+            cached = (self.version.patch_tokens([hit.id for hit in hits])
+                      if self.version.token_shape == reranker.token_shape else {})
+            if cached:
+                found = [hit for hit in hits if hit.id in cached]
+                scores = reranker.score_patches(words, weights, np.stack([cached[hit.id] for hit in found]),
+                                                np.array([hit.score for hit in found]))
+            else:
+                found, images = self._candidate_images(hits)
+                scores = reranker.score(words, weights, images, np.array([hit.score for hit in found]))
             return sorted(zip(found, scores.tolist(), strict=True), key=lambda pair: -pair[1])
 
         with metrics.timed("rerank"):
             return await asyncio.get_running_loop().run_in_executor(self.slot.executor, score)
+
+    def _candidate_images(self, hits: list[SearchHit]) -> tuple[list[SearchHit], list]:
+        found, images = [], []
+        for hit in hits:
+            try:
+                images.append(load_image(self.image_file(hit.id), draft_size=self.slot.encoder.image_size))
+            except ClipspaceError as error:
+                log.warning("re-ranking skips image %d: %s", hit.id, error)
+                continue
+            found.append(hit)
+        return found, images
 
 
 class EngineHolder:
@@ -224,7 +244,9 @@ class EngineHolder:
             model=self.settings.model or wanted.model, pretrained=self.settings.pretrained or wanted.pretrained,
             precision=wanted.precision, device=self.settings.device, seed=wanted.seed or 0))
         reuse = self._slot is not None and self._slot.encoder.spec == spec
-        encoder = self._slot.encoder if reuse else _load_encoder(spec, self.settings.threads)
+        # Loaded on the model thread, where it will run: torch's work stays on one OpenMP team (clipspace.openmp).
+        encoder = self._slot.encoder if reuse else self._executor.submit(
+            _load_encoder, spec, self.settings.threads).result()
         _check_same_model(encoder, wanted)
         if not reuse:
             self._slot = EncoderSlot(encoder, self._executor, self.settings.max_batch)

@@ -48,7 +48,7 @@ class ModelIdentity(BaseModel):
 
 
 class Shard(BaseModel):
-    """One file of vectors: `rows` float32 rows of the version's dim, in row order after the shards before it."""
+    """One file of rows (vectors or patch tokens), in row order after the shards before it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -78,6 +78,10 @@ class Manifest(BaseModel):
     checksums: dict[str, str]
     image_shards: tuple[Shard, ...]
     caption_shards: tuple[Shard, ...]
+    # The image tower's patch tokens (tokens, width) of every image, float16, in image row order: written when the
+    # model has a cross-attention matcher, so re-ranking reads them instead of decoding and embedding candidates.
+    token_shape: tuple[int, int] | None = None
+    token_shards: tuple[Shard, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"

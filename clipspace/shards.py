@@ -1,6 +1,7 @@
 """Vectors on disk as shards: written a batch at a time, read memory-mapped, carried to the next version by hard link.
 
-A shard is a raw file of little-endian float32 rows (its row count is in the manifest), so a writer can append to
+A shard is a raw file of little-endian rows (float32 vectors; float16 patch tokens, flattened), its row count in the
+manifest, so a writer can append to
 it batch by batch without knowing its final length, and a reader maps it without loading it. A shard of the
 previous version whose rows the new version keeps unchanged, in the same place, is hard-linked instead of copied:
 a reindex that adds files rewrites only the last shard.
@@ -17,17 +18,19 @@ import numpy as np
 from clipspace.manifest import Shard
 
 SHARD_ROWS = 65_536  # 32 MiB at dim 128, 128 MiB at dim 512: few files at 100M images, cheap to rewrite one
-SHARD_SUFFIX = ".f32"
+FLOAT32, FLOAT16 = np.dtype("<f4"), np.dtype("<f2")
+SUFFIXES = {FLOAT32: ".f32", FLOAT16: ".f16"}
 COPY_CHUNK_ROWS = 8_192  # rows gathered from the previous version at a time: bounds the writer's memory
 
 
 class ShardedVectors:
-    """A version's shards seen as one read-only (rows, dim) float32 array, memory-mapped."""
+    """A version's shards seen as one read-only (rows, dim) array, memory-mapped (float32 unless told)."""
 
-    def __init__(self, folder: Path, shards: Sequence[Shard], dim: int) -> None:
+    def __init__(self, folder: Path, shards: Sequence[Shard], dim: int, dtype: np.dtype = FLOAT32) -> None:
         self.folder = Path(folder)
         self.shards = tuple(shards)
         self.dim = dim
+        self.dtype = np.dtype(dtype)
         self.starts = np.cumsum([0, *(shard.rows for shard in self.shards)])
         self._maps: dict[int, np.ndarray] = {}
 
@@ -51,7 +54,7 @@ class ShardedVectors:
 
     def gather(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
         positions = np.asarray(positions, dtype=np.int64)
-        out = np.empty((len(positions), self.dim), np.float32)
+        out = np.empty((len(positions), self.dim), self.dtype.newbyteorder("="))
         if len(positions) and (positions.min() < 0 or positions.max() >= len(self)):
             raise IndexError(f"row out of range 0..{len(self) - 1}")
         shard_of = np.searchsorted(self.starts, positions, side="right") - 1
@@ -66,11 +69,11 @@ class ShardedVectors:
             shard = self.shards[number]
             path = self.folder / shard.file
             if shard.rows == 0:
-                self._maps[number] = np.zeros((0, self.dim), np.float32)
+                self._maps[number] = np.zeros((0, self.dim), self.dtype)
             elif path.suffix == ".npy":
                 self._maps[number] = np.load(path, mmap_mode="r")
             else:
-                self._maps[number] = np.memmap(path, dtype="<f4", mode="r", shape=(shard.rows, self.dim))
+                self._maps[number] = np.memmap(path, dtype=self.dtype, mode="r", shape=(shard.rows, self.dim))
         return self._maps[number]
 
     def chunks(self, rows: int = COPY_CHUNK_ROWS) -> Iterator[np.ndarray]:
@@ -78,7 +81,7 @@ class ShardedVectors:
         for number in range(len(self.shards)):
             mapped = self.shard(number)
             for start in range(0, len(mapped), rows):
-                yield np.asarray(mapped[start:start + rows], dtype=np.float32)
+                yield np.asarray(mapped[start:start + rows], dtype=self.dtype.newbyteorder("="))
 
 
 class ShardWriter:
@@ -90,10 +93,11 @@ class ShardWriter:
     """
 
     def __init__(self, folder: Path, prefix: str, dim: int, previous: ShardedVectors | None,
-                 shard_rows: int = SHARD_ROWS) -> None:
+                 shard_rows: int = SHARD_ROWS, dtype: np.dtype = FLOAT32) -> None:
         self.folder = Path(folder)
         self.prefix = prefix
         self.dim = dim
+        self.dtype = np.dtype(dtype)
         self.previous = previous
         self.shard_rows = shard_rows
         self.shards: list[Shard] = []
@@ -106,7 +110,7 @@ class ShardWriter:
 
     def add(self, vectors: np.ndarray) -> None:
         self._end_run()
-        self._append(np.asarray(vectors, dtype="<f4").reshape(-1, self.dim))
+        self._append(np.asarray(vectors, dtype=self.dtype).reshape(-1, self.dim))
 
     def add_previous(self, position: int) -> None:
         if self._run_length and position == self._run_start + self._run_length:
@@ -154,12 +158,12 @@ class ShardWriter:
     def _append(self, vectors: np.ndarray) -> None:
         while len(vectors):
             if self._file is None:
-                name = f"{self.prefix}-{len(self.shards):05d}{SHARD_SUFFIX}"
+                name = f"{self.prefix}-{len(self.shards):05d}{SUFFIXES[self.dtype]}"
                 self._file = open(self.folder / name, "wb")  # noqa: SIM115 -- stays open across batches
                 self._name = name
             room = self.shard_rows - self._open_rows
             head, vectors = vectors[:room], vectors[room:]
-            self._file.write(np.ascontiguousarray(head, dtype="<f4").tobytes())
+            self._file.write(np.ascontiguousarray(head, dtype=self.dtype).tobytes())
             self._open_rows += len(head)
             self.rows += len(head)
             if self._open_rows == self.shard_rows:

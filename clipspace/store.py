@@ -1,9 +1,9 @@
 """Index versions on disk: write one beside the old, publish it atomically, open it, search it.
 
 INDEX_DIR/current holds the name of the serving version; versions/NNNN/ holds manifest.json (clipspace.manifest),
-the vector shards (clipspace.shards), image.faiss, text.faiss (when captions exist) and meta.sqlite. A version is
-written under a staging name, verified, renamed into place, and only then named in `current` (an atomic rename),
-so a crash at any moment leaves the previous version serving.
+the vector shards (clipspace.shards), for a model with a matcher its patch-token shards, image.faiss, text.faiss
+(when captions exist) and meta.sqlite. A version is written under a staging name, verified, renamed into place, and
+only then named in `current` (an atomic rename), so a crash at any moment leaves the previous version serving.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 from clipspace import __version__
 from clipspace.errors import IndexBusy, IndexCorrupt, IndexNotReady, IndexWriteFailed, InvalidBuildOptions
 from clipspace.manifest import Manifest, ModelIdentity, Shard
-from clipspace.shards import SHARD_ROWS, ShardedVectors, ShardWriter
+from clipspace.shards import FLOAT16, SHARD_ROWS, ShardedVectors, ShardWriter
 
 log = logging.getLogger(__name__)
 
@@ -166,15 +166,20 @@ class VersionWriter:
     Items arrive in row order, each with its image vector and, when it has a caption, its caption vector. A vector
     is either a fresh array or the row (an int) of the same vector in `previous`, which is then linked or copied
     without being embedded again. Memory holds one batch of records and one chunk of vectors, whatever the corpus.
+    With `token_shape`, every image also brings its patch tokens (or, when its vector is a previous row, the
+    previous version's tokens of that row are kept): `previous` must then hold tokens of that shape.
     """
 
     RECORDS_PER_INSERT = 4096
 
     def __init__(self, index_dir: Path, dim: int, previous: IndexVersion | None = None,
-                 shard_rows: int = SHARD_ROWS) -> None:
+                 shard_rows: int = SHARD_ROWS, token_shape: tuple[int, int] | None = None) -> None:
         self.index_dir = Path(index_dir)
         self.dim = dim
         self.previous = previous
+        self.token_shape = tuple(token_shape) if token_shape else None
+        if self.token_shape and previous is not None and previous.token_shape != self.token_shape:
+            raise ValueError(f"the previous version holds patch tokens {previous.token_shape}, not {self.token_shape}")
         self.staging = self.index_dir / VERSIONS / f"{STAGING_PREFIX}{os.getpid()}-{time.time_ns()}"
         with writing(self.index_dir):
             self.staging.mkdir(parents=True)
@@ -183,6 +188,9 @@ class VersionWriter:
                                   previous.image_vectors() if previous else None, shard_rows)
         self.captions = ShardWriter(self.staging, f"caption-{stamp}", dim,
                                     previous.caption_vectors() if previous else None, shard_rows)
+        self.tokens = ShardWriter(self.staging, f"tokens-{stamp}", math.prod(self.token_shape),
+                                  previous.token_rows() if previous else None, shard_rows,
+                                  FLOAT16) if self.token_shape else None
         with writing(self.index_dir):
             self._db = sqlite3.connect(self.staging / "meta.sqlite")
             self._db.execute(_CREATE_ITEMS)
@@ -191,12 +199,19 @@ class VersionWriter:
         self.caption_count = 0
         self.next_id = 0
 
-    def add(self, item: ItemRecord, image: np.ndarray | int, caption: np.ndarray | int | None = None) -> None:
-        """Append one item; `image` / `caption` are a vector, or the row of that vector in the previous version."""
+    def add(self, item: ItemRecord, image: np.ndarray | int, caption: np.ndarray | int | None = None,
+            tokens: np.ndarray | None = None) -> None:
+        """Append one item; `image` / `caption` are a vector, or the row of that vector in the previous version;
+        `tokens` are the fresh image's patch tokens when the version keeps them."""
         with writing(self.index_dir):
-            self._add(item, image, caption)
+            self._add(item, image, caption, tokens)
 
-    def _add(self, item: ItemRecord, image: np.ndarray | int, caption: np.ndarray | int | None) -> None:
+    def _add(self, item: ItemRecord, image: np.ndarray | int, caption: np.ndarray | int | None,
+             tokens: np.ndarray | None) -> None:
+        if self.tokens is not None:
+            if not isinstance(image, int | np.integer) and tokens is None:
+                raise ValueError(f"{item.path} has a fresh vector but no patch tokens")
+            _add_vector(self.tokens, image if isinstance(image, int | np.integer) else tokens.reshape(-1))
         caption_row = None
         if item.caption is not None:
             if caption is None:
@@ -222,6 +237,7 @@ class VersionWriter:
         self._db.commit()
         self._db.close()
         image_shards, caption_shards = tuple(self.images.close()), tuple(self.captions.close())
+        token_shards = tuple(self.tokens.close()) if self.tokens else ()
         linked = self._link_unchanged_indexes(image_shards, caption_shards, factory)
         search_params = {target: params for target, params in self.previous.manifest.search_params.items()
                          if f"{target}.faiss" in linked} if self.previous else {}
@@ -230,7 +246,8 @@ class VersionWriter:
         if caption_shards and "text.faiss" not in linked:
             search_params["text"] = build(self.staging, "text", caption_shards, self.dim,
                                           choose_factory("auto", self.caption_count, self.dim))
-        reused = {shard.file for shard in (*self.images.linked, *self.captions.linked)} | linked
+        reused = {shard.file for writer in (self.images, self.captions, self.tokens) if writer
+                  for shard in writer.linked} | linked
         known = self.previous.manifest.checksums if self.previous else {}
         manifest = Manifest(
             model=model, dim=self.dim, count=self.count, caption_count=self.caption_count,
@@ -238,6 +255,7 @@ class VersionWriter:
             corpus_root=str(Path(corpus_root).resolve()),
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), builder_version=__version__,
             build_report=report, image_shards=image_shards, caption_shards=caption_shards,
+            token_shape=self.token_shape, token_shards=token_shards,
             checksums={path.name: known[path.name] if path.name in reused else _sha256_file(path)
                        for path in sorted(self.staging.iterdir())})
         (self.staging / "manifest.json").write_text(manifest.to_json())
@@ -250,8 +268,9 @@ class VersionWriter:
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         with contextlib.suppress(OSError):
-            self.images.close()
-            self.captions.close()
+            for writer in (self.images, self.captions, self.tokens):
+                if writer:
+                    writer.close()
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def _flush(self) -> None:
@@ -355,6 +374,9 @@ class IndexVersion:
             # read rows from it on every query, and must not reopen the shards each time.
             self._vectors = {"image": ShardedVectors(self.path, self.manifest.image_shards, self.dim),
                              "text": ShardedVectors(self.path, self.manifest.caption_shards, self.dim)}
+            self.token_shape = self.manifest.token_shape
+            self._tokens = ShardedVectors(self.path, self.manifest.token_shards, math.prod(self.token_shape),
+                                          FLOAT16) if self.token_shape else None
             self._reranked = {target for target, params in self._search_params.items() if "k_factor" in params}
             self._db = sqlite3.connect(f"file:{self.path / 'meta.sqlite'}?mode=ro", uri=True,
                                        check_same_thread=False)
@@ -364,6 +386,9 @@ class IndexVersion:
         image = self._faiss.get("image")
         if sum(shard.rows for shard in self.manifest.image_shards) != self.count:
             raise IndexCorrupt(f"{self.path}: the vector shards do not hold the {self.count} rows the manifest "
+                               "announces")
+        if self._tokens is not None and len(self._tokens) != self.count:
+            raise IndexCorrupt(f"{self.path}: the patch-token shards do not hold the {self.count} rows the manifest "
                                "announces")
         if image is None or image.ntotal != self.count or image.d != self.dim or rows != self.count:
             raise IndexCorrupt(f"{self.path}: image.faiss and meta.sqlite do not hold the {self.count} "
@@ -422,6 +447,22 @@ class IndexVersion:
 
     def caption_vectors(self) -> ShardedVectors:
         return self._vectors["text"]
+
+    def token_rows(self) -> ShardedVectors | None:
+        """Every image's patch tokens, flattened, in row order (None when this version keeps none)."""
+        return self._tokens
+
+    def patch_tokens(self, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored patch tokens (tokens, width) float16 of the given items, by id; {} without tokens."""
+        if self._tokens is None or not item_ids:
+            return {}
+        marks = ",".join("?" * len(item_ids))
+        with self._reading():
+            found = self._db.execute(f"SELECT id, row FROM items WHERE id IN ({marks})", list(item_ids)).fetchall()
+        if not found:
+            return {}
+        rows = self._tokens[np.array([row for _, row in found])].reshape(len(found), *self.token_shape)
+        return {item_id: tokens for (item_id, _), tokens in zip(found, rows, strict=True)}
 
     def index_type(self, target: str = "image") -> str | None:
         return type(self._faiss[target]).__name__ if target in self._faiss else None

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from clipspace.encoder import DualEncoder
 from clipspace.errors import ClipspaceError, IndexNotReady, InvalidBuildOptions
+from clipspace.fusion.rerank import find_reranker
 from clipspace.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from clipspace.store import (
     IndexVersion,
@@ -58,6 +59,7 @@ class BuildOptions:
     max_file_bytes: int = 256 * 1024 * 1024
     progress: bool = True
     verify: bool = False  # re-hash every file instead of trusting path + size + mtime
+    patch_tokens: bool = True  # keep the image tower's patch tokens when the model has a re-ranker (matcher)
 
     def limits(self, encoder: DualEncoder) -> FileLimits:
         return FileLimits(self.max_file_bytes, self.max_pixels, encoder.image_size if self.jpeg_draft else None)
@@ -98,9 +100,11 @@ class BuildReport:
 
 
 class Embedder(Protocol):
-    """Reads the files of `work` (in order) and answers each as a vector to reuse, a fresh vector, or a skip."""
+    """Reads the files of `work` (in order) and answers each as a vector to reuse, a fresh vector, or a skip;
+    with a `token_shape`, a fresh vector comes with its patch tokens."""
 
-    def process(self, work: Iterable[Work], movable: dict[str, Movable], scratch: Path) -> Iterator[Processed]: ...
+    def process(self, work: Iterable[Work], movable: dict[str, Movable], scratch: Path,
+                token_shape: tuple[int, int] | None = None) -> Iterator[Processed]: ...
 
     def write_faiss(self, folder: Path, target: str, shards: tuple, dim: int, factory: str) -> dict[str, int]: ...
 
@@ -126,10 +130,12 @@ def build_index(options: BuildOptions, encoder: DualEncoder, embedder: Embedder 
     check_options(options)
     check_factory(options.index_type, encoder.dim)
     embedder = embedder or LocalEmbedder(encoder, options)
+    token_shape = _token_shape(options, encoder)
     with build_lock(options.index):
         report = BuildReport()
-        previous, vectors_valid, report.full_reembed_reason = _previous_version(options.index, encoder)
-        writer = VersionWriter(options.index, encoder.dim, previous if vectors_valid else None)
+        previous, vectors_valid, report.full_reembed_reason = _previous_version(options.index, encoder, token_shape)
+        writer = VersionWriter(options.index, encoder.dim, previous if vectors_valid else None,
+                               token_shape=token_shape)
         plan = Plan(writer.staging / ".plan.sqlite", previous.path / "meta.sqlite" if previous else None)
         try:
             _build(options, encoder, embedder, previous, vectors_valid, writer, plan, report)
@@ -170,7 +176,8 @@ def _build(options: BuildOptions, encoder: DualEncoder, embedder: Embedder, prev
 
     work = (Work(row.seq, row.path, row.sha256 if vectors_valid else None) for row in plan.rows()
             if row.rejected is None and not unchanged_on_disk(row))
-    processed = embedder.process(work, plan.movable() if vectors_valid else {}, writer.staging / SCRATCH)
+    processed = embedder.process(work, plan.movable() if vectors_valid else {}, writer.staging / SCRATCH,
+                                 writer.token_shape)
     items = _PendingItems(writer, encoder, report)
     new_ids = iter(range(previous.next_id if previous else 0, 1 << 62))
     with tqdm(total=listed, unit="img", desc="indexing", disable=not options.progress) as bar:
@@ -220,7 +227,7 @@ def _add_processed(found: Processed, row: PlanRow, item_id: int, caption: str | 
         report.added += 1
     else:
         report.updated += 1
-    items.add(record, found.vector, row, vectors_valid)
+    items.add(record, found.vector, row, vectors_valid, found.tokens)
 
 
 class _PendingItems:
@@ -230,10 +237,11 @@ class _PendingItems:
         self.writer = writer
         self.encoder = encoder
         self.report = report
-        self.items: list[tuple[ItemRecord, np.ndarray | int, np.ndarray | int | str | None]] = []
+        self.items: list[tuple[ItemRecord, np.ndarray | int, np.ndarray | int | str | None, np.ndarray | None]] = []
         self.texts = 0
 
-    def add(self, record: ItemRecord, image: np.ndarray | int, before: PlanRow | None, vectors_valid: bool) -> None:
+    def add(self, record: ItemRecord, image: np.ndarray | int, before: PlanRow | None, vectors_valid: bool,
+            tokens: np.ndarray | None = None) -> None:
         """`before` is the path's previous item: its caption vector is reused when the text did not change."""
         caption: np.ndarray | int | str | None = None
         if record.caption is not None:
@@ -244,22 +252,41 @@ class _PendingItems:
             else:
                 caption = record.caption
                 self.texts += 1
-        self.items.append((record, image, caption))
+        self.items.append((record, image, caption, tokens))
         if self.texts >= CAPTION_BATCH or len(self.items) >= PENDING_ITEMS:
             self.flush()
 
     def flush(self) -> None:
-        texts = [caption for _, _, caption in self.items if isinstance(caption, str)]
+        texts = [caption for _, _, caption, _ in self.items if isinstance(caption, str)]
         vectors = iter(self.encoder.embed_texts(texts)) if texts else iter(())
         self.report.captions_embedded += len(texts)
-        for record, image, caption in self.items:
-            self.writer.add(record, image, next(vectors) if isinstance(caption, str) else caption)
+        for record, image, caption, tokens in self.items:
+            self.writer.add(record, image, next(vectors) if isinstance(caption, str) else caption, tokens)
         self.items.clear()
         self.texts = 0
 
 
-def _previous_version(index_dir: Path, encoder: DualEncoder) -> tuple[IndexVersion | None, bool, str | None]:
-    """The serving version (for stable ids) and whether its vectors are valid for this model (for reuse)."""
+def _token_shape(options: BuildOptions, encoder: DualEncoder) -> tuple[int, int] | None:
+    """The patch tokens this build keeps: those the model's re-ranker reads, when it has one (and they are wanted).
+
+    Cached in the version, they let a re-ranked query skip decoding and embedding its 50 candidates
+    (docs/decisions.md: ~76 ms recomputed, ~16 ms cached, for 7,104 bytes per image with the embedded model).
+    """
+    if not options.patch_tokens:
+        return None
+    reranker, _ = find_reranker(encoder)
+    if reranker is None:
+        return None
+    shape = reranker.token_shape
+    log.info("keeping the patch tokens of every image for re-ranking: %d x %d, %s bytes per image", *shape,
+             f"{2 * shape[0] * shape[1]:,}")
+    return shape
+
+
+def _previous_version(index_dir: Path, encoder: DualEncoder,
+                      token_shape: tuple[int, int] | None = None) -> tuple[IndexVersion | None, bool, str | None]:
+    """The serving version (for stable ids) and whether its vectors are valid for this model (for reuse): a build
+    that keeps patch tokens reuses only a version that kept the same ones."""
     try:
         version = open_current(index_dir)
     except IndexNotReady:
@@ -271,5 +298,8 @@ def _previous_version(index_dir: Path, encoder: DualEncoder) -> tuple[IndexVersi
     if changed:
         return version, False, (f"model changed ({', '.join(changed)}: {before.model} -> {now.model}): "
                                 "every image is embedded again")
+    if token_shape is not None and version.token_shape != token_shape:
+        return version, False, ("the previous version keeps no patch tokens for this model's re-ranker: every image "
+                                "is embedded again to keep them")
     return version, True, None
 

@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     parser.add_argument("--verify", action="store_true",
                         help="read and hash every file, even those whose path, size and mtime are unchanged "
                              "(after restoring a backup that kept mtimes, or editing tools that preserve them)")
+    parser.add_argument("--no-patch-tokens", action="store_true",
+                        help="do not keep the image tower's patch tokens for re-ranking (kept by default when the "
+                             "model has a matcher; without them a re-ranked query embeds its candidates again)")
     return parser.parse_args(argv)
 
 
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     options = BuildOptions(images=args.images, index=args.index, batch_size=args.batch_size,
                            workers=args.workers, index_type=args.index_type, max_pixels=args.max_pixels,
                            jpeg_draft=not args.no_jpeg_draft, keep_versions=args.keep_versions,
-                           max_file_bytes=args.max_file_bytes, progress=not args.quiet, verify=args.verify)
+                           max_file_bytes=args.max_file_bytes, progress=not args.quiet, verify=args.verify,
+                           patch_tokens=not args.no_patch_tokens)
     try:
         check_options(options)
         encoder = load_encoder(spec, threads=args.threads)

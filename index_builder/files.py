@@ -63,6 +63,7 @@ class Processed:
     height: int = 0
     pixels: np.ndarray | None = None
     vector: np.ndarray | None = None
+    tokens: np.ndarray | None = None  # the image tower's patch tokens (float16), when the version keeps them
     unchanged: bool = False  # the same bytes as before at this path: keep the path's vector
     reuse_row: int | None = None  # the vector of a moved file: its row in the previous version
     rejected: str | None = None

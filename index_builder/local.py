@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 from clipspace.encoder import DualEncoder
+from clipspace.fusion.tokens import image_tokens
+from clipspace.openmp import serial_torch_here
 from clipspace.store import write_faiss
 from index_builder.build import BuildOptions
 from index_builder.files import Movable, Processed, Work, read_file
@@ -24,14 +26,17 @@ class LocalEmbedder:
         self.options = options
         self.write_faiss = write_faiss
 
-    def process(self, work: Iterable[Work], movable: dict[str, Movable], scratch: Path) -> Iterator[Processed]:
+    def process(self, work: Iterable[Work], movable: dict[str, Movable], scratch: Path,
+                token_shape: tuple[int, int] | None = None) -> Iterator[Processed]:
         """Answers in the order of `work`; at most a few batches are read ahead, whatever the corpus."""
-        return embed_in_batches(self._read(work, movable), self.encoder, self.options.batch_size)
+        return embed_in_batches(self._read(work, movable), self.encoder, self.options.batch_size,
+                                token_shape is not None)
 
     def _read(self, work: Iterable[Work], movable: dict[str, Movable]) -> Iterator[Processed]:
         limits, preprocess, root = self.options.limits(self.encoder), self.encoder.preprocess, self.options.images
         ahead: deque[Future[Processed]] = deque()
-        pool = ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="decode")
+        pool = ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="decode",
+                                  initializer=serial_torch_here)  # one OpenMP team: the model's (clipspace.openmp)
         try:
             for entry in work:
                 ahead.append(pool.submit(read_file, root, entry, movable, limits, preprocess))
@@ -43,23 +48,34 @@ class LocalEmbedder:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def embed_in_batches(read: Iterable[Processed], encoder: DualEncoder, batch_size: int) -> Iterator[Processed]:
-    """Embed the pixels of `batch_size` files at a time, answering every file (reused and skipped ride along)."""
+def embed_in_batches(read: Iterable[Processed], encoder: DualEncoder, batch_size: int,
+                     tokens: bool = False) -> Iterator[Processed]:
+    """Embed the pixels of `batch_size` files at a time, answering every file (reused and skipped ride along);
+    with `tokens`, each embedded file also keeps its patch tokens for the re-ranker."""
     batch: list[Processed] = []
     pending = 0
     for found in read:
         batch.append(found)
         pending += found.pixels is not None
         if pending == batch_size or (pending == 0 and len(batch) >= batch_size):
-            yield from _embedded(batch, encoder)
+            yield from _embedded(batch, encoder, tokens)
             batch, pending = [], 0
-    yield from _embedded(batch, encoder)
+    yield from _embedded(batch, encoder, tokens)
 
 
-def _embedded(batch: list[Processed], encoder: DualEncoder) -> list[Processed]:
+def _embedded(batch: list[Processed], encoder: DualEncoder, tokens: bool) -> list[Processed]:
     with_pixels = [found for found in batch if found.pixels is not None]
     if with_pixels:
-        vectors = encoder.embed_pixels(torch.from_numpy(np.stack([found.pixels for found in with_pixels])))
-        for found, vector in zip(with_pixels, vectors, strict=True):
-            found.vector, found.pixels = vector, None
+        vectors, patches = embed_pixels(encoder, np.stack([found.pixels for found in with_pixels]), tokens)
+        for index, found in enumerate(with_pixels):
+            found.vector, found.pixels = vectors[index], None
+            found.tokens = None if patches is None else patches[index]
     return batch
+
+
+def embed_pixels(encoder: DualEncoder, pixels: np.ndarray, tokens: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Vectors of a preprocessed batch and, with `tokens`, its patch tokens in float16 from the same forward pass."""
+    if not tokens:
+        return encoder.embed_pixels(torch.from_numpy(pixels)), None
+    found = image_tokens(encoder, torch.from_numpy(pixels))
+    return found.pooled.numpy(), found.patches.half().numpy()

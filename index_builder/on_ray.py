@@ -15,12 +15,12 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
 from clipspace.store import write_faiss
 from index_builder.build import BuildOptions
 from index_builder.files import FileLimits, Movable, Processed, Work, read_file
+from index_builder.local import embed_pixels
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ class RayEmbedder:
         self.gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         self._remote_faiss = ray.remote(write_faiss)
 
-    def process(self, work: Iterable[Work], movable: dict[str, Movable], scratch: Path) -> Iterator[Processed]:
+    def process(self, work: Iterable[Work], movable: dict[str, Movable], scratch: Path,
+                token_shape: tuple[int, int] | None = None) -> Iterator[Processed]:
         import ray
 
         if not _write_work(work, scratch):
@@ -65,7 +66,7 @@ class RayEmbedder:
         read = files.map_batches(_read_files, fn_args=(
             str(self.options.images), movable, self.options.limits(self.encoder), self.encoder.preprocess,
             pixel_shape), batch_size=self.options.batch_size, num_cpus=1)
-        embedded = read.map_batches(_Embed, fn_constructor_args=(spec, self.options.batch_size),
+        embedded = read.map_batches(_Embed, fn_constructor_args=(spec, token_shape),
                                     batch_size=self.options.batch_size,
                                     compute=ray.data.ActorPoolStrategy(size=self.actors), num_gpus=self.gpus)
         return _answers(embedded.iter_batches(batch_size=self.options.batch_size, batch_format="numpy"))
@@ -116,17 +117,23 @@ def _read_files(batch: dict[str, np.ndarray], root: str, movable: dict[str, Mova
 class _Embed:
     """One model replica, loaded once when the actor starts, embedding every batch it is given."""
 
-    def __init__(self, spec: ModelSpec, batch_size: int) -> None:
+    def __init__(self, spec: ModelSpec, token_shape: tuple[int, int] | None) -> None:
         self.encoder = load_encoder(spec)
-        self.batch_size = batch_size
+        self.token_shape = token_shape
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         pixels = batch.pop("pixels")
         vectors = np.zeros((len(pixels), self.encoder.dim), np.float32)
         chosen = np.flatnonzero(batch["has_pixels"])
+        patches = None
         if len(chosen):
-            vectors[chosen] = self.encoder.embed_pixels(torch.from_numpy(np.ascontiguousarray(pixels[chosen])))
+            vectors[chosen], patches = embed_pixels(self.encoder, np.ascontiguousarray(pixels[chosen]),
+                                                    self.token_shape is not None)
         batch["vector"] = vectors
+        if self.token_shape:  # rows without pixels carry zeros, as they do for vectors
+            batch["tokens"] = np.zeros((len(pixels), *self.token_shape), np.float16)
+            if patches is not None:
+                batch["tokens"][chosen] = patches
         return batch
 
 
@@ -138,6 +145,7 @@ def _answers(batches: Iterable[dict[str, np.ndarray]]) -> Iterator[Processed]:
                 int(seq), str(batch["sha256"][index]), int(batch["size"][index]), int(batch["mtime_ns"][index]),
                 int(batch["width"][index]), int(batch["height"][index]),
                 vector=batch["vector"][index] if batch["has_pixels"][index] else None,
+                tokens=batch["tokens"][index] if "tokens" in batch and batch["has_pixels"][index] else None,
                 unchanged=bool(batch["unchanged"][index]), reuse_row=None if reuse_row < 0 else reuse_row,
                 rejected=str(batch["rejected"][index]) or None)
 

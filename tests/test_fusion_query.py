@@ -61,3 +61,22 @@ def test_base64_accepts_data_urls_urlsafe_alphabet_and_missing_padding():
 def test_invalid_base64_is_a_corrupt_image():
     with pytest.raises(CorruptImage, match="base64"):
         decode_base64_image("not base64 at all!")
+
+
+def test_a_model_folder_may_ship_its_own_zero_shot_ensembles(tmp_path):
+    from clipspace.fusion.labels import TEMPLATES, TEMPLATES_FILE, model_templates, prompts_for
+
+    assert model_templates(None) is TEMPLATES and model_templates(tmp_path) is TEMPLATES
+    (tmp_path / TEMPLATES_FILE).write_text('{"zh": ["一个{}", "一个红色的{}"]}', encoding="utf-8")
+    ensembles = model_templates(tmp_path)
+    assert ensembles["zh"] == ("一个{}", "一个红色的{}") and ensembles["en"] == TEMPLATES["en"]
+    assert prompts_for("圆形", ensembles=ensembles) == ["一个圆形", "一个红色的圆形"]
+    assert prompts_for("圆形", "画着{}", ensembles) == ["画着圆形"]  # the caller's template wins
+
+
+@pytest.mark.parametrize("content", ['{"en": ["no placeholder"]}', "not json", '["a {}"]', '{"en": []}'])
+def test_a_broken_templates_file_falls_back_to_the_generic_ensembles(tmp_path, content):
+    from clipspace.fusion.labels import TEMPLATES, TEMPLATES_FILE, model_templates
+
+    (tmp_path / TEMPLATES_FILE).write_text(content, encoding="utf-8")
+    assert model_templates(tmp_path) == TEMPLATES

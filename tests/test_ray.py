@@ -15,6 +15,7 @@ import pytest
 from clipspace.store import current_version_name, open_current
 from index_builder.build import BuildOptions, build_index
 from tests.conftest import ROOT, TINY_ARCH, build, make_image, write_corpus
+from tests.test_fusion_token_cache import matched  # noqa: F401 -- a model with a matcher, as a fixture
 
 ray = pytest.importorskip("ray")
 
@@ -81,6 +82,15 @@ def test_a_ray_build_gives_the_local_builds_vectors(cluster, tmp_path, corpus, t
         snapshot(tmp_path / name) for name in ("local", "ray"))
     assert (local_images * ray_images).sum(axis=1).min() >= 0.9999
     assert (local_captions * ray_captions).sum(axis=1).min() >= 0.9999
+
+
+def test_a_ray_build_keeps_the_local_builds_patch_tokens(cluster, tmp_path, matched):  # noqa: F811
+    root, encoder, reranker = matched
+    build(root / "images", tmp_path / "local", encoder, batch_size=8)
+    build_on_ray(root / "images", tmp_path / "ray", encoder)
+    local, on_ray = open_current(tmp_path / "local"), open_current(tmp_path / "ray")
+    assert local.token_shape == on_ray.token_shape == reranker.token_shape
+    np.testing.assert_array_equal(np.asarray(on_ray.token_rows()), np.asarray(local.token_rows()))
 
 
 def change(corpus):

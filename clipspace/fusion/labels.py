@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from clipspace.errors import InvalidQuery
 
-# The phrasings the world's captions use around an object ("a picture of ...", "there is ..."), as CLIP's
-# prompt-engineering advice says to mirror the training captions: the best of the sets tried on the
-# world's val split (docs/decisions.md).
-TEMPLATES = {
+log = logging.getLogger(__name__)
+
+# Generic phrasings around an object; a model may ship its own ensemble (TEMPLATES_FILE beside its weights), as
+# CLIP's prompt engineering is tuned per domain: the embedded model's adds the nuisance attribute its world varies.
+TEMPLATES: Mapping[str, tuple[str, ...]] = {
     "en": ("a {}", "a picture of a {}", "an image with a {}", "there is a {}"),
     "zh": ("一个{}", "有一个{}", "一个{}的图片"),
 }
+TEMPLATES_FILE = "zero_shot_templates.json"
 MAX_LABELS = 256
 PLACEHOLDER = "{}"
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -35,10 +40,28 @@ def language_of(label: str) -> str:
     return "zh" if _CJK.search(label) else "en"
 
 
-def prompts_for(label: str, template: str | None = None) -> list[str]:
+def prompts_for(label: str, template: str | None = None,
+                ensembles: Mapping[str, Sequence[str]] = TEMPLATES) -> list[str]:
     """The texts that stand for a label: the caller's one template, or its language's ensemble."""
-    templates = (template,) if template else TEMPLATES[language_of(label)]
+    templates = (template,) if template else ensembles[language_of(label)]
     return [t.replace(PLACEHOLDER, label) for t in templates]
+
+
+def model_templates(folder: Path | None) -> Mapping[str, tuple[str, ...]]:
+    """The model's own ensembles (TEMPLATES_FILE in its folder, per language) over the generic ones."""
+    path = None if folder is None else Path(folder) / TEMPLATES_FILE
+    if path is None or not path.is_file():
+        return TEMPLATES
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+        ensembles = {language: tuple(found.get(language, TEMPLATES[language])) for language in TEMPLATES}
+    except (OSError, ValueError, AttributeError, TypeError) as error:
+        log.warning("ignoring %s (%s): the generic templates are used", path, error)
+        return TEMPLATES
+    if not all(ensemble and all(t.count(PLACEHOLDER) == 1 for t in ensemble) for ensemble in ensembles.values()):
+        log.warning("ignoring %s: every template needs exactly one %s", path, PLACEHOLDER)
+        return TEMPLATES
+    return ensembles
 
 
 def check_labels(labels: Sequence[str], template: str | None) -> None:
@@ -72,9 +95,9 @@ def rank_labels(image_vector: np.ndarray, labels: Sequence[str], vectors: np.nda
 
 
 def classify(image_vector: np.ndarray, labels: Sequence[str], embed_texts: EmbedTexts, logit_scale: float,
-             template: str | None = None) -> list[LabelScore]:
+             template: str | None = None, ensembles: Mapping[str, Sequence[str]] = TEMPLATES) -> list[LabelScore]:
     """Rank `labels` for one image vector: prompts → text vectors → one vector per label → softmax."""
     check_labels(labels, template)
-    prompts = [prompts_for(label, template) for label in labels]
+    prompts = [prompts_for(label, template, ensembles) for label in labels]
     vectors = label_vectors(embed_texts([p for group in prompts for p in group]), [len(p) for p in prompts])
     return rank_labels(image_vector, labels, vectors, logit_scale)

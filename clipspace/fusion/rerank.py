@@ -35,16 +35,27 @@ class Reranker:
     def __init__(self, encoder: DualEncoder, matcher: CrossAttentionMatcher, path: Path) -> None:
         self.encoder, self.matcher, self.path = encoder, matcher, path
 
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        """The (tokens, width) of the patch tokens it reads: what an index version caches for it."""
+        return self.matcher.config.image_tokens, self.matcher.config.image_width
+
     def score(self, texts: Sequence[str], weights: Sequence[float], images: Sequence[Image.Image],
               cosines: np.ndarray) -> np.ndarray:
-        """`combined_score` of every image, the weighted mean over the texts. Blocking: run off the loop.
-
-        Patch tokens are recomputed from the images (one image-tower pass for all candidates), not cached
-        in the index: docs/decisions.md has both costs.
-        """
+        """`combined_score` of every image, the weighted mean over the texts, with patch tokens recomputed
+        from the images (one image-tower pass for all candidates). Blocking: run off the loop."""
         if not images:
             return np.zeros(0, dtype=np.float32)
         patches = image_tokens(self.encoder, preprocess_images(self.encoder, images)).patches
+        return self.score_patches(texts, weights, patches, cosines)
+
+    def score_patches(self, texts: Sequence[str], weights: Sequence[float], patches: torch.Tensor | np.ndarray,
+                      cosines: np.ndarray) -> np.ndarray:
+        """`combined_score` from patch tokens at hand, e.g. those cached in the index version (float16): only
+        the text tower and the matcher run (docs/decisions.md has both costs)."""
+        if len(patches) == 0:
+            return np.zeros(0, dtype=np.float32)
+        patches = torch.as_tensor(patches).float()
         text = text_tokens(self.encoder, texts)
         return self.score_tokens(patches, text.states, text.mask, weights, cosines)
 
