@@ -72,7 +72,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="tiny files for the reindex benchmark (issue 8: 100000)")
     parser.add_argument("--memory-sizes", default="1000,4000",
                         help="corpus sizes for the builder's peak-RSS slope (issue 8: 10000,200000)")
-    parser.add_argument("--ray-files", type=int, default=1000, help="tiny files for Ray against local")
     parser.add_argument("--ann-size", type=int, default=0,
                         help="also measure the index `auto` picks at this many clustered vectors (0: skip); "
                              "1000000 takes minutes and ~2.5 GB under --ann-cache")
@@ -162,6 +161,10 @@ def run(args: argparse.Namespace) -> dict:
             result["faiss"] = [asdict(entry) for entry in measure_faiss(args.faiss_sizes, encoder.dim,
                                                                         args.faiss_queries, args.k, work_dir)]
         result.update(_scale_sections(args, work_dir))
+        if "ray" in sections:
+            with _ray_may_fail(result, "ray_error"):  # a busy machine can miss Ray's start-up deadline
+                result["ray"] = asdict(measure_ray_overhead(encoder, corpus.root, corpus.count, warmup, work_dir,
+                                                            args.batch_size, args.workers))
     result.update(run_ann(args))
     result["machine"]["load_avg_end"] = load_average()
     return result
@@ -173,9 +176,10 @@ def _sections(args: argparse.Namespace) -> list[str]:
 
 
 def _scale_sections(args: argparse.Namespace, work_dir: Path) -> dict:
-    """Issue 8's numbers, always with the embedded model: they measure the builder's work per file, not a model."""
+    """Issue 8's reindex and memory numbers, always with the embedded model: they measure the builder's work per
+    file, not a model."""
     sections: dict = {}
-    wanted = [name for name in ("reindex", "memory", "ray") if name in _sections(args)]
+    wanted = [name for name in ("reindex", "memory") if name in _sections(args)]
     if not wanted:
         return sections
     encoder = load_encoder(ModelSpec(EMBEDDED_MODEL, None, "fp32", args.device), threads=args.threads)
@@ -185,9 +189,6 @@ def _scale_sections(args: argparse.Namespace, work_dir: Path) -> dict:
         sections["memory"] = [asdict(measure_memory(work_dir / "memory", args.memory_sizes, ray=False))]
         with _ray_may_fail(sections, "memory_ray_error"):  # a busy machine can miss Ray's start-up deadline
             sections["memory"].append(asdict(measure_memory(work_dir / "memory", args.memory_sizes, ray=True)))
-    if "ray" in wanted and args.ray_files:
-        with _ray_may_fail(sections, "ray_error"):
-            sections["ray"] = asdict(measure_ray_overhead(encoder, work_dir / "ray", args.ray_files))
     return sections
 
 

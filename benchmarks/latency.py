@@ -40,7 +40,9 @@ class LatencyResult:
     http: dict[str, float]  # client-side: request sent to response parsed
     http_server_took: dict[str, float]  # the service's own `took_ms`: embed + search, no HTTP
     bare_embed: dict[str, float]  # encoder.embed_texts([q]) in this process
+    http_floor: dict[str, float]  # GET /healthz from the same client: what any request costs before any work
     ratio_http_over_bare_p50: float
+    ratio_took_over_bare_p50: float  # the service's own cost of a query (took_ms) against the bare call
     sequential_per_s: float
     concurrency: int
     concurrent: dict[str, float] | None  # latency under load, plus queries_per_s and speedup over sequential
@@ -58,7 +60,7 @@ def measure_latency(encoder: DualEncoder, index_dir: Path, service_env: dict[str
         service.wait_for("/readyz", READY_TIMEOUT_S)
         base_url = service.url
         progress(f"HTTP POST /search/text, {queries} sequential queries")
-        client_seconds, server_ms = _sequential(base_url, queries, warmup, k)
+        client_seconds, server_ms, floor = _sequential(base_url, queries, warmup, k)
         concurrent = None
         if concurrency > 1:
             progress(f"HTTP POST /search/text, {concurrency} concurrent clients")
@@ -70,19 +72,22 @@ def measure_latency(encoder: DualEncoder, index_dir: Path, service_env: dict[str
     return LatencyResult(
         queries=queries, k=k, http=latency_summary(client_seconds),
         http_server_took=latency_summary([ms / 1000 for ms in server_ms]), bare_embed=latency_summary(bare),
+        http_floor=latency_summary(floor),
         ratio_http_over_bare_p50=round(statistics.median(client_seconds) / statistics.median(bare), 3),
+        ratio_took_over_bare_p50=round(statistics.median(server_ms) / 1000 / statistics.median(bare), 3),
         sequential_per_s=round(sequential_per_s, 2), concurrency=concurrency, concurrent=concurrent,
         service_memory=memory)
 
 
-def _sequential(base_url: str, queries: int, warmup: int, k: int) -> tuple[list[float], list[float]]:
+def _sequential(base_url: str, queries: int, warmup: int, k: int) -> tuple[list[float], list[float], list[float]]:
     server_ms: list[float] = []
     with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
         def ask(i: int) -> None:
             server_ms.append(_check(client.post("/search/text", json=_body(i, k))))
 
         seconds = time_calls(ask, queries, warmup)
-    return seconds, server_ms[warmup:]
+        floor = time_calls(lambda i: client.get("/healthz").raise_for_status(), queries, warmup)
+    return seconds, server_ms[warmup:], floor
 
 
 async def _concurrent(base_url: str, clients: int, queries_per_client: int, k: int) -> dict[str, float]:

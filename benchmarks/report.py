@@ -79,7 +79,9 @@ def _latency(latency: dict[str, Any]) -> list[str]:
              timing("HTTP POST /search/text (client side)", latency["http"]),
              timing("  of which the service's took_ms (embed + search)", latency["http_server_took"]),
              timing("bare encoder.embed_texts([q]) in process", latency["bare_embed"]),
+             timing("GET /healthz from the same client (HTTP floor)", latency["http_floor"]),
              _row("ratio HTTP / bare (p50)", f"{latency['ratio_http_over_bare_p50']:.2f}x"),
+             _row("ratio took_ms / bare (p50)", f"{latency['ratio_took_over_bare_p50']:.2f}x"),
              _row("sequential throughput", f"{latency['sequential_per_s']:.1f} queries/s"),
              _row("service memory after the queries", _memory(latency["service_memory"]))]
     concurrent = latency.get("concurrent")
@@ -156,8 +158,8 @@ def _scale(result: dict[str, Any]) -> list[str]:
     if result.get("ray"):
         r = result["ray"]
         verdict = "ok" if r["overhead"] <= 0.15 else "OVER 15%"
-        lines += ["", f"8. Ray (local cluster on this machine) against the local builder, {r['files']:,} tiny JPEGs "
-                      f"(load avg {r['load_avg'][0]})",
+        lines += ["", f"8. Ray (local cluster on this machine) against the local builder, {r['files']:,} images of "
+                      f"the run's corpus, {r['model']} (load avg {r['load_avg'][0]})",
                   _row("local / ray", f"{r['local_s']:.2f} s / {r['ray_s']:.2f} s"),
                   _row("overhead (goal <= 15%)", f"{r['overhead']:.1%} {verdict}")]
     lines += [f"Ray section failed: {result[key]}" for key in ("memory_ray_error", "ray_error") if result.get(key)]

@@ -1,9 +1,9 @@
-"""`python -m benchmarks.rerank`: what re-ranking 50 candidates adds to a query, patch tokens recomputed vs cached.
+"""`python -m benchmarks.rerank`: what re-ranking 50 candidates adds to a query over HTTP, tokens cached vs recomputed.
 
-All in one process, one run, the same query texts: (a) the dual-encoder query alone (embed the text, search
-the index), (b) + re-ranking its top 50 with patch tokens recomputed from the image files (decode,
-preprocess, image tower, matcher), (c) + re-ranking with patch tokens read from an in-memory cache
-(matcher only). Ratios against (a) are what to compare across machines.
+One run builds the same world corpus twice with the real builder: once keeping the patch tokens in the index version
+(the default for a model with a matcher) and once with `--no-patch-tokens`. Each index is served by its own uvicorn;
+the same query texts go to `POST /search` with `rerank` off and on, one at a time. What re-ranking adds is the
+difference of the p50s in the same service, so machines compare by that difference and its ratio to the query alone.
 """
 
 from __future__ import annotations
@@ -18,57 +18,49 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
+import httpx
 
+from app.launcher import launched
+from benchmarks.latency import QUIET, READY_TIMEOUT_S, REQUEST_TIMEOUT_S
 from benchmarks.machine import describe_machine, load_average
+from benchmarks.report import progress
 from benchmarks.timing import latency_summary, time_calls
 from clipspace.align import world
 from clipspace.encoder import ModelSpec, load_encoder
-from clipspace.fusion.matcher import MATCHER_FILE, load_scorer
-from clipspace.fusion.rerank import RERANK_DEPTH, Reranker, model_folder
-from clipspace.fusion.tokens import image_tokens, preprocess_images, text_tokens
-from clipspace.images import load_image
 from clipspace.settings import EMBEDDED_MODEL
-from clipspace.store import build_faiss
+from clipspace.store import open_current
+from index_builder.build import BuildOptions, build_index
 
 
 def measure(model: str, scenes: int, repeats: int, threads: int) -> dict:
-    torch.set_num_threads(threads)
     encoder = load_encoder(ModelSpec(model))
-    folder = model_folder(encoder)
-    reranker = Reranker(encoder, load_scorer(folder / MATCHER_FILE, encoder.fingerprint), folder / MATCHER_FILE)
+    queries = [world.canonical_caption(world.sample_scene(9002, "test", i)) for i in range(repeats + 5)]
     with tempfile.TemporaryDirectory() as tmp:
-        world.write_world(Path(tmp), scenes, seed=9001, split="test")
-        paths = sorted(Path(tmp).glob("*.png"))
-        images = [load_image(path) for path in paths]
-        vectors = encoder.embed_images(images)
-        index = build_faiss(vectors, "Flat")
-        cache = image_tokens(encoder, preprocess_images(encoder, images)).patches.half()
-        queries = [world.canonical_caption(world.sample_scene(9002, "test", i)) for i in range(repeats + 5)]
+        images = Path(tmp) / "images"
+        world.write_world(images, scenes, seed=9001, split="test")
+        result = {}
+        for name, keep in (("tokens cached", True), ("tokens recomputed", False)):
+            index = Path(tmp) / name.replace(" ", "-")
+            progress(f"building {scenes} scenes, patch tokens kept: {keep}")
+            build_index(BuildOptions(images=images, index=index, progress=False, patch_tokens=keep), encoder)
+            version = open_current(index)
+            token_bytes = sum((version.path / shard.file).stat().st_size for shard in version.manifest.token_shards)
+            env = {"CLIPSPACE_INDEX_DIR": str(index), "CLIPSPACE_THREADS": str(threads)}
+            with launched(env, Path(tmp) / f"{name}.log", uvicorn_args=QUIET) as service, \
+                    httpx.Client(base_url=service.url, timeout=REQUEST_TIMEOUT_S) as client:
+                service.wait_for("/readyz", READY_TIMEOUT_S)
 
-        def query(i: int) -> tuple[np.ndarray, np.ndarray]:
-            found, rows = index.search(encoder.embed_texts([queries[i]]), RERANK_DEPTH)
-            return found[0], rows[0]
+                def search(i: int, rerank: bool) -> None:
+                    answer = client.post("/search", json={"terms": [{"text": queries[i]}], "k": 10, "rerank": rerank})
+                    answer.raise_for_status()
 
-        def recomputed(i: int) -> np.ndarray:
-            scores, rows = query(i)
-            return reranker.score([queries[i]], [1.0], [load_image(paths[row], draft_size=encoder.image_size)
-                                                        for row in rows], scores)
-
-        def cached(i: int) -> np.ndarray:
-            scores, rows = query(i)
-            text = text_tokens(encoder, [queries[i]])
-            return reranker.score_tokens(cache[rows].float(), text.states, text.mask, [1.0], scores)
-
-        result = {"query alone": latency_summary(time_calls(query, repeats, 5)),
-                  "query + rerank 50, tokens recomputed": latency_summary(time_calls(recomputed, repeats, 5)),
-                  "query + rerank 50, tokens cached": latency_summary(time_calls(cached, repeats, 5))}
-    base = result["query alone"]["p50_ms"]
-    return {"model": model, "scenes": scenes, "threads": threads, "results": result,
-            "added_p50_ms": {name: round(summary["p50_ms"] - base, 3) for name, summary in result.items()},
-            "cached_bytes_per_image": int(cache[0].numel() * cache.element_size()),
-            "matcher_bytes": (folder / MATCHER_FILE).stat().st_size}
+                progress(f"{name}: {repeats} queries with rerank off, then on")
+                alone = latency_summary(time_calls(lambda i: search(i, False), repeats, 5))
+                reranked = latency_summary(time_calls(lambda i: search(i, True), repeats, 5))
+            result[name] = {"query alone": alone, "query + rerank 50": reranked,
+                            "added_p50_ms": round(reranked["p50_ms"] - alone["p50_ms"], 3),
+                            "token_bytes_per_image": token_bytes // version.count if token_bytes else 0}
+    return {"model": model, "scenes": scenes, "threads": threads, "results": result}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,11 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=EMBEDDED_MODEL, help="a local-dir: model with a matcher beside it")
     parser.add_argument("--scenes", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="the service's torch threads")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    machine = describe_machine()
-    report = {**measure(args.model, args.scenes, args.repeats, args.threads), "machine": machine,
+    report = {**measure(args.model, args.scenes, args.repeats, args.threads), "machine": describe_machine(),
               "load_avg_end": load_average(), "command": " ".join(["python -m benchmarks.rerank", *(argv or [])])}
     text = json.dumps(report, indent=2)
     print(text)

@@ -1,8 +1,10 @@
 """Scale benchmarks: a reindex costs in proportion to change, the builder's memory does not grow with the corpus,
 and the Ray builder costs little more than the local one on the same machine.
 
-Corpora are many tiny generated JPEGs (64x48, ~2 kB) and the embedded model: what is measured is the builder's
-own work per file (listing, stat, hashing, bookkeeping, writing), which real photos would hide behind decoding.
+Reindex and memory use many tiny generated JPEGs (64x48, ~2 kB) and the embedded model: what is measured is the
+builder's own work per file (listing, stat, hashing, bookkeeping, writing), which real photos would hide behind
+decoding. The Ray comparison uses the run's own corpus and model (photo-sized JPEGs, e.g. ViT-B-32), the work a
+cluster is for; with tiny files and a tiny model it would time Ray's per-batch hand-offs against almost nothing.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class MemoryResult:
 @dataclass(frozen=True)
 class RayOverheadResult:
     files: int
+    model: str
     local_s: float
     ray_s: float
     overhead: float  # ray / local - 1
@@ -106,25 +109,28 @@ def measure_memory(work_dir: Path, sizes: list[int], ray: bool) -> MemoryResult:
                         round(slope, 1), load_average())
 
 
-def measure_ray_overhead(encoder: DualEncoder, work_dir: Path, files: int, workers: int = 2) -> RayOverheadResult:
-    """The same first build, locally and through Ray (a local cluster on this machine), on the same corpus."""
+def measure_ray_overhead(encoder: DualEncoder, images: Path, files: int, warmup: Path, work_dir: Path,
+                         batch_size: int, workers: int) -> RayOverheadResult:
+    """The same first build of `images`, locally and through Ray (a local cluster on this machine, started and
+    warmed up on `warmup` first: a cluster runs before a build starts, and its start is not the build's cost)."""
     from index_builder.on_ray import RayEmbedder, connect
 
-    images = work_dir / "ray-images"
-    generate_tiny_corpus(images, files)
     connect(None)
-    local = BuildOptions(images=images, index=work_dir / "ray-local-index", workers=workers, progress=False)
-    on_ray = BuildOptions(images=images, index=work_dir / "ray-ray-index", workers=workers, progress=False)
-    progress(f"ray: warm-up and local build of {files:,} images")
-    build_index(BuildOptions(images=images, index=work_dir / "ray-warmup", workers=workers, progress=False),
-                encoder, RayEmbedder(encoder, on_ray))
-    local_s = _timed_build(local, encoder)[0]
+
+    def options(name: str, folder: Path = images) -> BuildOptions:
+        return BuildOptions(images=folder, index=work_dir / name, batch_size=batch_size, workers=workers,
+                            progress=False)
+
+    progress("ray: warm-up build through Ray")
+    build_index(options("ray-warmup", warmup), encoder, RayEmbedder(encoder, options("ray-warmup", warmup)))
+    progress(f"ray: local build of {files:,} images")
+    local_s = _timed_build(options("ray-local-index"), encoder)[0]
     progress("ray: the same build through Ray")
     started = time.perf_counter()
-    build_index(on_ray, encoder, RayEmbedder(encoder, on_ray))
+    build_index(options("ray-ray-index"), encoder, RayEmbedder(encoder, options("ray-ray-index")))
     ray_s = time.perf_counter() - started
-    return RayOverheadResult(files, round(local_s, 2), round(ray_s, 2), round(ray_s / local_s - 1, 3),
-                             load_average())
+    return RayOverheadResult(files, encoder.spec.model, round(local_s, 2), round(ray_s, 2),
+                             round(ray_s / local_s - 1, 3), load_average())
 
 
 def _timed_build(options: BuildOptions, encoder: DualEncoder) -> tuple[float, BuildReport]:
