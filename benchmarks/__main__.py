@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> dict:
         result.update(_scale_sections(args, work_dir))
         if "ray" in sections:
             with _ray_may_fail(result, "ray_error"):  # a busy machine can miss Ray's start-up deadline
-                result["ray"] = asdict(measure_ray_overhead(encoder, corpus.root, corpus.count, warmup, work_dir,
+                result["ray"] = asdict(measure_ray_overhead(encoder, corpus.root, corpus.count, warmup.root, work_dir,
                                                             args.batch_size, args.workers))
     result.update(run_ann(args))
     result["machine"]["load_avg_end"] = load_average()

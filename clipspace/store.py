@@ -38,8 +38,11 @@ CURRENT = "current"
 VERSIONS = "versions"
 STAGING_PREFIX = ".staging-"
 TARGETS = ("image", "text")
-EXACT_SEARCH_LIMIT = 50_000  # exact search reads every vector per query (memory-bound); see docs/decisions.md
+# Both limits count stored floats, given as vectors of LIMIT_DIM dims: exact search reads every float per query
+# (memory-bound: ~4 ms at 50k x 512-d here), and HNSW holds every float in RAM (docs/decisions.md).
+EXACT_SEARCH_LIMIT = 50_000  # 50k at 512-d, 200k at 128-d
 HNSW_LIMIT = 200_000  # beyond, IVF-PQ: HNSW would hold every vector in RAM (400 MB at 200k x 512-d)
+LIMIT_DIM = 512
 HNSW_EF_SEARCH = 128  # recall@10 0.999 on 100k clustered vectors, 0.32 ms (FAISS's default 16: 0.93)
 IVF_PROBE_DIVISOR = 32  # nprobe = nlist / 32: 64 at 1M, recall@10 0.990 at 1.4 ms of CPU (docs/decisions.md)
 RERANK_K_FACTOR = 20  # a compressed index proposes 20 x k candidates; their exact cosines pick the k answers
@@ -74,14 +77,15 @@ def choose_factory(index_type: str, count: int, dim: int) -> str:
     """`auto` picks by corpus size (thresholds measured on clustered embeddings, docs/decisions.md); anything else
     is a FAISS factory string used as given.
 
-    Exact search below EXACT_SEARCH_LIMIT; HNSW up to HNSW_LIMIT; beyond, IVF with 4-bit fast-scan PQ codes
+    Exact search below EXACT_SEARCH_LIMIT vectors of LIMIT_DIM dims (as many floats in any dim); HNSW up to
+    HNSW_LIMIT such vectors; beyond, IVF with 4-bit fast-scan PQ codes
     (dim / 8 bytes per vector), whose candidates are re-ranked exactly from the stored vectors.
     """
     if index_type != "auto":
         return index_type
-    if count < EXACT_SEARCH_LIMIT:
+    if count * dim < EXACT_SEARCH_LIMIT * LIMIT_DIM:
         return "Flat"
-    if count < HNSW_LIMIT:
+    if count * dim < HNSW_LIMIT * LIMIT_DIM:
         return "HNSW32,Flat"
     nlist = 2 ** round(math.log2(2 * math.sqrt(count)))  # ~2 sqrt(N) lists: 2048 at 1M
     sub_vectors = dim // 4 if dim % 4 == 0 else dim  # 4 dimensions per 4-bit sub-quantizer

@@ -110,7 +110,7 @@ def _ray_embedder(args: argparse.Namespace, encoder: DualEncoder, options: Build
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise InvalidBuildOptions(f"cannot join the Ray cluster at {args.ray or 'a new local cluster'}: "
                                   f"{error}") from error
-    return RayEmbedder(encoder, options, actors=args.ray_actors)
+    return RayEmbedder(encoder, options, actors=args.ray_actors, threads=args.threads)
 
 
 def _summary(report: BuildReport, index: Path) -> str:

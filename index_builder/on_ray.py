@@ -9,6 +9,7 @@ vectors are exactly the local builder's. The FAISS build also runs in a Ray task
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from itertools import islice
@@ -25,6 +26,11 @@ from index_builder.local import embed_pixels
 log = logging.getLogger(__name__)
 
 WORK_FILE_ROWS = 50_000  # rows per Parquet file of work: the driver never holds the whole list
+# CPUs a read task asks for. Not 1, the embedding actors' share: Ray Data fuses a task map into the actor map after
+# it when both ask for the same resources, and reading then runs inside the actor, in turn with embedding, instead
+# of beside it (ViT-B-32 on 2 cores: 88% slower than the local builder, docs/decisions.md). Half a CPU also lets
+# two reads run beside one actor per two cores, as the local builder's decode threads do.
+READ_CPUS = 0.5
 
 
 def connect(address: str | None) -> None:
@@ -40,14 +46,21 @@ def connect(address: str | None) -> None:
 
 
 class RayEmbedder:
-    """`actors` model replicas; each takes a GPU when the cluster has GPUs, else the CPUs torch gives it."""
+    """`actors` model replicas; each takes a GPU when the cluster has GPUs, else `threads` torch threads.
 
-    def __init__(self, encoder: DualEncoder, options: BuildOptions, actors: int = 1) -> None:
+    Ray starts a worker with OMP_NUM_THREADS set to its CPU request (1), which would run the model on one core of a
+    node whose other cores only decode; so each replica sets its own torch threads: `threads`, or its node's cores
+    shared among the replicas (one replica per node is the expected CPU layout).
+    """
+
+    def __init__(self, encoder: DualEncoder, options: BuildOptions, actors: int = 1,
+                 threads: int | None = None) -> None:
         import ray
 
         self.encoder = encoder
         self.options = options
         self.actors = actors
+        self.threads = threads
         self.gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         self._remote_faiss = ray.remote(write_faiss)
 
@@ -65,8 +78,8 @@ class RayEmbedder:
         pixel_shape = (3, self.encoder.image_size, self.encoder.image_size)
         read = files.map_batches(_read_files, fn_args=(
             str(self.options.images), movable, self.options.limits(self.encoder), self.encoder.preprocess,
-            pixel_shape), batch_size=self.options.batch_size, num_cpus=1)
-        embedded = read.map_batches(_Embed, fn_constructor_args=(spec, token_shape),
+            pixel_shape), batch_size=self.options.batch_size, num_cpus=READ_CPUS)
+        embedded = read.map_batches(_Embed, fn_constructor_args=(spec, token_shape, self.threads, self.actors),
                                     batch_size=self.options.batch_size,
                                     compute=ray.data.ActorPoolStrategy(size=self.actors), num_gpus=self.gpus)
         return _answers(embedded.iter_batches(batch_size=self.options.batch_size, batch_format="numpy"))
@@ -117,8 +130,9 @@ def _read_files(batch: dict[str, np.ndarray], root: str, movable: dict[str, Mova
 class _Embed:
     """One model replica, loaded once when the actor starts, embedding every batch it is given."""
 
-    def __init__(self, spec: ModelSpec, token_shape: tuple[int, int] | None) -> None:
-        self.encoder = load_encoder(spec)
+    def __init__(self, spec: ModelSpec, token_shape: tuple[int, int] | None, threads: int | None,
+                 actors: int) -> None:
+        self.encoder = load_encoder(spec, threads=threads or max(1, (os.cpu_count() or 1) // actors))
         self.token_shape = token_shape
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

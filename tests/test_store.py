@@ -187,6 +187,13 @@ def test_auto_is_exact_search_below_the_exact_search_limit():
     assert choose_factory("auto", store.EXACT_SEARCH_LIMIT - 1, 512) == "Flat"
 
 
+def test_the_limits_count_floats_so_smaller_vectors_stay_in_a_tier_longer():
+    assert choose_factory("auto", 4 * store.EXACT_SEARCH_LIMIT - 1, 128) == "Flat"
+    assert choose_factory("auto", 4 * store.EXACT_SEARCH_LIMIT, 128) == "HNSW32,Flat"
+    assert choose_factory("auto", 4 * store.HNSW_LIMIT - 1, 128) == "HNSW32,Flat"
+    assert choose_factory("auto", 4 * store.HNSW_LIMIT, 128).startswith("IVF")
+
+
 def test_auto_is_hnsw_from_the_exact_search_limit_up_to_the_hnsw_limit():
     assert choose_factory("auto", store.EXACT_SEARCH_LIMIT, 512) == "HNSW32,Flat"
     assert choose_factory("auto", store.HNSW_LIMIT - 1, 512) == "HNSW32,Flat"
@@ -222,8 +229,8 @@ def test_a_compressed_index_answers_the_exact_cosines_of_the_stored_vectors(tmp_
 
 
 def test_auto_beyond_the_hnsw_limit_finds_the_true_neighbours_of_clustered_vectors(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "EXACT_SEARCH_LIMIT", 500)
-    monkeypatch.setattr(store, "HNSW_LIMIT", 1000)
+    monkeypatch.setattr(store, "EXACT_SEARCH_LIMIT", 50)  # vectors of 512 dims: 400 and 800 of these 64-d ones
+    monkeypatch.setattr(store, "HNSW_LIMIT", 100)
     vectors, queries = clustered_with_queries(5000, 50)
     factory = choose_factory("auto", len(vectors), vectors.shape[1])
     assert factory.startswith("IVF")
