@@ -48,13 +48,20 @@ def scenes_with_twins(n: int, seed: int) -> list[world.Scene]:
     raise AssertionError("not enough two-object scenes")
 
 
-@pytest.fixture(scope="module")
-def tiny_with_matcher(tmp_path_factory):
-    """A tiny local-dir model with a (barely) trained matcher beside it, serving 12 world scenes."""
-    root = tmp_path_factory.mktemp("rerank")
+def model_with_matcher(root) -> str:
+    """A tiny local-dir model under root/model with a (barely) trained matcher beside it, and 12 world scenes
+    (6 with their colour-swapped twins) with captions under root/images."""
     model = export_tiny(root / "model")
     train_matchers(MatcherOptions(model=model, **TINY_MATCHER), progress=False)
     write_scenes(root / "images", scenes_with_twins(6, 5))
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_with_matcher(tmp_path_factory):
+    """`model_with_matcher`, serving its 12 scenes."""
+    root = tmp_path_factory.mktemp("rerank")
+    model = model_with_matcher(root)
     build(root / "images", root / "index", load_encoder(ModelSpec(model)))
     with running_service(index_dir=root / "index") as service:
         service.wait_until(lambda: service.client.get("/readyz").status_code == 200)

@@ -7,21 +7,17 @@ import pytest
 
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.fusion.rerank import find_reranker
-from clipspace.fusion.train import MatcherOptions, train_matchers
 from clipspace.images import load_image
 from clipspace.store import open_current
 from tests.conftest import TINY_ARCH, build, running_service
-from tests.test_fusion_rerank import TINY_MATCHER, export_tiny, scenes_with_twins, write_scenes
+from tests.test_fusion_rerank import model_with_matcher, scenes_with_twins, write_scenes
 
 
 @pytest.fixture(scope="module")
 def matched(tmp_path_factory):
     """A tiny local-dir model with a matcher, its encoder, and 12 world scenes with captions."""
     root = tmp_path_factory.mktemp("tokens")
-    model = export_tiny(root / "model")
-    train_matchers(MatcherOptions(model=model, **TINY_MATCHER), progress=False)
-    write_scenes(root / "images", scenes_with_twins(6, 5))
-    encoder = load_encoder(ModelSpec(model))
+    encoder = load_encoder(ModelSpec(model_with_matcher(root)))
     reranker, _ = find_reranker(encoder)
     return root, encoder, reranker
 
