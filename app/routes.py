@@ -35,14 +35,16 @@ ACCEPTED_UPLOAD_TYPES = ("image/", "application/octet-stream")
 THUMB_CACHE_CONTROL = "public, max-age=3600"
 
 
-def holder(request: Request) -> EngineHolder:
+# The dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency on a worker thread, and two
+# such hops per query cost more than the lookups they wrap (docs/decisions.md, "The service as fast as its encoder").
+async def holder(request: Request) -> EngineHolder:
     return request.app.state.holder
 
 
 Holder = Annotated[EngineHolder, Depends(holder)]
 
 
-def engine(holder: Holder) -> Engine:
+async def engine(holder: Holder) -> Engine:
     """The engine serving right now; a request keeps it to the end even if a new version is published."""
     if holder.engine is None:
         raise IndexNotReady(holder.problem or "no index loaded")
@@ -53,7 +55,7 @@ Serving = Annotated[Engine, Depends(engine)]
 ItemId = Annotated[int, PathParam(ge=0, le=MAX_ITEM_ID)]
 
 
-def thumbnails(request: Request) -> ThumbnailCache:
+async def thumbnails(request: Request) -> ThumbnailCache:
     return request.app.state.thumbnails
 
 
