@@ -45,5 +45,3 @@ def serial_torch_here() -> None:
         torch.get_num_threads()  # torch sets each thread's count on first use: let it, then override it here
         runtime.omp_set_num_threads(1)
     _serial.done = True
-
-

@@ -212,10 +212,11 @@ class VersionWriter:
 
     def _add(self, item: ItemRecord, image: np.ndarray | int, caption: np.ndarray | int | None,
              tokens: np.ndarray | None) -> None:
-        if self.tokens is not None:
-            if not isinstance(image, int | np.integer) and tokens is None:
+        if self.tokens is not None:  # a previous row keeps that row's tokens; a fresh vector brings its own
+            fresh = not isinstance(image, int | np.integer)
+            if fresh and tokens is None:
                 raise ValueError(f"{item.path} has a fresh vector but no patch tokens")
-            _add_vector(self.tokens, image if isinstance(image, int | np.integer) else tokens.reshape(-1))
+            _add_vector(self.tokens, tokens.reshape(-1) if fresh else image)
         caption_row = None
         if item.caption is not None:
             if caption is None:
@@ -378,9 +379,9 @@ class IndexVersion:
             # read rows from it on every query, and must not reopen the shards each time.
             self._vectors = {"image": ShardedVectors(self.path, self.manifest.image_shards, self.dim),
                              "text": ShardedVectors(self.path, self.manifest.caption_shards, self.dim)}
-            self.token_shape = self.manifest.token_shape
-            self._tokens = ShardedVectors(self.path, self.manifest.token_shards, math.prod(self.token_shape),
-                                          FLOAT16) if self.token_shape else None
+            shape = self.manifest.token_shape
+            self._tokens = ShardedVectors(self.path, self.manifest.token_shards, math.prod(shape),
+                                          FLOAT16) if shape else None
             self._reranked = {target for target, params in self._search_params.items() if "k_factor" in params}
             self._db = sqlite3.connect(f"file:{self.path / 'meta.sqlite'}?mode=ro", uri=True,
                                        check_same_thread=False)
@@ -406,6 +407,11 @@ class IndexVersion:
     @property
     def next_id(self) -> int:
         return self.manifest.next_id
+
+    @property
+    def token_shape(self) -> tuple[int, int] | None:
+        """The (tokens, width) of the patch tokens this version keeps, or None."""
+        return self.manifest.token_shape
 
     @property
     def corpus_root(self) -> Path:
