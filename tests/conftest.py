@@ -92,6 +92,10 @@ class Service(ServiceProcess):
                 raise AssertionError(f"condition not met in {timeout} s; log:\n{self.log_tail(3000)}")
             time.sleep(0.1)
 
+    def wait_ready(self) -> None:
+        """Until /readyz answers 200: the index and its model are loaded and the model has answered."""
+        self.wait_until(lambda: self.client.get("/readyz").status_code == 200)
+
     def stop(self) -> None:
         self.client.close()
         super().stop()

@@ -30,7 +30,7 @@ def service(tmp_path_factory, tiny_encoder):
     (root / "images" / "a.txt").write_text("a red circle", encoding="utf-8")
     build(root / "images", root / "index", tiny_encoder)
     with running_service(index_dir=root / "index") as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         yield service
 
 

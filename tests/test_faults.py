@@ -40,7 +40,7 @@ def test_a_model_failure_in_the_batch_thread_is_a_503_with_a_detail_and_the_next
     index, _ = index_and_images
     fault = tmp_path / "fail-next-forward"
     with running_service(app="tests.faulty_app:app", index_dir=index, test_fault_file=fault) as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         fault.touch()
         failed = service.client.post("/search/text", json={"text": "a red circle"})
         assert failed.status_code == 503
@@ -54,7 +54,7 @@ def test_an_image_query_whose_model_pass_fails_is_a_503_and_the_next_one_is_serv
     index, images = index_and_images
     fault = tmp_path / "fail-next-forward"
     with running_service(app="tests.faulty_app:app", index_dir=index, test_fault_file=fault) as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         query = {"file": ("q.png", (images / "two.png").read_bytes(), "image/png")}
         fault.touch()
         assert service.client.post("/search/image", files=query).status_code == 503
@@ -65,7 +65,7 @@ def test_an_image_query_whose_model_pass_fails_is_a_503_and_the_next_one_is_serv
 def test_deleting_the_serving_versions_files_leaves_the_service_answering_from_what_it_loaded(index_and_images):
     index, images = index_and_images
     with running_service(index_dir=index) as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         for part in (index / "versions" / "0001").iterdir():
             part.unlink()
         (index / "versions" / "0001").rmdir()
@@ -78,7 +78,7 @@ def test_corrupting_the_serving_versions_files_answers_503_never_500_until_a_new
         index_and_images, tiny_encoder):
     index, images = index_and_images
     with running_service(index_dir=index) as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         for part in (index / "versions" / "0001").iterdir():
             size = part.stat().st_size
             with open(part, "r+b") as damaged:  # in place: the service's open files see the garbage

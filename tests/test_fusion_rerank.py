@@ -64,7 +64,7 @@ def tiny_with_matcher(tmp_path_factory):
     model = model_with_matcher(root)
     build(root / "images", root / "index", load_encoder(ModelSpec(model)))
     with running_service(index_dir=root / "index") as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         service.root = root
         yield service
 
@@ -136,7 +136,7 @@ def test_a_matcher_trained_for_another_model_is_refused_by_the_service(tiny_with
     write_scenes(tmp_path / "images", scenes_with_twins(2, 6))
     build(tmp_path / "images", tmp_path / "index", load_encoder(ModelSpec(other)))
     with running_service(index_dir=tmp_path / "index") as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         rerank = service.client.get("/info").json()["rerank"]
         assert rerank["available"] is False and "trained for the dual encoder" in rerank["detail"]
         refused = search(service, {"text": "a red circle"}, rerank=True)

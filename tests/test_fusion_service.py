@@ -24,7 +24,7 @@ def served(tmp_path_factory, tiny_encoder):
     (images / "03.txt").write_text("a sunset over the sea", encoding="utf-8")
     build(images, root / "index", tiny_encoder)
     with running_service(index_dir=root / "index") as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         service.images = images
         version = open_current(root / "index")
         service.ids = {item.path: item.id for item, _, _ in version.items()}

@@ -85,7 +85,7 @@ def test_rerank_reads_cached_tokens_even_when_the_files_are_gone(matched, tmp_pa
     write_scenes(images, scenes_with_twins(6, 5))
     build(images, tmp_path / "index", encoder)
     with running_service(index_dir=tmp_path / "index") as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         query = {"terms": [{"text": "a red circle on the left"}], "rerank": True, "k": 5}
         before = service.client.post("/search", json=query).json()["results"]
         for path in images.glob("*.png"):

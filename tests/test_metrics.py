@@ -20,7 +20,7 @@ def served(tmp_path_factory, tiny_encoder):
     write_corpus(root / "images", NAMES)
     build(root / "images", root / "index", tiny_encoder)
     with running_service(index_dir=root / "index") as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         service.images = root / "images"
         yield service
 

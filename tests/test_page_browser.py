@@ -54,7 +54,7 @@ def served(tmp_path_factory):
     write_world(root / "images", SCENES, seed=11, split="all")
     build(root / "images", root / "index", load_encoder(ModelSpec(EMBEDDED_MODEL)))
     with running_service(index_dir=root / "index") as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         service.images = root / "images"
         service.composed = "post" in service.client.get("/openapi.json").json()["paths"].get("/search", {})
         yield service

@@ -25,7 +25,7 @@ def served(tmp_path_factory, tiny_encoder):
     (images / "png" / "5.txt").write_text("一只猫", encoding="utf-8")
     build(images, root / "index", tiny_encoder)
     with running_service(index_dir=root / "index") as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         service.images = images
         yield service
 
@@ -153,7 +153,7 @@ def test_service_waits_for_an_index_then_follows_new_versions_without_failing_re
         assert not_ready.status_code == 503 and "index_builder" in not_ready.json()["detail"]
         assert service.client.post("/search/text", json={"text": "x"}).status_code == 503
         build(images, index, tiny_encoder)
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         assert service.client.get("/info").json()["count"] == 2
 
         failures: list[str] = []
@@ -208,7 +208,7 @@ def test_a_bf16_index_is_served_in_bf16_and_a_refused_new_version_leaves_it_serv
     write_corpus(images, ["one.jpg", "two.png", "three.jpg"])
     build(images, index, load_encoder(ModelSpec(TINY_ARCH, "none", "bf16")))
     with running_service(index_dir=index) as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         assert service.client.get("/info").json()["model"]["precision"] == "bf16"
         best = upload(service, (images / "one.jpg").read_bytes()).json()["results"][0]
         assert best["path"] == "one.jpg" and best["score"] == pytest.approx(1.0, abs=1e-3)
@@ -232,7 +232,7 @@ def test_a_panorama_is_indexed_and_found_by_itself(tmp_path, tiny_encoder):
     make_image(77, size=(8000, 100)).save(images / "panorama.png")  # 80:1
     assert build(images, index, tiny_encoder).added == 3
     with running_service(index_dir=index) as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         best = upload(service, (images / "panorama.png").read_bytes(), name="p.png", content_type="image/png")
         assert best.status_code == 200, best.text
         assert best.json()["results"][0]["path"] == "panorama.png"
@@ -246,7 +246,7 @@ def served_compressed(tmp_path_factory, tiny_encoder):
     write_corpus(root / "images", NAMES)
     build(root / "images", root / "index", tiny_encoder, index_type="IVF4,PQ8x4fs")
     with running_service(index_dir=root / "index") as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         service.images = root / "images"
         yield service
 

@@ -30,7 +30,7 @@ def served(tmp_path_factory, tiny_encoder):
     make_image(3).save(images / "gone.png")
     build(images, root / "index", tiny_encoder)
     with running_service(index_dir=root / "index") as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200)
+        service.wait_ready()
         service.images, service.index = images, root / "index"
         service.ids = {hit["path"]: hit["id"] for hit in service.client.post(
             "/search/text", json={"text": "anything", "k": 1000}).json()["results"]}
