@@ -188,8 +188,12 @@ def with_absolute_paths(spec: ModelSpec) -> ModelSpec:
     return replace(spec, model=model, pretrained=pretrained)
 
 
-def load_encoder(spec: ModelSpec, threads: int | None = None) -> DualEncoder:
-    """Load any open_clip model through its one factory; seeded random weights when none are named."""
+def load_encoder(spec: ModelSpec, threads: int | None = None, pretrained_text: bool = False) -> DualEncoder:
+    """Load any open_clip model through its one factory; seeded random weights when none are named.
+
+    `pretrained_text` fills a Hugging Face text tower (`hf_model_name`) with that model's own weights; only
+    training asks for it (LiT starts from them), so loading a trained model never fetches a text tower.
+    """
     if threads:
         torch.set_num_threads(threads)
     spec = with_absolute_paths(spec)
@@ -199,7 +203,7 @@ def load_encoder(spec: ModelSpec, threads: int | None = None) -> DualEncoder:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
             model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained, device=spec.device, pretrained_text=False)
+                name, pretrained=pretrained, device=spec.device, pretrained_text=pretrained_text)
         tokenizer = open_clip.get_tokenizer(name)
     except Exception as error:  # open_clip raises many types; the caller needs one with the model's name
         raise ModelLoadError(f"cannot load model {spec.model!r} (pretrained={spec.pretrained!r}): {error}") from error

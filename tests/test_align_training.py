@@ -14,10 +14,16 @@ import torch
 from clipspace.align import train as train_module
 from clipspace.align import world
 from clipspace.align.__main__ import main
-from clipspace.align.datasets import WorldPairs, read_pairs
+from clipspace.align.datasets import PairedShuffle, WorldPairs, read_pairs, shifted
 from clipspace.align.export import export_checkpoint
-from clipspace.align.train import CHECKPOINT_FILE, TrainOptions, train
-from clipspace.encoder import ModelSpec, load_encoder
+from clipspace.align.train import (
+    CHECKPOINT_FILE,
+    FrozenTextFeatures,
+    TrainOptions,
+    text_features_by_length,
+    train,
+)
+from clipspace.encoder import ModelSpec, load_encoder, trimmed_text_encoder
 from clipspace.images import load_image
 
 TINY_ARCH = {
@@ -43,8 +49,11 @@ def trained(tiny_options: TrainOptions) -> Path:
     return Path(tiny_options.out) / CHECKPOINT_FILE
 
 
-def test_training_a_few_steps_lowers_the_loss(tiny_options: TrainOptions, tmp_path: Path) -> None:
-    result = train(replace(tiny_options, epochs=5, out=str(tmp_path)))
+@pytest.mark.parametrize("world_options", [
+    {}, {"world_shape_twins": True, "world_shift": 2, "world_randomised_share": 0.5, "world_caption_language": "en"},
+], ids=["canonical", "twins-shifted-randomised-english"])
+def test_training_a_few_steps_lowers_the_loss(tiny_options: TrainOptions, tmp_path: Path, world_options: dict) -> None:
+    result = train(replace(tiny_options, epochs=5, out=str(tmp_path), **world_options))
     assert result.epoch_losses[-1] < result.epoch_losses[0] - 0.1
     assert {"text_to_image_R@5", "image_to_text_R@5", "attribute"} <= set(result.metrics)
 
@@ -168,3 +177,90 @@ def test_eval_command_asks_heldout_pictures_and_paraphrases_in_their_own_words(t
 def test_eval_command_without_anything_to_score_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "--model", "ViT-B-32"]) == 2
     assert "nothing to score" in capsys.readouterr().err
+
+
+def test_a_shift_moves_the_picture_and_repeats_its_border() -> None:
+    pixels = torch.arange(2 * 6 * 6, dtype=torch.uint8).reshape(2, 6, 6)
+    moved = shifted(pixels, 2, -1)  # two down, one left
+    assert torch.equal(moved[:, 2:, :5], pixels[:, :4, 1:])
+    assert torch.equal(moved[:, 0], moved[:, 1]) and torch.equal(moved[:, 1], pixels[:, 0, [1, 2, 3, 4, 5, 5]])
+    assert torch.equal(moved[:, :, 5], moved[:, :, 4])
+    assert torch.equal(shifted(pixels, 0, 0), pixels)
+
+
+def test_world_pairs_shift_each_sample_anew_every_epoch_within_the_bound() -> None:
+    scenes = [world.sample_scene(0, "train", i) for i in range(50)]
+    pixels = torch.zeros(50, 1, 9, 9, dtype=torch.uint8)
+    pixels[:, :, 4, 4] = 255  # one bright dot in the centre: where it lands is the shift
+    pairs = WorldPairs(scenes, pixels, lambda image: image, lambda texts: torch.zeros(len(texts), 1), seed=0,
+                       shift=2)
+
+    def dot_offsets(epoch: int) -> list[tuple[int, int]]:
+        pairs.set_epoch(epoch)
+        return [tuple((torch.nonzero(pairs[i][0][0]) - 4).flatten().tolist()) for i in range(len(pairs))]
+
+    first, second = dot_offsets(0), dot_offsets(1)
+    assert all(max(abs(down), abs(right)) <= 2 for down, right in first + second)
+    assert len(set(first)) > 10 and first != second
+    assert dot_offsets(0) == first  # reproducible: the shift depends on (seed, epoch, index) only
+
+
+def test_the_text_tower_split_by_length_gives_the_full_paths_features_and_gradients() -> None:
+    torch.manual_seed(0)
+    model = open_clip.model.CLIP(**TINY_ARCH)
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    rng = np.random.default_rng(0)
+    captions = [world.sample_caption(world.sample_scene(0, "train", i), rng) for i in range(64)]
+    tokens = tokenizer(captions, context_length=TINY_ARCH["text_cfg"]["context_length"])
+    lengths = (tokens != 0).sum(dim=-1)
+    assert lengths.max() > 2 * lengths.float().median()  # the batch this exists for: mostly short, some long
+
+    full = model.encode_text(tokens)
+    full.square().sum().backward()
+    full_grads = {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
+    model.zero_grad()
+    split = text_features_by_length(model, trimmed_text_encoder(model), tokens)
+    split.square().sum().backward()
+
+    assert torch.allclose(split, full, atol=1e-5)
+    for name, grad in full_grads.items():  # float32 sums in another order: equal to ~1e-7 of the gradient's norm
+        difference = (model.get_parameter(name).grad - grad).norm() / grad.norm().clamp_min(1e-12)
+        assert difference < 1e-5, (name, float(difference))
+
+
+def test_a_paired_shuffle_keeps_every_twin_in_its_partners_batch() -> None:
+    order = list(PairedShuffle(41, torch.Generator().manual_seed(3)))
+    assert sorted(order) == list(range(41))
+    assert all({order[i], order[i + 1]} == {order[i], order[i] ^ 1} for i in range(0, 40, 2))
+    assert order != list(range(41))
+
+
+def test_a_locked_text_towers_features_are_computed_once_per_caption_and_equal_the_towers() -> None:
+    torch.manual_seed(0)
+    model = open_clip.model.CLIP(**TINY_ARCH).train()
+    assert not FrozenTextFeatures.applies(model)
+    model.lock_text_tower()
+    assert FrozenTextFeatures.applies(model)
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    tokens = tokenizer(["a red circle", "a blue square", "a red circle", "两个绿色的星形"], context_length=100)
+    calls = []
+    model.encode_text = lambda batch, real=model.encode_text: calls.append(len(batch)) or real(batch)
+    features = FrozenTextFeatures(model)
+    first = features(tokens)
+    again = features(tokens[[1, 0]])
+    assert calls == [3]  # three distinct captions, each run once
+    assert model.transformer.training  # run in eval mode, then given back in training mode
+    model.eval()
+    with torch.no_grad():
+        expected = open_clip.model.CLIP.encode_text(model, tokens)
+    assert torch.allclose(first, expected, atol=1e-6) and torch.equal(again, first[[1, 0]])
+
+
+def test_training_with_a_locked_text_tower_leaves_it_untouched(tiny_options: TrainOptions, tmp_path: Path) -> None:
+    result = train(replace(tiny_options, epochs=2, lock_text=True, out=str(tmp_path)))
+    before = load_encoder(ModelSpec(tiny_options.model, seed=tiny_options.seed)).model.state_dict()
+    after = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=False)["model"]
+    text = [name for name in before if not name.startswith(("visual.", "logit_"))]
+    assert text and all(torch.equal(before[name], after[name]) for name in text)
+    assert not torch.equal(before["visual.proj"], after["visual.proj"])
+    assert result.epoch_losses[-1] < result.epoch_losses[0]

@@ -17,7 +17,7 @@ from clipspace.align.datasets import read_pairs
 
 RECIPES = Path(__file__).resolve().parent.parent / "clipspace/align/recipes"
 # The architecture file the shipped model's recipe names.
-SHIPPED_RECIPE_ARCH = RECIPES / json.loads((RECIPES / "clipspace-shapes-v1.json").read_text())["model"]
+SHIPPED_RECIPE_ARCH = RECIPES / json.loads((RECIPES / "clipspace-shapes-v3.json").read_text())["model"]
 
 
 def test_the_same_seed_gives_the_same_scenes_pixels_and_captions() -> None:
@@ -126,3 +126,41 @@ def test_randomised_renders_vary_size_and_look_of_the_same_content() -> None:
     assert {image.size[0] for image in looks} <= set(world.RANDOM_IMAGE_SIZES)
     small = [np.asarray(image.resize((48, 48))) for image in looks]
     assert min(np.abs(a.astype(int) - b).mean() for a, b in itertools.pairwise(small)) > 1
+
+
+def test_a_shape_twin_changes_one_objects_shape_only_and_stays_in_its_split() -> None:
+    allowed = set(world.allowed_combos("train"))
+    scenes, about = world.training_scenes(400, 0, "train", twins=True)
+    assert len(scenes) == 400
+    for first, second, named, named_again in zip(scenes[::2], scenes[1::2], about[::2], about[1::2], strict=True):
+        assert named == named_again is not None
+        differing = [i for i, (a, b) in enumerate(zip(first.objects, second.objects, strict=True)) if a != b]
+        assert differing == [named]
+        before, after = first.objects[named], second.objects[named]
+        assert before.shape != after.shape and (before.colour, before.size, before.position) == (
+            after.colour, after.size, after.position)
+        assert (first.background, first.noise_seed) == (second.background, second.noise_seed)
+        assert second.combos <= allowed
+    assert world.training_scenes(5, 0, "train") == ([world.sample_scene(0, "train", i) for i in range(5)], [None] * 5)
+
+
+def test_captions_about_an_object_always_name_it_in_the_twin_cases() -> None:
+    rng = np.random.default_rng(0)
+    scenes, about = world.training_scenes(200, 0, "train", twins=True)
+    shape_words = {shape: {*world._EN_SHAPE_SYNONYMS[shape], world._EN_PLURAL[shape], *world._ZH_SHAPE_SYNONYMS[shape]}
+                   for shape in world.SHAPES}
+    for scene, named in zip(scenes, about, strict=True):
+        shape = scene.objects[named].shape
+        for _ in range(20):
+            caption = world.sample_caption(scene, rng, named)
+            assert any(word in caption for word in shape_words[shape]), (caption, shape)
+
+
+def test_english_only_captions_have_no_chinese_and_leave_the_default_draws_unchanged() -> None:
+    scenes = [world.sample_scene(0, "train", i) for i in range(300)]
+    english = [world.sample_caption(scene, np.random.default_rng(i), language="en") for i, scene in enumerate(scenes)]
+    assert all(caption.isascii() for caption in english)
+    assert len(set(english)) > 250
+    both = [world.sample_caption(scene, np.random.default_rng(i)) for i, scene in enumerate(scenes)]
+    assert 0.25 < np.mean([not caption.isascii() for caption in both]) < 0.45  # Chinese keeps its share by default
+    assert [c for c in both if c.isascii()] == [e for c, e in zip(both, english, strict=True) if c.isascii()]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import Compose, Normalize
 
 from clipspace.align import world
@@ -105,16 +105,23 @@ class WorldPairs(Dataset):
     `randomise_from_epoch` on also draws which of the two looks a scene shows: the randomised one with
     probability `randomised_share`. The canonical look makes shapes easy to learn first; the randomised one
     then teaches what does not matter.
-    Caption and look of scene i in epoch e depend only on (seed, e, i), so training is reproducible whatever
-    the number of loader workers.
+    `about` names, per scene, the object its partial captions describe (`world.training_scenes`); `language`
+    restricts captions to one language (`world.sample_caption`).
+    With `shift`, every sample is moved by up to that many pixels each way (edges repeated): a few pixels do
+    not change which slot an object is in, but they put its outline at every offset against the patch grid.
+    Caption, look and shift of scene i in epoch e depend only on (seed, e, i), so training is reproducible
+    whatever the number of loader workers.
     """
 
     def __init__(self, scenes: Sequence[world.Scene], pixels: torch.Tensor, normalize: Normalize,
                  tokenizer: Callable, seed: int, randomised: torch.Tensor | None = None,
-                 randomised_share: float = 0.0, randomise_from_epoch: int = 0) -> None:
+                 randomised_share: float = 0.0, randomise_from_epoch: int = 0, shift: int = 0,
+                 about: Sequence[int | None] | None = None, language: str | None = None) -> None:
         self.scenes, self.pixels, self.normalize, self.tokenizer = list(scenes), pixels, normalize, tokenizer
+        self.about = list(about) if about is not None else [None] * len(self.scenes)
+        self.language = language
         self.randomised, self.randomised_share = randomised, randomised_share
-        self.randomise_from_epoch = randomise_from_epoch
+        self.randomise_from_epoch, self.shift = randomise_from_epoch, shift
         self.seed, self.epoch = seed, 0
 
     def __len__(self) -> int:
@@ -122,11 +129,12 @@ class WorldPairs(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        caption = world.sample_caption(self.scenes[index], rng)
+        caption = world.sample_caption(self.scenes[index], rng, self.about[index], self.language)
         randomising = self.randomised is not None and self.epoch >= self.randomise_from_epoch
-        if randomising and rng.random() < self.randomised_share:
-            return self.normalize(self.randomised[index].float().div_(255)), self.tokenizer([caption])[0]
-        return self.image(index), self.tokenizer([caption])[0]
+        pixels = self.randomised[index] if randomising and rng.random() < self.randomised_share else self.pixels[index]
+        if self.shift:
+            pixels = shifted(pixels, *(int(v) for v in rng.integers(-self.shift, self.shift + 1, size=2)))
+        return self.normalize(pixels.float().div_(255)), self.tokenizer([caption])[0]
 
     def image(self, index: int) -> torch.Tensor:
         """The canonical render of scene `index`, normalised."""
@@ -136,16 +144,44 @@ class WorldPairs(Dataset):
         self.epoch = epoch
 
 
-def render_world(n: int, seed: int, split: str, render_size: int, preprocess: Callable,
-                 workers: int = 0, randomise: bool = False) -> tuple[list[world.Scene], torch.Tensor]:
-    """Render n scenes and apply the model's resize: uint8 NCHW.
+def shifted(pixels: torch.Tensor, down: int, right: int) -> torch.Tensor:
+    """A CHW image moved by (down, right) pixels, the uncovered edge filled by repeating the border."""
+    if not (down or right):
+        return pixels
+    pad = max(abs(down), abs(right))
+    padded = torch.nn.functional.pad(pixels[None].float(), (pad, pad, pad, pad), mode="replicate")[0]
+    height, width = pixels.shape[-2:]
+    return padded[:, pad - down:pad - down + height, pad - right:pad - right + width].to(pixels.dtype)
+
+
+class PairedShuffle(Sampler[int]):
+    """A random order that keeps scenes 2k and 2k+1 next to each other, so a shape twin shares its batch.
+
+    With an even batch size every batch holds whole pairs.
+    """
+
+    def __init__(self, size: int, generator: torch.Generator) -> None:
+        self.size, self.generator = size, generator
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        for pair in torch.randperm(self.size // 2, generator=self.generator).tolist():
+            yield from (2 * pair, 2 * pair + 1)
+        if self.size % 2:
+            yield self.size - 1
+
+
+def render_world(scenes: Sequence[world.Scene], render_size: int, preprocess: Callable, workers: int = 0,
+                 randomise: bool = False) -> torch.Tensor:
+    """Render scenes and apply the model's resize: uint8 NCHW.
 
     Canonical renders are drawn at `render_size` (the size `world` saves); randomised ones
     (`world.render_randomised`) choose their own size.
     """
-    scenes = [world.sample_scene(seed, split, i) for i in range(n)]
     resize, _ = split_normalize(preprocess)
-    chunks = [scenes[start:start + 1024] for start in range(0, n, 1024)]
+    chunks = [scenes[start:start + 1024] for start in range(0, len(scenes), 1024)]
     workers = workers or min(len(chunks), os.cpu_count() or 1)
     if workers > 1:
         # spawn, not fork: a child forked from a process with live torch/OpenMP threads can deadlock
@@ -155,7 +191,7 @@ def render_world(n: int, seed: int, split: str, render_size: int, preprocess: Ca
     else:
         parts = [_render_chunk(chunk, render_size, resize, randomise) for chunk in chunks]
     pixels = np.concatenate(parts) if parts else np.zeros((0, render_size, render_size, 3), np.uint8)
-    return scenes, torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
 
 
 def _render_chunk(scenes: Sequence[world.Scene], render_size: int, resize: Callable,

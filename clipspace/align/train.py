@@ -19,10 +19,18 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from clipspace.align import world
-from clipspace.align.datasets import CaptionedImage, FilePairs, WorldPairs, read_pairs, render_world, split_normalize
+from clipspace.align.datasets import (
+    CaptionedImage,
+    FilePairs,
+    PairedShuffle,
+    WorldPairs,
+    read_pairs,
+    render_world,
+    split_normalize,
+)
 from clipspace.align.evaluate import evaluate_pairs
 from clipspace.align.export import architecture_config, export_local_dir
-from clipspace.encoder import ModelSpec, load_encoder
+from clipspace.encoder import ModelSpec, load_encoder, trimmed_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,7 @@ class TrainOptions:
     max_logit_scale: float = math.log(100)
     lock_image: bool = False
     lock_text: bool = False
+    pretrained_text: bool = False  # start a Hugging Face text tower from its own weights (LiT: with lock_text)
     seed: int = 0
     device: str = "auto"
     workers: int = 0
@@ -65,6 +74,12 @@ class TrainOptions:
     # scene's two renders it shows. Earlier epochs show the canonical look only, where shapes are easy to learn.
     world_randomised_share: float = 0.0
     world_randomise_from_epoch: int = 0
+    # each sample is shifted by up to this many pixels (at the model's input size), anew every epoch, so shapes
+    # are seen at every offset against the patch grid instead of at five fixed slots; 0 = no shift
+    world_shift: int = 0
+    # train on pairs of scenes that differ in one object's shape only, in the same batch (world.training_scenes)
+    world_shape_twins: bool = False
+    world_caption_language: str | None = None  # "en": English captions only, for an English-only text tower
 
 
 @dataclass(frozen=True)
@@ -85,7 +100,8 @@ def train(opts: TrainOptions) -> TrainResult:
     out.mkdir(parents=True, exist_ok=True)
 
     # model: the project's one loader, so training starts from exactly what the service would load
-    encoder = load_encoder(ModelSpec(opts.model, opts.pretrained, precision="fp32", device=device, seed=opts.seed))
+    encoder = load_encoder(ModelSpec(opts.model, opts.pretrained, precision="fp32", device=device, seed=opts.seed),
+                           pretrained_text=opts.pretrained_text)
     model, tokenizer = encoder.model, encoder.tokenizer
     model.train().requires_grad_(True)
     if opts.lock_image:
@@ -95,15 +111,18 @@ def train(opts: TrainOptions) -> TrainResult:
 
     # data
     train_set, val_set, val_pairs = _datasets(opts, encoder.preprocess, tokenizer)
-    batches = DataLoader(train_set, batch_size=opts.batch_size, shuffle=True, drop_last=True,
-                         num_workers=opts.workers, pin_memory=device == "cuda",
-                         generator=torch.Generator())
+    order = torch.Generator()
+    sampler = PairedShuffle(len(train_set), order) if opts.data == WORLD and opts.world_shape_twins else None
+    batches = DataLoader(train_set, batch_size=opts.batch_size, shuffle=sampler is None, sampler=sampler,
+                         drop_last=True, num_workers=opts.workers, pin_memory=device == "cuda", generator=order)
     if len(batches) == 0:
         raise ValueError(f"{len(train_set)} training pairs do not fill one batch of {opts.batch_size}")
     total_steps = opts.epochs * len(batches)
 
     # loss and optimiser
     loss_fn = ClipLoss()
+    encode_text = trimmed_text_encoder(model)
+    frozen_text = FrozenTextFeatures(model) if opts.lock_text and FrozenTextFeatures.applies(model) else None
     # fused: one kernel over all parameters; on 2 CPU cores ~5x faster than the default per-tensor loop
     optimizer = torch.optim.AdamW(_parameter_groups(model, opts.weight_decay), lr=opts.lr, betas=(0.9, 0.98),
                                   eps=1e-6, fused=device.split(":")[0] in ("cpu", "cuda"))
@@ -130,8 +149,10 @@ def train(opts: TrainOptions) -> TrainResult:
                 group["lr"] = lr
             images, texts = images.to(device, non_blocking=True), texts.to(device, non_blocking=True)
             with autocast:
-                image_features, text_features, logit_scale = model(images, texts)[:3]
-                loss = loss_fn(image_features, text_features, logit_scale)
+                image_features = F.normalize(model.encode_image(images), dim=-1)
+                text_features = F.normalize(frozen_text(texts) if frozen_text else
+                                            text_features_by_length(model, encode_text, texts), dim=-1)
+                loss = loss_fn(image_features, text_features, model.logit_scale.exp())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
@@ -162,6 +183,66 @@ def train(opts: TrainOptions) -> TrainResult:
                                 Path(opts.export), opts.export_storage)
         log.info("exported %s", name)
     return TrainResult(epoch_losses, metrics, time.perf_counter() - started)
+
+
+class FrozenTextFeatures:
+    """A locked text tower's features, computed once per distinct caption and then looked up (LiT).
+
+    With nothing on the text side left to train, a caption's vector never changes, and the world's captions
+    repeat (partial ones especially), so a pretrained tower many times the image tower's size costs little
+    after the first epochs. The tower runs in eval mode: its dropout must not make one caption two vectors.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.cache = model, {}
+
+    @staticmethod
+    def applies(model: torch.nn.Module) -> bool:
+        """True when no parameter that text passes through is trained."""
+        return not any(param.requires_grad for param in _text_parameters(model))
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        keys = [row.numpy().tobytes() for row in tokens.cpu()]
+        missing = list(dict.fromkeys(key for key in keys if key not in self.cache))
+        if missing:
+            first = {key: index for index, key in reversed(list(enumerate(keys)))}
+            tower = getattr(self.model, "text", self.model)
+            was_training = tower.training
+            tower.eval()
+            with torch.no_grad():
+                features = self.model.encode_text(tokens[[first[key] for key in missing]])
+            tower.train(was_training)
+            self.cache.update(zip(missing, features, strict=True))
+        return torch.stack([self.cache[key] for key in keys])
+
+
+def _text_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """What encode_text reads: a custom text tower (`model.text`), or CLIP's own text modules."""
+    if isinstance(getattr(model, "text", None), torch.nn.Module):
+        return list(model.text.parameters())
+    names = ("transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection")
+    return [param for name, param in model.named_parameters() if name.startswith(names)]
+
+
+def text_features_by_length(model: torch.nn.Module, trimmed: Callable[[torch.Tensor], torch.Tensor] | None,
+                            tokens: torch.Tensor) -> torch.Tensor:
+    """The text tower on a training batch as two sub-batches, short texts and long ones, each cut to its longest.
+
+    Most captions are short (a median of 18 tokens) but nearly every batch holds one of ~90, so one trimmed
+    batch would still run ~90 positions; splitting where it saves most roughly halves the text tower's cost.
+    Exact, like the trim itself (`trimmed_text_encoder`), and the full path where the model does not allow it.
+    """
+    if trimmed is None:
+        return model.encode_text(tokens)
+    lengths = (tokens != 0).sum(dim=-1)
+    order = torch.argsort(lengths)
+    ascending = lengths[order].tolist()
+    count = len(ascending)
+    # cost of a split after i texts: i of them at the i-th length, the rest at the longest
+    split = min(range(1, count + 1), key=lambda i: i * ascending[i - 1] + (count - i) * ascending[-1])
+    parts = [trimmed(tokens[order[:split]])] + ([trimmed(tokens[order[split:]])] if split < count else [])
+    features = torch.cat(parts)
+    return features[torch.argsort(order)]
 
 
 def learning_rate(step: int, total_steps: int, peak: float, warmup_steps: int) -> float:
@@ -201,11 +282,14 @@ def _datasets(opts: TrainOptions, preprocess: Callable,
         # validation keeps the canonical look: it tracks the in-distribution bar epoch by epoch
         for n, seed, split, share in ((opts.world_scenes, opts.world_seed, "train", opts.world_randomised_share),
                                       (opts.world_val_scenes, opts.world_val_seed, "val", 0.0)):
-            scenes, pixels = render_world(n, seed, split, opts.world_render_size, preprocess)
-            randomised = render_world(n, seed, split, opts.world_render_size, preprocess, randomise=True)[1] \
+            training = split == "train"
+            scenes, about = world.training_scenes(n, seed, split, twins=training and opts.world_shape_twins)
+            pixels = render_world(scenes, opts.world_render_size, preprocess)
+            randomised = render_world(scenes, opts.world_render_size, preprocess, randomise=True) \
                 if share > 0 else None
             pools.append(WorldPairs(scenes, pixels, normalize, tokenizer, seed, randomised, share,
-                                    opts.world_randomise_from_epoch))
+                                    opts.world_randomise_from_epoch, opts.world_shift if training else 0, about,
+                                    opts.world_caption_language if training else None))
         val_pairs = [CaptionedImage(Path(f"world-val/{i:05d}"), world.canonical_caption(scene), scene.objects)
                      for i, scene in enumerate(pools[1].scenes)]
         return pools[0], pools[1], val_pairs

@@ -8,7 +8,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,10 @@ class SceneObject:
     size: str
     position: str
 
+    @property
+    def combo(self) -> tuple[str, str]:
+        return self.colour, self.shape
+
 
 @dataclass(frozen=True)
 class Background:
@@ -95,7 +99,7 @@ class Scene:
 
     @property
     def combos(self) -> frozenset[tuple[str, str]]:
-        return frozenset((obj.colour, obj.shape) for obj in self.objects)
+        return frozenset(obj.combo for obj in self.objects)
 
 
 def allowed_combos(split: str) -> tuple[tuple[str, str], ...]:
@@ -131,6 +135,43 @@ def sample_scene(seed: int, split: str, index: int) -> Scene:
         objects.append(SceneObject(shape, colour, SIZES[int(rng.integers(2))], position))
     objects.sort(key=lambda obj: POSITIONS.index(obj.position))
     return Scene(tuple(objects), _sample_background(rng), int(rng.integers(2**31)))
+
+
+def shape_twin(scene: Scene, split: str, rng: np.random.Generator) -> tuple[Scene, int]:
+    """The same scene with one object's shape changed, and that object's index: a hard negative for training.
+
+    Everything else stays, the noise seed included, so both are drawn alike and only the shape tells them
+    apart. The new shape keeps the colour and stays inside the split's allowed combinations.
+    """
+    allowed = set(allowed_combos(split))
+    choices = [(index, shape) for index, obj in enumerate(scene.objects) for shape in SHAPES
+               if shape != obj.shape and (obj.colour, shape) in allowed]
+    index, shape = choices[int(rng.integers(len(choices)))]
+    objects = list(scene.objects)
+    objects[index] = replace(objects[index], shape=shape)
+    return replace(scene, objects=tuple(objects)), index
+
+
+def training_scenes(n: int, seed: int, split: str, twins: bool = False) -> tuple[list[Scene], list[int | None]]:
+    """n scenes of a split and, per scene, the object its captions should name (None: any).
+
+    With `twins`, scenes come in pairs (2k, 2k+1): a scene and its `shape_twin`, both captioned about the
+    changed object. Side by side in one batch, colour, place and size cannot tell their captions apart; only
+    the shape can, which is what a model must learn to carry shapes to pictures drawn some other way.
+    """
+    if not twins:
+        return list(generate_scenes(n, seed, split)), [None] * n
+    scenes: list[Scene] = []
+    about: list[int | None] = []
+    for index in range(0, n - 1, 2):
+        scene = sample_scene(seed, split, index)
+        twin, changed = shape_twin(scene, split, scene_rng(seed, split, index + 1))
+        scenes += [scene, twin]
+        about += [changed, changed]
+    if n % 2:
+        scenes.append(sample_scene(seed, split, n - 1))
+        about.append(None)
+    return scenes, about
 
 
 def _sample_background(rng: np.random.Generator) -> Background:
@@ -324,23 +365,27 @@ def attribute_query(colour: str, shape: str, language: str) -> str:
     return f"a {colour} {shape}" if language == "en" else f"一个{_ZH_COLOUR[colour]}的{_ZH_SHAPE[shape]}"
 
 
-def sample_caption(scene: Scene, rng: np.random.Generator) -> str:
+def sample_caption(scene: Scene, rng: np.random.Generator, about: int | None = None,
+                   language: str | None = None) -> str:
     """One of the many ways to describe the scene, full or partial, English or Chinese.
 
     Training on partial captions is what makes short queries ("a red circle") retrieve the scenes that
     contain one; the full ones teach size and place; the canonical form is kept frequent because it is
-    what the demo corpus and the full-caption evaluation use.
+    what the demo corpus and the full-caption evaluation use. With `about` (an object's index), a partial
+    caption names that object rather than any (see `training_scenes`). `language="en"` draws English
+    captions only, in the same proportions of full and partial ones (for an English-only text tower).
     """
+    english_only = language == "en"
     draw = rng.random()
     if draw < 0.2:
         return canonical_caption(scene)
-    if draw < 0.4:
+    if draw < 0.4 or (english_only and draw < 0.55):
         return _full_caption_en(scene, rng)
     if draw < 0.55:
         return _full_caption_zh(scene, rng)
-    if draw < 0.8:
-        return _partial_caption_en(scene, rng)
-    return _partial_caption_zh(scene, rng)
+    if draw < 0.8 or english_only:
+        return _partial_caption_en(scene, rng, about)
+    return _partial_caption_zh(scene, rng, about)
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
@@ -369,17 +414,25 @@ def _full_caption_en(scene: Scene, rng: np.random.Generator) -> str:
     return prefix + text
 
 
-def _partial_caption_en(scene: Scene, rng: np.random.Generator) -> str:
+def _named(scene: Scene, rng: np.random.Generator, about: int | None) -> SceneObject:
+    return scene.objects[int(rng.integers(len(scene.objects)))] if about is None else scene.objects[about]
+
+
+def _partial_caption_en(scene: Scene, rng: np.random.Generator, about: int | None = None) -> str:
     draw = rng.random()
     if draw < 0.3:
-        colour, shape = _pick(rng, sorted(scene.combos))
+        colour, shape = _pick(rng, sorted(scene.combos)) if about is None else scene.objects[about].combo
         return attribute_query(colour, shape, "en") if rng.random() < 0.5 else f"{colour} {shape}"
-    if draw < 0.55:
-        obj = scene.objects[int(rng.integers(len(scene.objects)))]
+    if draw < 0.55 or (about is not None and draw >= 0.85):  # "three shapes" would fit a twin as well
+        obj = _named(scene, rng, about)
         return _describe_en(obj, rng, bool(rng.random() < 0.6), bool(rng.random() < 0.6))
     if draw < 0.85:
         counts = Counter((o.colour, o.shape) for o in scene.objects)
-        (colour, shape), count = _pick(rng, sorted(counts.items()))
+        if about is None:
+            (colour, shape), count = _pick(rng, sorted(counts.items()))
+        else:
+            colour, shape = scene.objects[about].combo
+            count = counts[colour, shape]
         noun = _pick(rng, _EN_SHAPE_SYNONYMS[shape]) if count == 1 else _EN_PLURAL[shape]
         number = _pick(rng, (_EN_NUMBERS[count], str(count))) if count > 1 else _pick(rng, ("one", "a"))
         return f"{number} {colour} {noun}"
@@ -404,17 +457,21 @@ def _full_caption_zh(scene: Scene, rng: np.random.Generator) -> str:
     return "，".join(parts)
 
 
-def _partial_caption_zh(scene: Scene, rng: np.random.Generator) -> str:
+def _partial_caption_zh(scene: Scene, rng: np.random.Generator, about: int | None = None) -> str:
     draw = rng.random()
     if draw < 0.35:
-        colour, shape = _pick(rng, sorted(scene.combos))
+        colour, shape = _pick(rng, sorted(scene.combos)) if about is None else scene.objects[about].combo
         return attribute_query(colour, shape, "zh") if rng.random() < 0.6 else _ZH_COLOUR[colour] + _ZH_SHAPE[shape]
     if draw < 0.65:
-        obj = scene.objects[int(rng.integers(len(scene.objects)))]
+        obj = _named(scene, rng, about)
         thing = _describe_zh(obj, rng, bool(rng.random() < 0.5))
         return f"{_pick(rng, _ZH_POSITION_SYNONYMS[obj.position])}的{thing[2:]}" if rng.random() < 0.4 else thing
     counts = Counter((o.colour, o.shape) for o in scene.objects)
-    (colour, shape), count = _pick(rng, sorted(counts.items()))
+    if about is None:
+        (colour, shape), count = _pick(rng, sorted(counts.items()))
+    else:
+        colour, shape = scene.objects[about].combo
+        count = counts[colour, shape]
     return f"{_ZH_NUMBERS[count]}个{_ZH_COLOUR[colour]}的{_pick(rng, _ZH_SHAPE_SYNONYMS[shape])}"
 
 
