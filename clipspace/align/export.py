@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,24 @@ def export_local_dir(model: torch.nn.Module, model_cfg: dict[str, Any], preproce
     weights = {name: tensor.detach().to("cpu", dtype if tensor.is_floating_point() else tensor.dtype).contiguous()
                for name, tensor in model.state_dict().items()}
     save_file(weights, out / WEIGHTS_FILE, metadata={"format": "pt"})
+    _copy_hf_tokenizer(model_cfg, out)
     return f"local-dir:{out}"
+
+
+# What a Hugging Face tokenizer folder holds; the model's own config and weights stay where they are.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                    "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
+
+
+def _copy_hf_tokenizer(model_cfg: dict[str, Any], out: Path) -> None:
+    """open_clip loads a `local-dir:` model's Hugging Face tokenizer from that folder, never from
+    `hf_tokenizer_name`: a model with a local HF tokenizer (LiT with MiniLM) carries a copy of its files."""
+    source = Path(model_cfg.get("text_cfg", {}).get("hf_tokenizer_name") or "")
+    if not (str(source) and source.is_dir()):
+        return
+    for name in _TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
 
 
 def export_checkpoint(checkpoint: Path, out: Path, storage: str = "fp32") -> str:
