@@ -7,14 +7,18 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from open_clip.modified_resnet import ModifiedResNet
 from PIL import Image
 
 from clipspace.encoder import DualEncoder
 
+# ModifiedResNet's blocks in forward_intermediates: stem, layer1..layer4; its tokens come from layer3
+RESNET_TOKEN_STAGE = 3
+
 
 @dataclass(frozen=True)
 class ImageTokens:
-    patches: torch.Tensor  # (n, 1 + patches, image width): class token first, after the tower's final norm
+    patches: torch.Tensor  # (n, 1 + patches, image width): a summary token first, after a final norm
     pooled: torch.Tensor  # (n, dim): the normalised image embedding, as the index stores it
 
 
@@ -26,12 +30,28 @@ class TextTokens:
 
 
 def image_tokens(encoder: DualEncoder, pixels: torch.Tensor) -> ImageTokens:
-    """Run the image tower once on preprocessed pixels and keep both its tokens and its embedding."""
+    """Run the image tower once on preprocessed pixels and keep both its tokens and its embedding.
+
+    A ViT gives its class token and patch tokens after its final norm. A convolutional tower (open_clip's
+    ModifiedResNet) gives the feature map of its last-but-one stage: each cell becomes a token,
+    layer-normalised over channels so that it reads like a ViT token, and their mean stands in for the class
+    token. Not the last stage: at 64 px its 2x2 cells put two objects in one cell too often for the matcher
+    to tell which colour goes with which shape (docs/decisions.md).
+    """
+    model = encoder.model
+    pixels = pixels.to(encoder.spec.device, next(model.parameters()).dtype)
     with torch.inference_mode():
-        out = encoder.model.forward_intermediates(
-            image=pixels.to(encoder.spec.device, next(encoder.model.parameters()).dtype), image_indices=1,
-            normalize_intermediates=True, image_output_fmt="NLC", image_output_extra_tokens=True)
-        patches = torch.cat([out["image_intermediates_prefix"][-1], out["image_intermediates"][-1]], dim=1)
+        if isinstance(model.visual, ModifiedResNet):
+            # the last stage asked for too: open_clip pools whatever stage it stopped at
+            out = model.forward_intermediates(image=pixels, image_indices=[RESNET_TOKEN_STAGE, 4],
+                                              image_output_fmt="NCHW")
+            cells = out["image_intermediates"][0].flatten(2).transpose(1, 2).float()
+            cells = F.layer_norm(cells, cells.shape[-1:])
+            patches = torch.cat([cells.mean(dim=1, keepdim=True), cells], dim=1)
+        else:
+            out = model.forward_intermediates(image=pixels, image_indices=1, normalize_intermediates=True,
+                                              image_output_fmt="NLC", image_output_extra_tokens=True)
+            patches = torch.cat([out["image_intermediates_prefix"][-1], out["image_intermediates"][-1]], dim=1)
         return ImageTokens(patches.float().cpu(), F.normalize(out["image_features"].float(), dim=-1).cpu())
 
 
