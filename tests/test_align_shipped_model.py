@@ -17,11 +17,12 @@ MODEL_DIR = Path(__file__).resolve().parent.parent / EMBEDDED_MODEL.removeprefix
 RECIPE = Path(__file__).resolve().parent.parent / "clipspace" / "align" / "recipes" / f"{MODEL_DIR.name}.json"
 # Seeds the shipped recipe never trained or validated on (it used 0 for train and 1 for val).
 TEST_SEED, COMPOSITIONAL_SEED, HELDOUT_SEED = 4242, 4343, 4444
-# On 300 held-out pictures clipspace-shapes-v1 scored 0.243-0.246 (English) and 0.292-0.307 (Chinese) over
-# seeds 4444-4446: stable to +-0.01 at this size, though lower than on 1,000 pictures (0.32-0.34), since
-# precision@10 grows with the number of relevant pictures. The bar is a floor against regressions, far
-# below the goal of 0.9 that no model trained so far reaches (see docs/decisions.md).
-HELDOUT_PICTURES, HELDOUT_MEAN_BAR = 300, 0.2
+# On 300 held-out pictures clipspace-shapes-v3 scored 0.512-0.532 (English) and 0.617-0.632 (Chinese) over
+# seeds 4444-4446: stable to +-0.01 at this size, though lower than on 1,000 pictures (0.72-0.81), since
+# precision@10 grows with the number of relevant pictures. clipspace-shapes-v1 scored 0.24 / 0.29-0.31 here,
+# so the bar fails a model that only learnt one renderer's pixels; the goal (0.9 on 1,000) is not met
+# yet (see docs/decisions.md).
+HELDOUT_PICTURES, HELDOUT_MEAN_BAR = 300, 0.45
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,8 @@ def test_the_shipped_model_is_a_plain_open_clip_local_dir_model_under_40_mb() ->
     architecture = json.loads((RECIPE.parent / json.loads(RECIPE.read_text())["model"]).read_text())
     side, context = architecture["vision_cfg"]["image_size"], architecture["text_cfg"]["context_length"]
     assert tokenizer("一个红色的圆形").shape == (1, context)
-    assert model.visual.image_size == (side, side)
+    size = model.visual.image_size  # a ViT keeps (h, w), open_clip's ResNet one int
+    assert (size if isinstance(size, tuple) else (size, size)) == (side, side)
     assert preprocess(world.render_scene(world.sample_scene(0, "test", 0))).shape == (3, side, side)
     assert sum(path.stat().st_size for path in MODEL_DIR.iterdir()) <= 40 * 2**20
 
@@ -48,13 +50,13 @@ def test_the_shipped_model_is_a_plain_open_clip_local_dir_model_under_40_mb() ->
 def test_the_shipped_model_finds_attributes_and_full_captions_on_fresh_scenes(shipped: DualEncoder,
                                                                              tmp_path: Path) -> None:
     # 1000 scenes give every attribute query ~40 relevant images; on a few hundred, P@10 turns into recall of
-    # every instance, which this model does not reach (see its MODEL_CARD.md: ~0.78 on 300 scenes).
+    # every instance (see its MODEL_CARD.md). clipspace-shapes-v3 scores 0.986 (min 0.9) and 0.974 (min 0.8).
     world.write_world(tmp_path, n=1000, seed=TEST_SEED, split="test")
     report = evaluate_encoder(shipped, tmp_path)
     for language in ("en", "zh"):
         assert report["attribute"][language]["queries"] == len(world.allowed_combos("test"))
-        assert report["attribute"][language]["mean_P@10"] >= 0.93, report["attribute"]
-        assert report["attribute"][language]["min_P@10"] >= 0.6, report["attribute"]
+        assert report["attribute"][language]["mean_P@10"] >= 0.95, report["attribute"]
+        assert report["attribute"][language]["min_P@10"] >= 0.7, report["attribute"]
     assert report["text_to_image_R@5"] >= 0.98, {k: v for k, v in report.items() if k != "attribute"}
     assert report["image_to_text_R@5"] >= 0.95, {k: v for k, v in report.items() if k != "attribute"}
 

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from clipspace import settings
 from clipspace.align.world import write_world
 from clipspace.encoder import ModelSpec, load_encoder
 from tests.conftest import ROOT, build, running_service
 
 SCREENSHOTS = ROOT / "var" / "screenshots"
-EMBEDDED_MODEL = f"local-dir:{ROOT / 'data' / 'models' / 'clipspace-shapes-v1'}"
+EMBEDDED_MODEL = f"local-dir:{ROOT / settings.EMBEDDED_MODEL.removeprefix('local-dir:')}"
 SCENES = 60
 K = 50
 expect.set_options(timeout=30_000)  # a loaded CI machine may take seconds for a query; the default is 5 s
