@@ -136,10 +136,6 @@ class WorldPairs(Dataset):
             pixels = shifted(pixels, *(int(v) for v in rng.integers(-self.shift, self.shift + 1, size=2)))
         return self.normalize(pixels.float().div_(255)), self.tokenizer([caption])[0]
 
-    def image(self, index: int) -> torch.Tensor:
-        """The canonical render of scene `index`, normalised."""
-        return self.normalize(self.pixels[index].float().div_(255))
-
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 

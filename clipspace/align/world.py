@@ -415,24 +415,34 @@ def _full_caption_en(scene: Scene, rng: np.random.Generator) -> str:
 
 
 def _named(scene: Scene, rng: np.random.Generator, about: int | None) -> SceneObject:
+    """Any object of the scene (drawn from rng), or the one `about` names."""
     return scene.objects[int(rng.integers(len(scene.objects)))] if about is None else scene.objects[about]
+
+
+def _named_combo(scene: Scene, rng: np.random.Generator, about: int | None) -> tuple[str, str]:
+    """Any (colour, shape) the scene holds, or the named object's."""
+    return _pick(rng, sorted(scene.combos)) if about is None else scene.objects[about].combo
+
+
+def _named_count(scene: Scene, rng: np.random.Generator, about: int | None) -> tuple[tuple[str, str], int]:
+    """A (colour, shape) the scene holds and how many objects have it; the named object's if given."""
+    counts = Counter(obj.combo for obj in scene.objects)
+    if about is None:
+        return _pick(rng, sorted(counts.items()))
+    combo = scene.objects[about].combo
+    return combo, counts[combo]
 
 
 def _partial_caption_en(scene: Scene, rng: np.random.Generator, about: int | None = None) -> str:
     draw = rng.random()
     if draw < 0.3:
-        colour, shape = _pick(rng, sorted(scene.combos)) if about is None else scene.objects[about].combo
+        colour, shape = _named_combo(scene, rng, about)
         return attribute_query(colour, shape, "en") if rng.random() < 0.5 else f"{colour} {shape}"
     if draw < 0.55 or (about is not None and draw >= 0.85):  # "three shapes" would fit a twin as well
         obj = _named(scene, rng, about)
         return _describe_en(obj, rng, bool(rng.random() < 0.6), bool(rng.random() < 0.6))
     if draw < 0.85:
-        counts = Counter((o.colour, o.shape) for o in scene.objects)
-        if about is None:
-            (colour, shape), count = _pick(rng, sorted(counts.items()))
-        else:
-            colour, shape = scene.objects[about].combo
-            count = counts[colour, shape]
+        (colour, shape), count = _named_count(scene, rng, about)
         noun = _pick(rng, _EN_SHAPE_SYNONYMS[shape]) if count == 1 else _EN_PLURAL[shape]
         number = _pick(rng, (_EN_NUMBERS[count], str(count))) if count > 1 else _pick(rng, ("one", "a"))
         return f"{number} {colour} {noun}"
@@ -460,18 +470,13 @@ def _full_caption_zh(scene: Scene, rng: np.random.Generator) -> str:
 def _partial_caption_zh(scene: Scene, rng: np.random.Generator, about: int | None = None) -> str:
     draw = rng.random()
     if draw < 0.35:
-        colour, shape = _pick(rng, sorted(scene.combos)) if about is None else scene.objects[about].combo
+        colour, shape = _named_combo(scene, rng, about)
         return attribute_query(colour, shape, "zh") if rng.random() < 0.6 else _ZH_COLOUR[colour] + _ZH_SHAPE[shape]
     if draw < 0.65:
         obj = _named(scene, rng, about)
         thing = _describe_zh(obj, rng, bool(rng.random() < 0.5))
         return f"{_pick(rng, _ZH_POSITION_SYNONYMS[obj.position])}的{thing[2:]}" if rng.random() < 0.4 else thing
-    counts = Counter((o.colour, o.shape) for o in scene.objects)
-    if about is None:
-        (colour, shape), count = _pick(rng, sorted(counts.items()))
-    else:
-        colour, shape = scene.objects[about].combo
-        count = counts[colour, shape]
+    (colour, shape), count = _named_count(scene, rng, about)
     return f"{_ZH_NUMBERS[count]}个{_ZH_COLOUR[colour]}的{_pick(rng, _ZH_SHAPE_SYNONYMS[shape])}"
 
 
