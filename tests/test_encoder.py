@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -68,6 +70,15 @@ def test_unknown_models_and_missing_weights_are_clear_errors(tmp_path):
         load_encoder(ModelSpec(f"local-dir:{tmp_path / 'missing'}"))
     with pytest.raises(ModelLoadError, match="laion"):
         load_encoder(ModelSpec(TINY_ARCH, "laion2b_s34b_b79k"))  # not a tag of this architecture
+
+
+def test_a_text_tower_from_a_missing_package_says_what_to_install(tmp_path):
+    config = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1},
+              "text_cfg": {"hf_model_name": "package:no_such_text_tower_package", "hf_pooler_type": "mean_pooler"}}
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+    with pytest.raises(ModelLoadError, match=r"no_such_text_tower_package.*pip install"):
+        load_encoder(ModelSpec(f"local-dir:{tmp_path / 'model'}"))
 
 
 def test_precision_must_be_one_we_support():

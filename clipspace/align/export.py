@@ -11,6 +11,7 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
+from clipspace import packaged_towers
 from clipspace.encoder import ModelSpec, load_encoder
 
 CONFIG_FILE = "open_clip_config.json"
@@ -34,13 +35,15 @@ def export_local_dir(model: torch.nn.Module, model_cfg: dict[str, Any], preproce
     """Write open_clip_config.json + open_clip_model.safetensors into `out`; returns the `local-dir:` name.
 
     `storage="fp16"` halves the file; open_clip casts the weights back to the model's fp32 parameters on load.
+    A text tower named by a package and left exactly as the package ships it is not written (`packaged_towers`).
     """
     out.mkdir(parents=True, exist_ok=True)
     config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     dtype = _STORAGE_DTYPES[storage]
+    state = packaged_towers.drop_package_text(model, model_cfg, model.state_dict())
     weights = {name: tensor.detach().to("cpu", dtype if tensor.is_floating_point() else tensor.dtype).contiguous()
-               for name, tensor in model.state_dict().items()}
+               for name, tensor in state.items()}
     save_file(weights, out / WEIGHTS_FILE, metadata={"format": "pt"})
     _copy_hf_tokenizer(model_cfg, out)
     return f"local-dir:{out}"
