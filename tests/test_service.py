@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -79,6 +81,13 @@ def test_info_health_and_readiness(served):
     assert served.client.get("/readyz").json()["status"] == "ready"
     assert served.client.get("/openapi.json").json()["paths"].keys() >= {"/search/text", "/search/image"}
     assert "clipspace" in served.client.get("/").text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed: nothing to keep out")
+def test_a_cpu_service_never_loads_triton(served):
+    served.wait_ready()  # the model is loaded and has answered: every import has happened
+    assert served.client.post("/search/text", json={"text": "a red circle"}).status_code == 200
+    assert "libtriton" not in Path(f"/proc/{served.pid}/maps").read_text()
 
 
 def truncated_jpeg() -> bytes:
