@@ -5,6 +5,7 @@ from __future__ import annotations
 import colorsys
 import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,37 @@ def test_english_only_captions_have_no_chinese_and_leave_the_default_draws_uncha
     both = [world.sample_caption(scene, np.random.default_rng(i)) for i, scene in enumerate(scenes)]
     assert 0.25 < np.mean([not caption.isascii() for caption in both]) < 0.45  # Chinese keeps its share by default
     assert [c for c in both if c.isascii()] == [e for c, e in zip(both, english, strict=True) if c.isascii()]
+
+
+def test_free_layout_keeps_each_object_in_its_named_region_and_mostly_clear_of_the_others() -> None:
+    rng = np.random.default_rng(0)
+    placements, overlaps = 0, 0
+    for index in range(500):
+        placed: list[tuple[float, float, float]] = []
+        for obj in world.sample_scene(0, "train", index).objects:
+            radius = rng.uniform(*world._FREE_RADIUS[obj.size])
+            x, y = world._free_place(obj.position, radius, placed, rng)
+            nearest = min(world.POSITIONS, key=lambda name: math.dist(world._SLOT_CENTRES[name], (x, y)))
+            assert nearest == obj.position
+            placements += 1
+            overlaps += any(math.dist((x, y), (px, py)) <= radius + pr for px, py, pr in placed)
+            placed.append((x, y, radius))
+    assert overlaps / placements < 0.05  # only where 40 tries found no room (the slot's centre then)
+
+
+def test_free_layout_moves_objects_but_keeps_the_look_deterministic() -> None:
+    scene = world.sample_scene(0, "train", 3)
+    free = np.asarray(world.render_randomised(scene, free_layout=True))
+    assert np.array_equal(free, np.asarray(world.render_randomised(scene, free_layout=True)))
+    assert not np.array_equal(free, np.asarray(world.render_randomised(scene)))
+
+
+def test_framed_captions_never_use_the_held_out_renderers_query_phrasings() -> None:
+    rng = np.random.default_rng(0)
+    captions = {world.sample_caption(world.sample_scene(0, "train", i % 500), rng, framed=True) for i in range(20_000)}
+    assert any(caption.startswith(world.FRAMES["en"]) for caption in captions)
+    assert any(caption.startswith(world.FRAMES["zh"]) for caption in captions)
+    held_out = {phrase(colour, shape) for ways in heldout.PHRASINGS.values() for phrase in ways
+                for colour, shape in world.allowed_combos("all")}
+    assert not captions & held_out
+    assert not [caption for caption in captions if caption.startswith(("a picture with", "the ", "有一个"))]

@@ -106,7 +106,7 @@ class WorldPairs(Dataset):
     probability `randomised_share`. The canonical look makes shapes easy to learn first; the randomised one
     then teaches what does not matter.
     `about` names, per scene, the object its partial captions describe (`world.training_scenes`); `language`
-    restricts captions to one language (`world.sample_caption`).
+    restricts captions to one language and `framed` frames some partial ones (`world.sample_caption`).
     With `shift`, every sample is moved by up to that many pixels each way (edges repeated): a few pixels do
     not change which slot an object is in, but they put its outline at every offset against the patch grid.
     Caption, look and shift of scene i in epoch e depend only on (seed, e, i), so training is reproducible
@@ -116,10 +116,11 @@ class WorldPairs(Dataset):
     def __init__(self, scenes: Sequence[world.Scene], pixels: torch.Tensor, normalize: Normalize,
                  tokenizer: Callable, seed: int, randomised: torch.Tensor | None = None,
                  randomised_share: float = 0.0, randomise_from_epoch: int = 0, shift: int = 0,
-                 about: Sequence[int | None] | None = None, language: str | None = None) -> None:
+                 about: Sequence[int | None] | None = None, language: str | None = None,
+                 framed: bool = False) -> None:
         self.scenes, self.pixels, self.normalize, self.tokenizer = list(scenes), pixels, normalize, tokenizer
         self.about = list(about) if about is not None else [None] * len(self.scenes)
-        self.language = language
+        self.language, self.framed = language, framed
         self.randomised, self.randomised_share = randomised, randomised_share
         self.randomise_from_epoch, self.shift = randomise_from_epoch, shift
         self.seed, self.epoch = seed, 0
@@ -129,7 +130,7 @@ class WorldPairs(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        caption = world.sample_caption(self.scenes[index], rng, self.about[index], self.language)
+        caption = world.sample_caption(self.scenes[index], rng, self.about[index], self.language, self.framed)
         randomising = self.randomised is not None and self.epoch >= self.randomise_from_epoch
         pixels = self.randomised[index] if randomising and rng.random() < self.randomised_share else self.pixels[index]
         if self.shift:
@@ -170,11 +171,11 @@ class PairedShuffle(Sampler[int]):
 
 
 def render_world(scenes: Sequence[world.Scene], render_size: int, preprocess: Callable, workers: int = 0,
-                 randomise: bool = False) -> torch.Tensor:
+                 randomise: bool = False, free_layout: bool = False) -> torch.Tensor:
     """Render scenes and apply the model's resize: uint8 NCHW.
 
     Canonical renders are drawn at `render_size` (the size `world` saves); randomised ones
-    (`world.render_randomised`) choose their own size.
+    (`world.render_randomised`, with its `free_layout`) choose their own size.
     """
     resize, _ = split_normalize(preprocess)
     chunks = [scenes[start:start + 1024] for start in range(0, len(scenes), 1024)]
@@ -183,15 +184,15 @@ def render_world(scenes: Sequence[world.Scene], render_size: int, preprocess: Ca
         # spawn, not fork: a child forked from a process with live torch/OpenMP threads can deadlock
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             parts = list(pool.map(_render_chunk, chunks, [render_size] * len(chunks), [resize] * len(chunks),
-                                  [randomise] * len(chunks)))
+                                  [randomise] * len(chunks), [free_layout] * len(chunks)))
     else:
-        parts = [_render_chunk(chunk, render_size, resize, randomise) for chunk in chunks]
+        parts = [_render_chunk(chunk, render_size, resize, randomise, free_layout) for chunk in chunks]
     pixels = np.concatenate(parts) if parts else np.zeros((0, render_size, render_size, 3), np.uint8)
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
 
 
 def _render_chunk(scenes: Sequence[world.Scene], render_size: int, resize: Callable,
-                  randomise: bool = False) -> np.ndarray:
+                  randomise: bool = False, free_layout: bool = False) -> np.ndarray:
     if randomise:
-        return np.stack([np.asarray(resize(world.render_randomised(scene))) for scene in scenes])
+        return np.stack([np.asarray(resize(world.render_randomised(scene, free_layout))) for scene in scenes])
     return np.stack([np.asarray(resize(world.render_scene(scene, render_size))) for scene in scenes])

@@ -77,9 +77,13 @@ class TrainOptions:
     # each sample is shifted by up to this many pixels (at the model's input size), anew every epoch, so shapes
     # are seen at every offset against the patch grid instead of at five fixed slots; 0 = no shift
     world_shift: int = 0
+    # the randomised look places objects anywhere in their slot's region, at a wider spread of sizes
+    # (world.render_randomised's free_layout); the canonical look keeps its five slots
+    world_free_layout: bool = False
     # train on pairs of scenes that differ in one object's shape only, in the same batch (world.training_scenes)
     world_shape_twins: bool = False
     world_caption_language: str | None = None  # "en": English captions only, for an English-only text tower
+    world_caption_frames: bool = False  # frame a third of the partial captions ("a photo of …", world.FRAMES)
 
 
 @dataclass(frozen=True)
@@ -285,11 +289,13 @@ def _datasets(opts: TrainOptions, preprocess: Callable,
             training = split == "train"
             scenes, about = world.training_scenes(n, seed, split, twins=training and opts.world_shape_twins)
             pixels = render_world(scenes, opts.world_render_size, preprocess)
-            randomised = render_world(scenes, opts.world_render_size, preprocess, randomise=True) \
+            randomised = render_world(scenes, opts.world_render_size, preprocess, randomise=True,
+                                      free_layout=opts.world_free_layout) \
                 if share > 0 else None
             pools.append(WorldPairs(scenes, pixels, normalize, tokenizer, seed, randomised, share,
                                     opts.world_randomise_from_epoch, opts.world_shift if training else 0, about,
-                                    opts.world_caption_language if training else None))
+                                    opts.world_caption_language if training else None,
+                                    training and opts.world_caption_frames))
         val_pairs = [CaptionedImage(Path(f"world-val/{i:05d}"), world.canonical_caption(scene), scene.objects)
                      for i, scene in enumerate(pools[1].scenes)]
         return pools[0], pools[1], val_pairs

@@ -274,6 +274,8 @@ COLOUR_RANGES = {
 }
 RANDOM_IMAGE_SIZES = (64, 96, 128, 160, 192)
 _RANDOM_RADIUS = {"small": (0.07, 0.105), "large": (0.125, 0.158)}
+# With a free layout objects may be anywhere in their slot's region, so sizes may spread wider too.
+_FREE_RADIUS = {"small": (0.06, 0.115), "large": (0.12, 0.19)}
 
 
 def sample_colour(colour: str, rng: np.random.Generator) -> tuple[int, int, int]:
@@ -282,13 +284,17 @@ def sample_colour(colour: str, rng: np.random.Generator) -> tuple[int, int, int]
     return _hsv_to_rgb(rng.uniform(h0, h1) % 1.0, rng.uniform(s0, s1), rng.uniform(v0, v1))
 
 
-def render_randomised(scene: Scene) -> Image.Image:
+def render_randomised(scene: Scene, free_layout: bool = False) -> Image.Image:
     """Draw the scene with a random look: what it shows stays fixed, how it is drawn does not.
 
     Varies the drawing style (filled or outlined, anti-aliased by supersampling or not), image size, object
     scale within its size class, rotation, each object's shade within its colour's family, the background
     (plain, gradient, stripes, blotches; lighter or darker), blur, JPEG artefacts and noise. Deterministic
     given the scene. `render_scene` stays the canonical, in-distribution look.
+
+    With `free_layout`, objects sit anywhere in their slot's region (where that slot is the nearest one, so
+    "on the left" stays true) at a wider spread of sizes, and so at any distance from each other, rather than
+    near five fixed points: pictures made by other means place things freely.
     """
     rng = np.random.default_rng([scene.noise_seed, 0x0D0A])
     size = int(rng.choice(RANDOM_IMAGE_SIZES))
@@ -297,10 +303,16 @@ def render_randomised(scene: Scene) -> Image.Image:
     image = Image.fromarray(_random_background(rng, canvas), "RGB")
     draw = ImageDraw.Draw(image)
     outlined_scene = rng.random() < 0.25
+    placed: list[tuple[float, float, float]] = []
     for obj in scene.objects:
-        cx, cy = _SLOT_CENTRES[obj.position]
-        cx, cy = (cx + rng.uniform(-0.04, 0.04)) * canvas, (cy + rng.uniform(-0.04, 0.04)) * canvas
-        radius = rng.uniform(*_RANDOM_RADIUS[obj.size]) * canvas
+        if free_layout:
+            radius = rng.uniform(*_FREE_RADIUS[obj.size])
+            cx, cy = _free_place(obj.position, radius, placed, rng)
+        else:  # centre first, then radius: the order of draws that trained clipspace-shapes-v3
+            cx, cy = (c + rng.uniform(-0.04, 0.04) for c in _SLOT_CENTRES[obj.position])
+            radius = rng.uniform(*_RANDOM_RADIUS[obj.size])
+        placed.append((cx, cy, radius))
+        cx, cy, radius = cx * canvas, cy * canvas, radius * canvas
         colour = sample_colour(obj.colour, rng)
         outlined = outlined_scene or rng.random() < 0.1
         width = max(supersample, round(radius * rng.uniform(0.15, 0.3))) if outlined else 0
@@ -324,6 +336,20 @@ def render_randomised(scene: Scene) -> Image.Image:
         image.save(buffer, "JPEG", quality=int(rng.integers(20, 90)))
         image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
     return image
+
+
+def _free_place(position: str, radius: float, placed: list[tuple[float, float, float]],
+                rng: np.random.Generator) -> tuple[float, float]:
+    """A centre (fractions of the side) inside the canvas whose nearest slot is `position`, clear of the objects
+    already placed; the slot's own centre, a little jittered, when 40 tries find no room (~3% of objects in
+    training scenes: they may then touch a neighbour, as things in photographs do)."""
+    for _ in range(40):
+        x, y = rng.uniform(radius + 0.02, 1 - radius - 0.02, size=2)
+        nearest = min(POSITIONS, key=lambda name: math.dist(_SLOT_CENTRES[name], (x, y)))
+        if nearest == position and all(math.dist((x, y), (px, py)) > 1.1 * (radius + pr) for px, py, pr in placed):
+            return float(x), float(y)
+    cx, cy = _SLOT_CENTRES[position]
+    return cx + rng.uniform(-0.04, 0.04), cy + rng.uniform(-0.04, 0.04)
 
 
 def _random_background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -366,7 +392,7 @@ def attribute_query(colour: str, shape: str, language: str) -> str:
 
 
 def sample_caption(scene: Scene, rng: np.random.Generator, about: int | None = None,
-                   language: str | None = None) -> str:
+                   language: str | None = None, framed: bool = False) -> str:
     """One of the many ways to describe the scene, full or partial, English or Chinese.
 
     Training on partial captions is what makes short queries ("a red circle") retrieve the scenes that
@@ -374,6 +400,9 @@ def sample_caption(scene: Scene, rng: np.random.Generator, about: int | None = N
     what the demo corpus and the full-caption evaluation use. With `about` (an object's index), a partial
     caption names that object rather than any (see `training_scenes`). `language="en"` draws English
     captions only, in the same proportions of full and partial ones (for an English-only text tower).
+    With `framed`, a third of the partial captions come inside a framing phrase (`FRAMES`), as full ones
+    may: otherwise "an image with …" would only ever introduce *every* object of a scene, and a framed
+    short query would prefer scenes with nothing else in them.
     """
     english_only = language == "en"
     draw = rng.random()
@@ -383,9 +412,21 @@ def sample_caption(scene: Scene, rng: np.random.Generator, about: int | None = N
         return _full_caption_en(scene, rng)
     if draw < 0.55:
         return _full_caption_zh(scene, rng)
-    if draw < 0.8 or english_only:
-        return _partial_caption_en(scene, rng, about)
-    return _partial_caption_zh(scene, rng, about)
+    english = draw < 0.8 or english_only
+    text = _partial_caption_en(scene, rng, about) if english else _partial_caption_zh(scene, rng, about)
+    if framed and rng.random() < 1 / 3 and not text[0].isupper():
+        text = _pick(rng, FRAMES["en" if english else "zh"]) + text
+    return text
+
+
+# Phrases a partial caption may be framed in (`sample_caption(framed=True)`). The held-out renderer's query
+# phrasings ("a picture with a …", "有一个…") are deliberately not among them: they measure phrasings training
+# never used (tests/test_align_world.py checks it).
+FRAMES = {
+    "en": ("a picture of ", "an image with ", "there is ", "a photo of ", "an image of ", "a drawing of ",
+           "an image showing ", "this image has ", "a photo with ", "here is "),
+    "zh": ("图中有", "画面里有", "这里有", "可以看到", "图片上有", "照片里是"),
+}
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
