@@ -17,12 +17,12 @@ MODEL_DIR = Path(__file__).resolve().parent.parent / EMBEDDED_MODEL.removeprefix
 RECIPE = Path(__file__).resolve().parent.parent / "clipspace" / "align" / "recipes" / f"{MODEL_DIR.name}.json"
 # Seeds the shipped recipe never trained or validated on (it used 0 for train and 1 for val).
 TEST_SEED, COMPOSITIONAL_SEED, HELDOUT_SEED = 4242, 4343, 4444
-# On 300 held-out pictures clipspace-shapes-v3 scored 0.512-0.532 (English) and 0.617-0.632 (Chinese) over
-# seeds 4444-4446: stable to +-0.01 at this size, though lower than on 1,000 pictures (0.72-0.81), since
-# precision@10 grows with the number of relevant pictures. clipspace-shapes-v1 scored 0.24 / 0.29-0.31 here,
-# so the bar fails a model that only learnt one renderer's pixels; the goal (0.9 on 1,000) is not met
-# yet (see docs/decisions.md).
-HELDOUT_PICTURES, HELDOUT_MEAN_BAR = 300, 0.45
+# On 300 held-out pictures clipspace-shapes-v4 scored 0.689-0.717 (English) and 0.672-0.704 (Chinese) over
+# seeds 4444-4446, lower than on 1,000 pictures (0.86-0.90), since precision@10 grows with the number of
+# relevant pictures. clipspace-shapes-v3 scored 0.51-0.53 / 0.62-0.63 here and v1 0.24 / 0.29-0.31, so the
+# bar fails a model that only learnt one renderer's pixels, and v3 too; the goal (0.9 on 1,000) is not
+# met yet (see docs/decisions.md).
+HELDOUT_PICTURES, HELDOUT_MEAN_BAR = 300, 0.6
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_the_shipped_model_is_a_plain_open_clip_local_dir_model_under_40_mb() ->
 def test_the_shipped_model_finds_attributes_and_full_captions_on_fresh_scenes(shipped: DualEncoder,
                                                                              tmp_path: Path) -> None:
     # 1000 scenes give every attribute query ~40 relevant images; on a few hundred, P@10 turns into recall of
-    # every instance (see its MODEL_CARD.md). clipspace-shapes-v3 scores 0.986 (min 0.9) and 0.974 (min 0.8).
+    # every instance (see its MODEL_CARD.md). clipspace-shapes-v4 scores 0.976 (min 0.8) and 0.974 (min 0.8).
     world.write_world(tmp_path, n=1000, seed=TEST_SEED, split="test")
     report = evaluate_encoder(shipped, tmp_path)
     for language in ("en", "zh"):
