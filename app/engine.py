@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +120,11 @@ class Engine:
         if vector is None:
             raise ItemNotFound(f"no indexed image with id {item_id}")
         return vector
+
+    @property
+    def zero_shot_templates(self) -> Mapping[str, tuple[str, ...]]:
+        """Prompt ensembles per language: the model's own (`zero_shot_templates.json`) over the generic ones."""
+        return self.slot.templates
 
     @property
     def rerank_available(self) -> bool:

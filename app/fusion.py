@@ -62,7 +62,7 @@ async def classify(request: ClassifyRequest, holder: Holder, serving: Serving) -
     zero_shot.check_labels(request.labels, request.template)
     source = Term(image_id=request.image_id) if request.image is None else Term(image=request.image)
     image = await _term_vector(source, holder, serving)
-    prompts = [zero_shot.prompts_for(label, request.template, serving.slot.templates) for label in request.labels]
+    prompts = [zero_shot.prompts_for(label, request.template, serving.zero_shot_templates) for label in request.labels]
     prompt_vectors = await asyncio.gather(*(serving.embed_text(text) for group in prompts for text in group))
     vectors = zero_shot.label_vectors(np.stack(prompt_vectors), [len(group) for group in prompts])
     ranked = zero_shot.rank_labels(image, request.labels, vectors, serving.logit_scale)

@@ -14,6 +14,7 @@ from clipspace.encoder import DualEncoder
 
 # ModifiedResNet's blocks in forward_intermediates: stem, layer1..layer4; its tokens come from layer3
 RESNET_TOKEN_STAGE = 3
+RESNET_LAST_STAGE = 4
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def image_tokens(encoder: DualEncoder, pixels: torch.Tensor) -> ImageTokens:
     with torch.inference_mode():
         if isinstance(model.visual, ModifiedResNet):
             # the last stage asked for too: open_clip pools whatever stage it stopped at
-            out = model.forward_intermediates(image=pixels, image_indices=[RESNET_TOKEN_STAGE, 4],
+            out = model.forward_intermediates(image=pixels, image_indices=[RESNET_TOKEN_STAGE, RESNET_LAST_STAGE],
                                               image_output_fmt="NCHW")
             cells = out["image_intermediates"][0].flatten(2).transpose(1, 2).float()
             cells = F.layer_norm(cells, cells.shape[-1:])
