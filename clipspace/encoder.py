@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16")
 _NO_WEIGHTS = {None, "", "none", "random"}
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# open_clip's `local-dir:` layout: the config and the weights
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,7 @@ def _packaged_text_model(model: str, pretrained: str | None) -> tuple[str, dict,
     """
     if model.startswith("local-dir:"):
         folder = Path(model.removeprefix("local-dir:"))
-        config_file, weights = folder / "open_clip_config.json", folder / "open_clip_model.safetensors"
+        config_file, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     elif model.endswith(".json") and not model.startswith("hf-hub:"):
         config_file, weights = Path(model), Path(pretrained) if pretrained and Path(pretrained).is_file() else None
     else:

@@ -12,10 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from clipspace import packaged_towers
-from clipspace.encoder import ModelSpec, load_encoder
+from clipspace.encoder import CONFIG_FILE, WEIGHTS_FILE, ModelSpec, load_encoder
 
-CONFIG_FILE = "open_clip_config.json"
-WEIGHTS_FILE = "open_clip_model.safetensors"
 _STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
@@ -56,7 +54,8 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
 
 def _copy_hf_tokenizer(model_cfg: dict[str, Any], out: Path) -> None:
     """open_clip loads a `local-dir:` model's Hugging Face tokenizer from that folder, never from
-    `hf_tokenizer_name`: a model with a local HF tokenizer (LiT with MiniLM) carries a copy of its files."""
+    `hf_tokenizer_name`: a model whose HF tokenizer is a folder path carries a copy of its files. (A tokenizer
+    named by its package, as LiT's MiniLM is, comes from the package where the model is loaded.)"""
     source = Path(model_cfg.get("text_cfg", {}).get("hf_tokenizer_name") or "")
     if not (str(source) and source.is_dir()):
         return

@@ -57,8 +57,7 @@ class Drawn:
     def as_scene_object(self) -> world.SceneObject:
         """The world's vocabulary for it, so the same attribute scoring applies."""
         size = "small" if self.radius < 0.12 else "large"
-        slot = min(world.POSITIONS, key=lambda name: math.dist(world._SLOT_CENTRES[name], (self.x, self.y)))
-        return world.SceneObject(self.shape, self.colour, size, slot)
+        return world.SceneObject(self.shape, self.colour, size, world.nearest_slot(self.x, self.y))
 
 
 @dataclass(frozen=True)

@@ -309,7 +309,7 @@ def render_randomised(scene: Scene, free_layout: bool = False) -> Image.Image:
             radius = rng.uniform(*_FREE_RADIUS[obj.size])
             cx, cy = _free_place(obj.position, radius, placed, rng)
         else:  # centre first, then radius: the order of draws that trained clipspace-shapes-v3
-            cx, cy = (c + rng.uniform(-0.04, 0.04) for c in _SLOT_CENTRES[obj.position])
+            cx, cy = _jittered_slot(obj.position, rng)
             radius = rng.uniform(*_RANDOM_RADIUS[obj.size])
         placed.append((cx, cy, radius))
         cx, cy, radius = cx * canvas, cy * canvas, radius * canvas
@@ -338,6 +338,17 @@ def render_randomised(scene: Scene, free_layout: bool = False) -> Image.Image:
     return image
 
 
+def nearest_slot(x: float, y: float) -> str:
+    """The position word for a point (fractions of the side): the slot whose centre is nearest."""
+    return min(POSITIONS, key=lambda name: math.dist(_SLOT_CENTRES[name], (x, y)))
+
+
+def _jittered_slot(position: str, rng: np.random.Generator) -> tuple[float, float]:
+    """The slot's centre moved by up to 0.04 of the side each way (x drawn first)."""
+    cx, cy = _SLOT_CENTRES[position]
+    return cx + rng.uniform(-0.04, 0.04), cy + rng.uniform(-0.04, 0.04)
+
+
 def _free_place(position: str, radius: float, placed: list[tuple[float, float, float]],
                 rng: np.random.Generator) -> tuple[float, float]:
     """A centre (fractions of the side) inside the canvas whose nearest slot is `position`, clear of the objects
@@ -345,11 +356,10 @@ def _free_place(position: str, radius: float, placed: list[tuple[float, float, f
     training scenes: they may then touch a neighbour, as things in photographs do)."""
     for _ in range(40):
         x, y = rng.uniform(radius + 0.02, 1 - radius - 0.02, size=2)
-        nearest = min(POSITIONS, key=lambda name: math.dist(_SLOT_CENTRES[name], (x, y)))
-        if nearest == position and all(math.dist((x, y), (px, py)) > 1.1 * (radius + pr) for px, py, pr in placed):
+        if nearest_slot(x, y) == position and all(math.dist((x, y), (px, py)) > 1.1 * (radius + pr)
+                                                   for px, py, pr in placed):
             return float(x), float(y)
-    cx, cy = _SLOT_CENTRES[position]
-    return cx + rng.uniform(-0.04, 0.04), cy + rng.uniform(-0.04, 0.04)
+    return _jittered_slot(position, rng)
 
 
 def _random_background(rng: np.random.Generator, size: int) -> np.ndarray:
