@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +60,7 @@ class Engine:
 
     version: IndexVersion
     slot: EncoderSlot
+    searching: Executor  # threads that run FAISS searches, each with one OpenMP thread (`search_executor`)
 
     @property
     def model_name(self) -> str:
@@ -86,8 +87,15 @@ class Engine:
         return await _model_answer(self.slot.pixels.embed(pixels))
 
     async def search(self, vector: np.ndarray, k: int, target: str) -> list[SearchHit]:
+        """Nearest items; a small exact index is searched right here, on the event loop, any other on a
+        search thread. Handing a search to a thread and back cost ~0.1 ms a query here, more than scanning
+        a few thousand vectors (docs/decisions.md, "The service as fast as its encoder")."""
         with metrics.timed("search"):
-            return await run_in_threadpool(_search_on_one_thread, self.version, vector, k, target)
+            if self.version.quick_to_search(target):
+                faiss.omp_set_num_threads(1)  # this thread's FAISS team: none, as on the search threads
+                return self.version.search(vector, k, target)
+            return await asyncio.get_running_loop().run_in_executor(self.searching, self.version.search, vector,
+                                                                    k, target)
 
     async def probe(self) -> None:
         """Prove the model answers: embed a text and check it is a unit vector of the index's dimension."""
@@ -204,6 +212,7 @@ class EngineHolder:
         self._slot: EncoderSlot | None = None
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._searching = search_executor()
         self.decoding = asyncio.Semaphore(min(4, os.cpu_count() or 1))  # bounds decoded uploads in memory
 
     def refresh(self) -> None:
@@ -223,7 +232,7 @@ class EngineHolder:
             except Exception as error:
                 self._refused(name, error)
                 return
-            self.engine, self.problem = Engine(version, slot), None
+            self.engine, self.problem = Engine(version, slot, self._searching), None
             log.info("serving index version %s (%d items, model %s)", name, version.count,
                      version.model.model)
 
@@ -235,6 +244,7 @@ class EngineHolder:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._searching.shutdown(wait=False, cancel_futures=True)
 
     def _refused(self, name: str, error: Exception) -> None:
         serving = f" (still serving version {self.engine.version.name})" if self.engine else ""
@@ -263,15 +273,17 @@ def _load_encoder(spec: ModelSpec, threads: int | None) -> DualEncoder:
         return load_encoder(spec, threads=threads)
 
 
-def _search_on_one_thread(version: IndexVersion, vector: np.ndarray, k: int, target: str) -> list[SearchHit]:
-    """Search with one OpenMP thread: a single query gains nothing from more, and the extra ones spin on.
+def search_executor() -> ThreadPoolExecutor:
+    """Threads for FAISS searches, off the event loop, each searching with one OpenMP thread.
 
-    FAISS's OpenMP thread count belongs to the calling thread, so it is set here, on the worker thread that
-    searches; set once on the main thread it left every search a team of spinning threads that took cores
-    from the model (docs/decisions.md, Hardening).
+    A single query gains nothing from more OpenMP threads, and idle ones spin on, taking cores from the model.
+    FAISS's thread count belongs to the calling thread, so each search thread sets its own as it starts (set
+    once on the main thread, it left every search a team of spinning threads: docs/decisions.md, Hardening).
+    A plain executor rather than starlette's thread pool: anyio's hop costs more on the event loop, and a
+    text query pays it every time (docs/decisions.md, "The service as fast as its encoder").
     """
-    faiss.omp_set_num_threads(1)
-    return version.search(vector, k, target)
+    return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="search",
+                              initializer=faiss.omp_set_num_threads, initargs=(1,))
 
 
 async def _model_answer(embedding: Awaitable[np.ndarray]) -> np.ndarray:

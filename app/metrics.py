@@ -9,6 +9,7 @@ expect); `exposition()` renders it for GET /metrics. Other code times a stage in
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from typing import TYPE_CHECKING
@@ -65,11 +66,12 @@ BUILD = Info("clipspace_build", "Versions of clipspace and of the libraries it c
 
 BUILD.info({"version": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "open_clip": open_clip.__version__, "faiss": faiss.__version__})
-for _stage in STAGES:  # every stage is exported from the start, at zero, so dashboards never miss a series
-    STAGE_SECONDS.labels(_stage)
-for _queue in QUEUES:
-    BATCH_SIZE.labels(_queue)
-    QUEUE_DEPTH.labels(_queue)
+# Every stage and queue is exported from the start, at zero, so dashboards never miss a series. The labelled
+# children are looked up once here: `labels()` takes a lock and builds a key on every call, and a query
+# touches these several times on the event loop.
+_STAGES = {stage: STAGE_SECONDS.labels(stage) for stage in STAGES}
+_BATCH_SIZES = {queue: BATCH_SIZE.labels(queue) for queue in QUEUES}
+_QUEUE_DEPTHS = {queue: QUEUE_DEPTH.labels(queue) for queue in QUEUES}
 
 
 def timed(stage: str) -> Timer:
@@ -83,11 +85,11 @@ def observe_stage(stage: str, seconds: float) -> None:
 
 
 def observe_batch(queue: str, size: int) -> None:
-    BATCH_SIZE.labels(queue).observe(size)
+    _BATCH_SIZES[queue].observe(size)
 
 
 def set_queue_depth(queue: str, depth: int) -> None:
-    QUEUE_DEPTH.labels(queue).set(depth)
+    _QUEUE_DEPTHS[queue].set(depth)
 
 
 def exposition(holder: EngineHolder) -> bytes:
@@ -105,9 +107,15 @@ def exposition(holder: EngineHolder) -> bytes:
 
 
 def _stage(stage: str) -> Histogram:
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-    return STAGE_SECONDS.labels(stage)
+    try:
+        return _STAGES[stage]
+    except KeyError:
+        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}") from None
+
+
+@functools.lru_cache(maxsize=1024)  # bounded anyway: route templates × methods × statuses
+def _request_series(route: str, method: str, status: str) -> tuple[Counter, Histogram]:
+    return REQUESTS.labels(route, method, status), REQUEST_SECONDS.labels(route, method)
 
 
 class RequestMetrics:
@@ -138,9 +146,9 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
-            route, method = self._route(scope), scope["method"]
-            REQUESTS.labels(route, method, str(status)).inc()
-            REQUEST_SECONDS.labels(route, method).observe(time.perf_counter() - started)
+            requests, seconds = _request_series(self._route(scope), scope["method"], str(status))
+            requests.inc()
+            seconds.observe(time.perf_counter() - started)
 
     def _route(self, scope: Scope) -> str:
         """The template of the route that answered; for a request refused before routing, its literal path."""

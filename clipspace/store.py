@@ -47,6 +47,7 @@ HNSW_EF_SEARCH = 128  # recall@10 0.999 on 100k clustered vectors, 0.32 ms (FAIS
 IVF_PROBE_DIVISOR = 32  # nprobe = nlist / 32: 64 at 1M, recall@10 0.990 at 1.4 ms of CPU (docs/decisions.md)
 RERANK_K_FACTOR = 20  # a compressed index proposes 20 x k candidates; their exact cosines pick the k answers
 # Indexes whose scores are already exact inner products; any other (PQ, SQ, PCA...) is re-ranked.
+QUICK_SEARCH_FLOATS = 1 << 20  # e.g. 2,048 vectors of 512 dims: ~0.1 ms for one query on one core
 EXACT_INDEXES = (faiss.IndexFlat, faiss.IndexHNSWFlat, faiss.IndexIVFFlat, faiss.IndexRefine)
 TRAIN_SAMPLE = 100_000  # k-means and PQ train on at most this many rows (seeded sample): minutes, not hours, at 1M
 
@@ -473,6 +474,12 @@ class IndexVersion:
             return {}
         rows = self._tokens[np.array([row for _, row in found])].reshape(len(found), *self.token_shape)
         return {item_id: tokens for (item_id, _), tokens in zip(found, rows, strict=True)}
+
+    def quick_to_search(self, target: str = "image") -> bool:
+        """True when a search of `target` is a brute-force scan of at most QUICK_SEARCH_FLOATS numbers, cheap
+        enough to run on the caller's thread rather than hand to another one and wait for it."""
+        index = self._faiss.get(target)
+        return isinstance(index, faiss.IndexFlat) and index.ntotal * index.d <= QUICK_SEARCH_FLOATS
 
     def index_type(self, target: str = "image") -> str | None:
         return type(self._faiss[target]).__name__ if target in self._faiss else None

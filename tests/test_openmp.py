@@ -1,11 +1,14 @@
-"""Only the model's thread runs torch in parallel: other threads are made serial, without touching the model's."""
+"""Only the model's thread runs torch in parallel: other threads are made serial, without touching the model's;
+FAISS searches run on threads of their own, one OpenMP thread each."""
 
 from __future__ import annotations
 
 import threading
 
+import faiss
 import torch
 
+from app.engine import search_executor
 from clipspace.openmp import serial_torch_here
 
 
@@ -32,3 +35,10 @@ def test_a_serial_thread_runs_torch_alone_and_leaves_other_threads_their_count()
 
 def test_making_a_thread_serial_twice_is_harmless():
     assert threads_seen_by(lambda: (serial_torch_here(), serial_torch_here())) == 1
+
+
+def test_searches_run_with_one_faiss_thread_whatever_the_main_thread_uses():
+    faiss.omp_set_num_threads(2)  # the main thread's count must not leak into the search threads
+    with search_executor() as searching:
+        counts = {searching.submit(faiss.omp_get_max_threads).result() for _ in range(8)}
+    assert counts == {1}

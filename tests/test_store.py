@@ -74,6 +74,16 @@ def test_hnsw_factory_returns_the_exact_top_hit(tmp_path):
     assert len(version.search(unit_rows(500)[0], k=300)) == 300
 
 
+def test_only_a_small_exact_index_counts_as_quick_to_search(tmp_path, monkeypatch):
+    publish(tmp_path / "flat", count=20)
+    publish(tmp_path / "hnsw", count=500, factory="HNSW32,Flat")
+    assert open_current(tmp_path / "flat").quick_to_search("image")
+    assert not open_current(tmp_path / "flat").quick_to_search("text")  # no captions, no caption index
+    assert not open_current(tmp_path / "hnsw").quick_to_search("image")
+    monkeypatch.setattr(store, "QUICK_SEARCH_FLOATS", 19 * open_current(tmp_path / "flat").dim)
+    assert not open_current(tmp_path / "flat").quick_to_search("image")
+
+
 def test_publishing_switches_current_and_keeps_only_recent_versions(tmp_path):
     names = [publish(tmp_path, count=5 + n, keep=2) for n in range(4)]
     assert names == ["0001", "0002", "0003", "0004"]
