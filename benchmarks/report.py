@@ -78,7 +78,7 @@ def _latency(latency: dict[str, Any]) -> list[str]:
     lines = [f"2. Text query latency: {latency['queries']} sequential queries after warm-up, k={latency['k']}",
              timing("HTTP POST /search/text (client side)", latency["http"]),
              timing("  of which the service's took_ms (embed + search)", latency["http_server_took"]),
-             timing("  the same through httpx (its own cost included)", latency["http_httpx"]),
+             timing("  the same queries through httpx (its own cost included)", latency["http_httpx"]),
              timing("bare encoder.embed_texts([q]) in process", latency["bare_embed"]),
              timing("GET /healthz from the same client (HTTP floor)", latency["http_floor"]),
              _row("ratio HTTP / bare (p50)", f"{latency['ratio_http_over_bare_p50']:.2f}x"),
