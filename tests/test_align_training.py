@@ -58,6 +58,19 @@ def test_training_a_few_steps_lowers_the_loss(tiny_options: TrainOptions, tmp_pa
     assert {"text_to_image_R@5", "image_to_text_R@5", "attribute"} <= set(result.metrics)
 
 
+def test_channels_last_training_takes_the_same_steps_and_exports_a_loadable_model(tiny_options: TrainOptions,
+                                                                                  tmp_path: Path) -> None:
+    resnet = tmp_path / "tiny-rn.json"  # convolutions all the way: where the memory format matters
+    resnet.write_text(json.dumps({**TINY_ARCH, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8,
+                                                                "head_width": 8}}))
+    options = replace(tiny_options, model=str(resnet))
+    plain = train(replace(options, out=str(tmp_path / "plain")))
+    nhwc = train(replace(options, out=str(tmp_path / "nhwc"), channels_last=True, export=str(tmp_path / "model")))
+    assert nhwc.epoch_losses == pytest.approx(plain.epoch_losses, abs=1e-3)
+    exported = load_encoder(ModelSpec(f"local-dir:{tmp_path / 'model'}"))
+    assert exported.embed_texts(["a red circle"]).shape == (1, exported.dim)
+
+
 def test_locking_the_image_tower_trains_only_the_text_side(tiny_options: TrainOptions, tmp_path: Path) -> None:
     train(replace(tiny_options, epochs=1, lock_image=True, out=str(tmp_path)))
     before = load_encoder(ModelSpec(tiny_options.model, seed=tiny_options.seed)).model.state_dict()
