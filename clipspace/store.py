@@ -400,6 +400,9 @@ class IndexVersion:
             raise IndexCorrupt(f"{self.path}: image.faiss and meta.sqlite do not hold the {self.count} "
                                f"vectors of dim {self.dim} that the manifest announces")
         self._db_lock = threading.Lock()
+        # A small version's records are read once: a query's SQLite lookup costs ~0.2 ms in the service, where a
+        # forward pass has just emptied the CPU caches, and a dict lookup a few microseconds (docs/decisions.md).
+        self._held = self._read_records() if self.count * self.dim <= QUICK_SEARCH_FLOATS else None
 
     @property
     def model(self) -> ModelIdentity:
@@ -511,9 +514,23 @@ class IndexVersion:
     def close(self) -> None:
         self._db.close()
 
+    def _read_records(self) -> dict[str, dict[int, ItemRecord]]:
+        """Every record by its row in the image vectors ("row") and in the caption vectors ("caption_row")."""
+        with self._reading():
+            found = self._db.execute(f"SELECT row, caption_row, {_COLUMNS} FROM items").fetchall()
+        by_row, by_caption_row = {}, {}
+        for row, caption_row, *fields in found:
+            by_row[row] = record = ItemRecord(*fields)
+            if caption_row is not None:
+                by_caption_row[caption_row] = record
+        return {"row": by_row, "caption_row": by_caption_row}
+
     def _records_by_row(self, rows: list[int], column: str) -> dict[int, ItemRecord]:
         if not rows:
             return {}
+        if self._held is not None:
+            held = self._held[column]
+            return {row: held[row] for row in rows if row in held}
         marks = ",".join("?" * len(rows))
         with self._reading():
             found = self._db.execute(f"SELECT {column}, {_COLUMNS} FROM items WHERE {column} IN ({marks})",

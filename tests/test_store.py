@@ -84,6 +84,31 @@ def test_only_a_small_exact_index_counts_as_quick_to_search(tmp_path, monkeypatc
     assert not open_current(tmp_path / "flat").quick_to_search("image")
 
 
+@pytest.mark.parametrize("target", ["image", "text"])
+def test_a_small_version_answers_from_memory_exactly_what_its_sqlite_answers(tmp_path, monkeypatch, target):
+    publish(tmp_path, count=30, captioned=12)
+    query = unit_rows(12, seed=1)[5] if target == "text" else unit_rows(30)[7]
+    held = open_current(tmp_path).search(query, k=10, target=target)
+    monkeypatch.setattr(store, "QUICK_SEARCH_FLOATS", 0)  # too big to hold: every lookup goes to meta.sqlite
+    assert open_current(tmp_path).search(query, k=10, target=target) == held
+    assert len(held) == 10
+
+
+def test_meta_sqlite_damaged_under_an_open_version_fails_only_the_lookups_that_read_it(tmp_path, monkeypatch):
+    publish(tmp_path / "small", count=20)
+    publish(tmp_path / "large", count=20)
+    small = open_current(tmp_path / "small")
+    monkeypatch.setattr(store, "QUICK_SEARCH_FLOATS", 0)
+    large = open_current(tmp_path / "large")
+    for version in (small, large):
+        meta = version.path / "meta.sqlite"
+        meta.write_bytes(b"\x5a" * meta.stat().st_size)  # in place, as a failing disk would
+    assert small.search(unit_rows(20)[3], k=5)[0].id == 103  # its records were read when it opened
+    for lookup in (lambda: large.search(unit_rows(20)[3], k=5), lambda: small.item(103)):
+        with pytest.raises(IndexCorrupt, match="meta.sqlite"):
+            lookup()
+
+
 def test_publishing_switches_current_and_keeps_only_recent_versions(tmp_path):
     names = [publish(tmp_path, count=5 + n, keep=2) for n in range(4)]
     assert names == ["0001", "0002", "0003", "0004"]
