@@ -202,7 +202,7 @@ def test_cli_builds_and_prints_what_it_did(tmp_path, corpus):
 
 @pytest.fixture(scope="module")
 def big_corpus(tmp_path_factory):
-    """Enough images that a build is still embedding a second after it starts."""
+    """Enough images that a build is still embedding when the test freezes it (SIGSTOP) to interrupt it."""
     images = tmp_path_factory.mktemp("big")
     write_corpus(images, [f"{n:04d}.jpg" for n in range(2000)], first_seed=1000)
     return images
@@ -219,8 +219,11 @@ def test_interrupting_a_build_leaves_the_previous_version_serving(tmp_path, tiny
     for line in process.stdout:  # wait until it is embedding, then interrupt it
         if "found 2000 images" in line or time.monotonic() > deadline:
             break
-    time.sleep(0.1)  # into the embedding, which then has ~2 s to go: on a busy machine 0.5 s was too close
+    # Freeze it there: a tiny model embeds the 2,000 images in under a second, so a signal sent "a moment later"
+    # can arrive after the build has published. The signal then waits for SIGCONT, mid-build.
+    os.kill(process.pid, signal.SIGSTOP)
     os.kill(process.pid, signum)
+    os.kill(process.pid, signal.SIGCONT)
     output = process.communicate(timeout=60)[0]
     assert process.returncode != 0, f"the build finished before the signal; make the corpus larger\n{output}"
     if signum != signal.SIGKILL:
