@@ -105,7 +105,7 @@ def test_meta_sqlite_damaged_under_an_open_version_fails_only_the_lookups_that_r
         meta.write_bytes(b"\x5a" * meta.stat().st_size)  # in place, as a failing disk would
     assert small.search(unit_rows(20)[3], k=5)[0].id == 103  # its records were read when it opened
     for lookup in (lambda: large.search(unit_rows(20)[3], k=5), lambda: small.item(103)):
-        with pytest.raises(IndexCorrupt, match="meta.sqlite"):
+        with pytest.raises(IndexCorrupt, match=r"meta\.sqlite"):
             lookup()
 
 
