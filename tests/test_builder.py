@@ -213,8 +213,14 @@ def test_interrupting_a_build_leaves_the_previous_version_serving(tmp_path, tiny
     first, index = tmp_path / "first", tmp_path / "index"
     write_corpus(first, ["first.png"])
     build(first, index, tiny_encoder)
-    process = run_cli("--images", str(big_corpus), "--index", str(index), "--model", TINY_ARCH, "--pretrained",
-                      "none", "--precision", "fp32", "--batch-size", "8", "--workers", "1")
+    # A test run started in the background ignores SIGINT, and a child would inherit that (Python then installs
+    # no KeyboardInterrupt): a handler, unlike "ignore", is reset to the default in the child.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = run_cli("--images", str(big_corpus), "--index", str(index), "--model", TINY_ARCH, "--pretrained",
+                          "none", "--precision", "fp32", "--batch-size", "8", "--workers", "1")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 120
     for line in process.stdout:  # wait until it is embedding, then interrupt it
         if "found 2000 images" in line or time.monotonic() > deadline:
