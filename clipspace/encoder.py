@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import hashlib
 import json
 import logging
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -250,8 +250,9 @@ def _return_freed_memory() -> None:
     resident memory until `malloc_trim` hands those pages back (docs/decisions.md, "Where the service's
     memory goes").
     """
-    libc = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
+    if not sys.platform.startswith("linux"):
+        return
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # the process's own C library; absent in musl
     if trim is not None:
         trim(0)
 

@@ -46,8 +46,8 @@ LIMIT_DIM = 512
 HNSW_EF_SEARCH = 128  # recall@10 0.999 on 100k clustered vectors, 0.32 ms (FAISS's default 16: 0.93)
 IVF_PROBE_DIVISOR = 32  # nprobe = nlist / 32: 64 at 1M, recall@10 0.990 at 1.4 ms of CPU (docs/decisions.md)
 RERANK_K_FACTOR = 20  # a compressed index proposes 20 x k candidates; their exact cosines pick the k answers
-# Indexes whose scores are already exact inner products; any other (PQ, SQ, PCA...) is re-ranked.
 QUICK_SEARCH_FLOATS = 1 << 20  # e.g. 2,048 vectors of 512 dims: ~0.1 ms for one query on one core
+# Indexes whose scores are already exact inner products; any other (PQ, SQ, PCA...) is re-ranked.
 EXACT_INDEXES = (faiss.IndexFlat, faiss.IndexHNSWFlat, faiss.IndexIVFFlat, faiss.IndexRefine)
 TRAIN_SAMPLE = 100_000  # k-means and PQ train on at most this many rows (seeded sample): minutes, not hours, at 1M
 
