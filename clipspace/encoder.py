@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import logging
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +20,7 @@ from open_clip.factory import load_state_dict
 from open_clip.transformer import text_global_pool
 from PIL import Image
 
-from clipspace import packaged_towers
+from clipspace import allocator, packaged_towers
 from clipspace.errors import ModelLoadError
 from clipspace.manifest import ModelIdentity
 
@@ -233,28 +231,13 @@ def load_encoder(spec: ModelSpec, threads: int | None = None, pretrained_text: b
     model.eval()
     fingerprint = weights_fingerprint(model)
     model.to(_DTYPES[spec.precision])
-    _return_freed_memory()
+    allocator.return_freed_memory()
     preprocess_cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
     preprocess_cfg.setdefault("size", model.visual.image_size)
     encoder = DualEncoder(spec, model, preprocess, tokenizer, fingerprint, _jsonable(preprocess_cfg))
     weights = (spec.pretrained or "its own weights") if spec.has_weights else f"random weights, seed {spec.seed}"
     log.info("loaded %s (%s, %s, dim %d, %s)", spec.model, weights, spec.precision, encoder.dim, fingerprint)
     return encoder
-
-
-def _return_freed_memory() -> None:
-    """Give the C heap's free pages back to the system after a load (glibc; elsewhere nothing to do).
-
-    A model is built and fingerprinted in fp32, then cast: the fp32 weights freed by the cast stay in glibc's
-    heaps, fragmented between live allocations, so a bf16 ViT-B-32 kept ~90 MB it no longer used in its
-    resident memory until `malloc_trim` hands those pages back (docs/decisions.md, "Where the service's
-    memory goes").
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # the process's own C library; absent in musl
-    if trim is not None:
-        trim(0)
 
 
 def _packaged_text_model(model: str, pretrained: str | None) -> tuple[str, dict, Path | None] | None:

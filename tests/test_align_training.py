@@ -71,6 +71,19 @@ def test_channels_last_training_takes_the_same_steps_and_exports_a_loadable_mode
     assert exported.embed_texts(["a red circle"]).shape == (1, exported.dim)
 
 
+def test_a_bf16_image_tower_trains_like_fp32_and_exports_fp32_weights(tiny_options: TrainOptions,
+                                                                     tmp_path: Path) -> None:
+    options = replace(tiny_options, epochs=5)
+    plain = train(replace(options, out=str(tmp_path / "plain")))
+    mixed = train(replace(options, out=str(tmp_path / "bf16"), image_bf16=True, export=str(tmp_path / "model")))
+    assert mixed.epoch_losses != plain.epoch_losses, "the image tower should have run in bf16"
+    assert mixed.epoch_losses == pytest.approx(plain.epoch_losses, rel=0.05)
+    assert mixed.epoch_losses[-1] < mixed.epoch_losses[0]
+    exported = load_encoder(ModelSpec(f"local-dir:{tmp_path / 'model'}", precision="fp32"))
+    assert next(exported.model.visual.parameters()).dtype == torch.float32
+    assert exported.embed_images([world.render_scene(world.sample_scene(0, "test", 0))]).shape == (1, exported.dim)
+
+
 def test_locking_the_image_tower_trains_only_the_text_side(tiny_options: TrainOptions, tmp_path: Path) -> None:
     train(replace(tiny_options, epochs=1, lock_image=True, out=str(tmp_path)))
     before = load_encoder(ModelSpec(tiny_options.model, seed=tiny_options.seed)).model.state_dict()

@@ -18,6 +18,7 @@ from open_clip.loss import ClipLoss
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from clipspace import allocator
 from clipspace.align import world
 from clipspace.align.datasets import (
     CaptionedImage,
@@ -30,7 +31,7 @@ from clipspace.align.datasets import (
 )
 from clipspace.align.evaluate import evaluate_pairs
 from clipspace.align.export import architecture_config, export_local_dir
-from clipspace.encoder import ModelSpec, load_encoder, trimmed_text_encoder
+from clipspace.encoder import ModelSpec, cpu_has_fast_bf16, load_encoder, trimmed_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,10 @@ class TrainOptions:
     # a convolutional image tower and its batches in channels-last memory format: its steps run ~1.2x
     # faster on this CPU (docs/decisions.md, issue 7); the same model, up to floating-point rounding
     channels_last: bool = False
+    # on a CPU, the image tower's forward and backward under bf16 autocast (weights, optimiser and loss stay
+    # fp32): the 96 px ResNet tower's step 411 → 221 ms on this CPU's native bf16 (docs/decisions.md, issue 7).
+    # On a GPU the whole step runs under bf16 autocast anyway.
+    image_bf16: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ def train(opts: TrainOptions) -> TrainResult:
     started = time.perf_counter()
     if opts.threads:
         torch.set_num_threads(opts.threads)
+    allocator.keep_freed_memory()  # every step frees and allocates the same activations again
     torch.manual_seed(opts.seed)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if opts.device == "auto" else opts.device
     out = Path(opts.out)
@@ -137,7 +143,8 @@ def train(opts: TrainOptions) -> TrainResult:
     optimizer = torch.optim.AdamW(_parameter_groups(model, opts.weight_decay), lr=opts.lr, betas=(0.9, 0.98),
                                   eps=1e-6, fused=device.split(":")[0] in ("cpu", "cuda"))
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
-                else contextlib.nullcontext())  # bf16 on GPU only: CPU autocast is slower and fp16 unstable
+                else contextlib.nullcontext())  # GPU: the whole step in bf16; CPU: the image tower if asked
+    image_autocast = _cpu_image_autocast(opts, device)
     step, first_epoch, metrics, epoch_losses = 0, 0, {}, []
     if opts.resume:
         checkpoint = torch.load(opts.resume, map_location=device, weights_only=False)
@@ -160,7 +167,9 @@ def train(opts: TrainOptions) -> TrainResult:
             images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             texts = texts.to(device, non_blocking=True)
             with autocast:
-                image_features = F.normalize(model.encode_image(images), dim=-1)
+                with image_autocast:
+                    image_features = model.encode_image(images)
+                image_features = F.normalize(image_features.float(), dim=-1)
                 text_features = F.normalize(frozen_text(texts) if frozen_text else
                                             text_features_by_length(model, encode_text, texts), dim=-1)
                 loss = loss_fn(image_features, text_features, model.logit_scale.exp())
@@ -194,6 +203,20 @@ def train(opts: TrainOptions) -> TrainResult:
                                 Path(opts.export), opts.export_storage)
         log.info("exported %s", name)
     return TrainResult(epoch_losses, metrics, time.perf_counter() - started)
+
+
+def _cpu_image_autocast(opts: TrainOptions, device: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the image tower where `image_bf16` asks for it on a CPU; nothing to add elsewhere.
+
+    The text tower stays fp32: it is the smaller part of the step (the 96 px image tower's forward and backward
+    are ~411 of ~500 ms). A CPU without native bf16 emulates it, correctly but slowly, which the log says.
+    """
+    if not opts.image_bf16 or device.split(":")[0] != "cpu":
+        return contextlib.nullcontext()
+    if not cpu_has_fast_bf16():
+        log.warning("image_bf16: this CPU has no native bf16 (AVX512-BF16 / AMX), so the image tower will be "
+                    "slower than in fp32, not faster")
+    return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
 class FrozenTextFeatures:
