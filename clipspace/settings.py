@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clipspace.images import DEFAULT_MAX_PIXELS
 
-EMBEDDED_MODEL = "local-dir:data/models/clipspace-shapes-v4"
+EMBEDDED_MODEL = "local-dir:data/models/clipspace-shapes-v5"
 DEMO_IMAGES = Path("data/demo")
 
 

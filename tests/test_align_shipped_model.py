@@ -17,12 +17,11 @@ MODEL_DIR = Path(__file__).resolve().parent.parent / EMBEDDED_MODEL.removeprefix
 RECIPE = Path(__file__).resolve().parent.parent / "clipspace" / "align" / "recipes" / f"{MODEL_DIR.name}.json"
 # Seeds the shipped recipe never trained or validated on (it used 0 for train and 1 for val).
 TEST_SEED, COMPOSITIONAL_SEED, HELDOUT_SEED = 4242, 4343, 4444
-# On 300 held-out pictures clipspace-shapes-v4 scored 0.689-0.717 (English) and 0.672-0.704 (Chinese) over
-# seeds 4444-4446, lower than on 1,000 pictures (0.86-0.90), since precision@10 grows with the number of
-# relevant pictures. clipspace-shapes-v3 scored 0.51-0.53 / 0.62-0.63 here and v1 0.24 / 0.29-0.31, so the
-# bar fails a model that only learnt one renderer's pixels, and v3 too; the goal (0.9 on 1,000) is not
-# met yet (see docs/decisions.md).
-HELDOUT_PICTURES, HELDOUT_MEAN_BAR = 300, 0.6
+# The goal on the held-out renderer, over 1,000 pictures (~8 s to draw), where precision@10 is stable:
+# clipspace-shapes-v5 scores 0.948-0.957 (English) and 0.930-0.949 (Chinese) over seeds 4444-4446, worst
+# query 0.7 / 0.7 on seed 4444 (0.5 in Chinese on seed 4446); clipspace-shapes-v4 scored 0.874-0.908 and
+# 0.852-0.883, worst 0.4-0.5, so the bar fails v4 and anything that only learnt one renderer's pixels.
+HELDOUT_PICTURES, HELDOUT_MEAN_BAR, HELDOUT_WORST_BAR = 1000, 0.9, 0.5
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,7 @@ def test_the_shipped_model_is_a_plain_open_clip_local_dir_model_under_40_mb() ->
 def test_the_shipped_model_finds_attributes_and_full_captions_on_fresh_scenes(shipped: DualEncoder,
                                                                              tmp_path: Path) -> None:
     # 1000 scenes give every attribute query ~40 relevant images; on a few hundred, P@10 turns into recall of
-    # every instance (see its MODEL_CARD.md). clipspace-shapes-v4 scores 0.976 (min 0.8) and 0.974 (min 0.8).
+    # every instance (see its MODEL_CARD.md). clipspace-shapes-v5 scores 0.995 (min 0.9) and 0.993 (min 0.9).
     world.write_world(tmp_path, n=1000, seed=TEST_SEED, split="test")
     report = evaluate_encoder(shipped, tmp_path)
     for language in ("en", "zh"):
@@ -69,10 +68,11 @@ def test_the_shipped_model_composes_colours_and_shapes_it_never_saw_together(shi
     assert report["attribute"]["en"]["mean_P@10"] >= 0.9, report["attribute"]
 
 
-def test_the_shipped_model_keeps_its_floor_on_a_renderer_it_never_saw(shipped: DualEncoder,
-                                                                                    tmp_path: Path) -> None:
+def test_the_shipped_model_meets_the_goal_on_a_renderer_it_never_saw(shipped: DualEncoder,
+                                                                     tmp_path: Path) -> None:
     heldout.write_heldout(tmp_path, n=HELDOUT_PICTURES, seed=HELDOUT_SEED)
     report = evaluate_encoder(shipped, tmp_path, phrasings=heldout.PHRASINGS)
     for language in ("en", "zh"):
         assert report["attribute"][language]["queries"] == 2 * len(world.allowed_combos("test"))
         assert report["attribute"][language]["mean_P@10"] >= HELDOUT_MEAN_BAR, report["attribute"]
+        assert report["attribute"][language]["min_P@10"] >= HELDOUT_WORST_BAR, report["attribute"]

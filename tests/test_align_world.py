@@ -18,7 +18,7 @@ from clipspace.align.datasets import read_pairs
 
 RECIPES = Path(__file__).resolve().parent.parent / "clipspace/align/recipes"
 # The architecture file the shipped model's recipe names.
-SHIPPED_RECIPE_ARCH = RECIPES / json.loads((RECIPES / "clipspace-shapes-v4.json").read_text())["model"]
+SHIPPED_RECIPE_ARCH = RECIPES / json.loads((RECIPES / "clipspace-shapes-v5.json").read_text())["model"]
 
 
 def test_the_same_seed_gives_the_same_scenes_pixels_and_captions() -> None:

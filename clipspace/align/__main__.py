@@ -149,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     save.set_defaults(command=run_export)
 
     score = commands.add_parser("eval", help="recall@k and attribute precision of a saved model on pairs")
-    score.add_argument("--model", required=True, help="e.g. local-dir:data/models/clipspace-shapes-v4")
+    score.add_argument("--model", required=True, help="e.g. local-dir:data/models/clipspace-shapes-v5")
     score.add_argument("--pretrained", default=None)
     score.add_argument("--data", action="append",
                        help="folder (sidecars or captions.jsonl) or manifest; repeat for several splits")

@@ -12,7 +12,7 @@ import torch
 
 from clipspace.settings import EMBEDDED_MODEL
 
-DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "matcher-shapes-v4.json"
+DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "matcher-shapes-v5.json"
 
 
 

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class MatcherOptions:
     """Everything a matcher run depends on; saved in the matcher file's card."""
 
-    model: str  # the frozen dual encoder, e.g. local-dir:data/models/clipspace-shapes-v4
+    model: str  # the frozen dual encoder, e.g. local-dir:data/models/clipspace-shapes-v5
     pretrained: str | None = None
     out: str | None = None  # folder for matcher.safetensors + concat-mlp.safetensors (default: the model's)
     scenes: int = 3000  # train-split scenes, each with one twin
