@@ -49,12 +49,6 @@ def test_kept_memory_is_reused_without_faulting_its_pages_in_again() -> None:
     assert max(kept) < pages * 0.1, f"kept memory should be reused, yet the rounds took {kept} faults"
 
 
-def test_returned_memory_leaves_the_resident_set() -> None:
-    done = subprocess.run([sys.executable, "-c", _HOLES], capture_output=True, text=True, timeout=120, check=True)
-    before, after = map(int, done.stdout.split())
-    assert before - after > 60 * 2**20, f"trimming freed only {(before - after) / 2**20:.0f} MB of 100 MB of holes"
-
-
 # Fills the heap with 2,000 blocks of 100 kB (below the mmap threshold), frees every other one, and prints the
 # resident set before and after `return_freed_memory`: the freed holes stay resident until they are returned.
 _HOLES = """
@@ -72,3 +66,9 @@ before = resident()
 allocator.return_freed_memory()
 print(before, resident())
 """
+
+
+def test_returned_memory_leaves_the_resident_set() -> None:
+    done = subprocess.run([sys.executable, "-c", _HOLES], capture_output=True, text=True, timeout=120, check=True)
+    before, after = map(int, done.stdout.split())
+    assert before - after > 60 * 2**20, f"trimming freed only {(before - after) / 2**20:.0f} MB of 100 MB of holes"
