@@ -75,13 +75,18 @@ def _latency(latency: dict[str, Any]) -> list[str]:
     def timing(label: str, summary: dict[str, float]) -> str:
         return _row(label, f"p50 {summary['p50_ms']:8.2f} ms   p95 {summary['p95_ms']:8.2f} ms")
 
-    lines = [f"2. Text query latency: {latency['queries']} sequential queries after warm-up, k={latency['k']}",
-             timing("HTTP POST /search/text (client side)", latency["http"]),
+    lines = [f"2. Text query latency: {latency['queries']} sequential queries after warm-up, k={latency['k']}, "
+             "bare and HTTP in alternating blocks",
+             timing("HTTP POST /search/text (client side, as wrk times it)", latency["http"]),
              timing("  of which the service's took_ms (embed + search)", latency["http_server_took"]),
+             *([timing("  the same through http.client (its own cost included)", latency["http_stdlib"])]
+               if "http_stdlib" in latency else []),
              timing("  the same queries through httpx (its own cost included)", latency["http_httpx"]),
              timing("bare encoder.embed_texts([q]) in process", latency["bare_embed"]),
              timing("GET /healthz from the same client (HTTP floor)", latency["http_floor"]),
              _row("ratio HTTP / bare (p50)", f"{latency['ratio_http_over_bare_p50']:.2f}x"),
+             _row("  the same within each pair of alternating blocks",
+                  " ".join(f"{ratio:.2f}x" for ratio in latency.get("ratio_http_over_bare_by_round", []))),
              _row("ratio took_ms / bare (p50)", f"{latency['ratio_took_over_bare_p50']:.2f}x"),
              _row("sequential throughput", f"{latency['sequential_per_s']:.1f} queries/s"),
              _row("service memory after the queries", _memory(latency["service_memory"]))]
