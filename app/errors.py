@@ -47,12 +47,19 @@ def status_for(error: ClipspaceError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClipspaceError)
     async def clipspace_error(request: Request, error: ClipspaceError) -> JSONResponse:
-        status = status_for(error)
-        if status >= 500:
-            log.error("%s %s: %s", request.method, request.url.path, error)
-        return JSONResponse({"detail": str(error)}, status_code=status)
+        return error_answer(request.method, request.url.path, error)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
-        log.exception("%s %s failed", request.method, request.url.path)
+        return error_answer(request.method, request.url.path, error)
+
+
+def error_answer(method: str, path: str, error: Exception) -> JSONResponse:
+    """The JSON answer for an error raised while serving `method path`; server-side ones are logged."""
+    if not isinstance(error, ClipspaceError):
+        log.error("%s %s failed", method, path, exc_info=error)
         return JSONResponse({"detail": f"internal error: {type(error).__name__}"}, status_code=500)
+    status = status_for(error)
+    if status >= 500:
+        log.error("%s %s: %s", method, path, error)
+    return JSONResponse({"detail": str(error)}, status_code=status)

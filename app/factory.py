@@ -16,6 +16,7 @@ from app.engine import EngineHolder
 from app.errors import install_error_handlers
 from app.limits import BodyGuard, BodyLimit
 from app.metrics import RequestMetrics
+from app.shortcut import TextSearchShortcut
 from clipspace import __version__
 from clipspace.settings import Settings
 from clipspace.thumbnails import ThumbnailCache
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="clipspace", version=__version__, lifespan=lifespan,
                   description="Search images by text or by example image in one shared CLIP embedding space.")
     app.state.holder = EngineHolder(settings)
+    app.add_middleware(TextSearchShortcut)  # inside BodyGuard, which bounds and checks the body first
     app.add_middleware(BodyGuard, limits={
         "/search/image": BodyLimit(settings.max_upload_bytes, "multipart/form-data",
                                    "send the image as multipart/form-data with a field named 'file'"),

@@ -49,10 +49,10 @@ class BodyGuard:
             if len(body) > limit.max_bytes:
                 await _reject(send, 413, f"body exceeds the {limit.max_bytes:,}-byte limit")
                 return
-        await self.app(scope, _replay(bytes(body), receive), send)
+        await self.app(scope, replay(bytes(body), receive), send)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     """Hand the buffered body over once, then pass through (so a real disconnect is still seen)."""
     sent = False
 

@@ -71,6 +71,11 @@ health = APIRouter(tags=["health"])
 
 @search.post("/text", response_model=SearchResponse, responses=error_responses(400, 413, 503))
 async def search_text(query: TextQuery, serving: Serving) -> JSONResponse:
+    return await answer_text_query(query, serving)
+
+
+async def answer_text_query(query: TextQuery, serving: Engine) -> JSONResponse:
+    """The route's whole work, shared with `app.shortcut`, which calls it without the framework's layers."""
     started = time.perf_counter()
     vector = await serving.embed_text(query.text)
     hits = await serving.search(vector, query.k, query.target)

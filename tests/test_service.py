@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import threading
 from pathlib import Path
 
@@ -62,6 +63,22 @@ def test_text_target_searches_captions(served):
     body = served.client.post("/search/text", json={"text": "一只猫", "target": "text"}).json()
     assert next((hit["path"], hit["caption"]) for hit in body["results"]) == ("png/5.png", "一只猫")
     assert len(body["results"]) == 2
+
+
+def test_a_text_query_answers_alike_through_the_shortcut_and_through_fastapi(served):
+    """`application/json` is answered by app.shortcut; a `+json` type FastAPI also accepts goes to the route."""
+    def ask(content_type: str, text: str = "a red circle") -> httpx.Response:
+        return served.client.post("/search/text", content=json.dumps({"text": text, "k": 4, "target": "image"}),
+                                  headers={"content-type": content_type})
+
+    quick, framework = ask("application/json"), ask("application/vnd.clipspace+json")
+    assert quick.status_code == framework.status_code == 200
+    assert quick.headers["content-type"] == framework.headers["content-type"]
+    assert {**quick.json(), "took_ms": 0} == {**framework.json(), "took_ms": 0}
+    assert len(quick.json()["results"]) == 4
+    blank_quick, blank_framework = ask("application/json", " "), ask("application/vnd.clipspace+json", " ")
+    assert blank_quick.status_code == blank_framework.status_code == 422
+    assert blank_quick.json() == blank_framework.json()
 
 
 def test_images_endpoint_serves_indexed_files_only(served):
