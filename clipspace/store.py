@@ -47,6 +47,9 @@ HNSW_EF_SEARCH = 128  # recall@10 0.999 on 100k clustered vectors, 0.32 ms (FAIS
 IVF_PROBE_DIVISOR = 32  # nprobe = nlist / 32: 64 at 1M, recall@10 0.990 at 1.4 ms of CPU (docs/decisions.md)
 RERANK_K_FACTOR = 20  # a compressed index proposes 20 x k candidates; their exact cosines pick the k answers
 QUICK_SEARCH_FLOATS = 1 << 20  # e.g. 2,048 vectors of 512 dims: ~0.1 ms for one query on one core
+# A version of at most this many stored floats keeps its records (paths, captions) in memory: where the search
+# takes ~0.1 ms, a SQLite lookup of the hits (~0.2 ms on cold caches) would cost more than the search itself.
+HELD_RECORDS_FLOATS = QUICK_SEARCH_FLOATS
 # Indexes whose scores are already exact inner products; any other (PQ, SQ, PCA...) is re-ranked.
 EXACT_INDEXES = (faiss.IndexFlat, faiss.IndexHNSWFlat, faiss.IndexIVFFlat, faiss.IndexRefine)
 TRAIN_SAMPLE = 100_000  # k-means and PQ train on at most this many rows (seeded sample): minutes, not hours, at 1M
@@ -402,7 +405,7 @@ class IndexVersion:
         self._db_lock = threading.Lock()
         # A small version's records are read once: a query's SQLite lookup costs ~0.2 ms in the service, where a
         # forward pass has just emptied the CPU caches, and a dict lookup a few microseconds (docs/decisions.md).
-        self._held = self._read_records() if self.count * self.dim <= QUICK_SEARCH_FLOATS else None
+        self._held = self._read_records() if self.count * self.dim <= HELD_RECORDS_FLOATS else None
 
     @property
     def model(self) -> ModelIdentity:

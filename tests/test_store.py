@@ -89,7 +89,7 @@ def test_a_small_version_answers_from_memory_exactly_what_its_sqlite_answers(tmp
     publish(tmp_path, count=30, captioned=12)
     query = unit_rows(12, seed=1)[5] if target == "text" else unit_rows(30)[7]
     held = open_current(tmp_path).search(query, k=10, target=target)
-    monkeypatch.setattr(store, "QUICK_SEARCH_FLOATS", 0)  # too big to hold: every lookup goes to meta.sqlite
+    monkeypatch.setattr(store, "HELD_RECORDS_FLOATS", 0)  # too big to hold: every lookup goes to meta.sqlite
     assert open_current(tmp_path).search(query, k=10, target=target) == held
     assert len(held) == 10
 
@@ -98,7 +98,7 @@ def test_meta_sqlite_damaged_under_an_open_version_fails_only_the_lookups_that_r
     publish(tmp_path / "small", count=20)
     publish(tmp_path / "large", count=20)
     small = open_current(tmp_path / "small")
-    monkeypatch.setattr(store, "QUICK_SEARCH_FLOATS", 0)
+    monkeypatch.setattr(store, "HELD_RECORDS_FLOATS", 0)
     large = open_current(tmp_path / "large")
     for version in (small, large):
         meta = version.path / "meta.sqlite"
