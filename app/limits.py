@@ -39,17 +39,35 @@ class BodyGuard:
         if declared.isdigit() and int(declared) > limit.max_bytes:
             await _reject(send, 413, f"body of {int(declared):,} bytes exceeds the {limit.max_bytes:,}-byte limit")
             return
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > limit.max_bytes:
-                await _reject(send, 413, f"body exceeds the {limit.max_bytes:,}-byte limit")
-                return
-        await self.app(scope, replay(bytes(body), receive), send)
+        try:
+            body = await read_body(receive, limit.max_bytes)
+        except BodyTooLarge:
+            await _reject(send, 413, f"body exceeds the {limit.max_bytes:,}-byte limit")
+            return
+        if body is not None:  # None: the client went away
+            await self.app(scope, replay(body, receive), send)
+
+
+class BodyTooLarge(Exception):
+    """The body crossed the limit given to `read_body`."""
+
+
+async def read_body(receive: Receive, max_bytes: int | None = None) -> bytes | None:
+    """The request's whole body, or None if the client went away first.
+
+    Past `max_bytes` it raises BodyTooLarge as soon as the limit is crossed, so an oversized body is never
+    buffered whole.
+    """
+    body, more = bytearray(), True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if max_bytes is not None and len(body) > max_bytes:
+            raise BodyTooLarge
+    return bytes(body)
 
 
 def replay(body: bytes, receive: Receive) -> Receive:

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import routes
 from app.errors import error_answer
-from app.limits import replay
+from app.limits import read_body, replay
 from app.schemas import TextQuery
 
 PATH = "/search/text"
@@ -38,7 +38,7 @@ class TextSearchShortcut:
                 and _sends_json(scope)):
             await self.app(scope, receive, send)
             return
-        body = await _body(receive)
+        body = await read_body(receive)  # BodyGuard has bounded it
         if body is None:  # the client went away
             return
         serving = scope["app"].state.holder.engine
@@ -63,13 +63,3 @@ def _sends_json(scope: Scope) -> bool:
             return value.split(b";")[0].strip().lower() == b"application/json"
     return False
 
-
-async def _body(receive: Receive) -> bytes | None:
-    body, more = bytearray(), True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
-    return bytes(body)
