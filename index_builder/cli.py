@@ -10,7 +10,8 @@ from pathlib import Path
 from clipspace.encoder import DualEncoder, ModelSpec, default_precision, load_encoder
 from clipspace.errors import ClipspaceError, IndexBusy, InvalidBuildOptions, ModelLoadError
 from clipspace.settings import EMBEDDED_MODEL, Settings
-from index_builder.build import BuildOptions, BuildReport, Embedder, build_index, check_options
+from index_builder.build import BuildReport, Embedder, build_index
+from index_builder.options import BuildOptions, check_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 

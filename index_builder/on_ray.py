@@ -19,9 +19,9 @@ import numpy as np
 
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
 from clipspace.store import write_faiss
-from index_builder.build import BuildOptions
-from index_builder.files import FileLimits, Movable, Processed, Work, read_file
+from index_builder.files import Movable, Processed, Work, read_file
 from index_builder.local import embed_pixels
+from index_builder.options import BuildOptions, FileLimits
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class RayEmbedder:
         files = ray.data.read_parquet(str(scratch))
         pixel_shape = (3, self.encoder.image_size, self.encoder.image_size)
         read = files.map_batches(_read_files, fn_args=(
-            str(self.options.images), movable, self.options.limits(self.encoder), self.encoder.preprocess,
+            str(self.options.images), movable, self.options.limits(self.encoder.image_size), self.encoder.preprocess,
             pixel_shape), batch_size=self.options.batch_size, num_cpus=READ_CPUS)
         embedded = read.map_batches(_Embed, fn_constructor_args=(spec, token_shape, self.threads, self.actors),
                                     batch_size=self.options.batch_size,

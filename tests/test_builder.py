@@ -16,7 +16,7 @@ import pytest
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.errors import InvalidBuildOptions
 from clipspace.store import current_version_name, open_current
-from index_builder.build import scan_images
+from index_builder.files import list_images
 from tests.conftest import ROOT, TINY_ARCH, build, encoded, make_image, write_corpus
 
 NAMES = ["a.jpg", "b.PNG", "sub dir/c.webp", "sub dir/ünïcödé 写真.jpeg", "deep/er/d.gif", "e.bmp", "f.tiff"]
@@ -38,7 +38,7 @@ def test_scan_finds_images_recursively_in_any_case_and_ignores_the_rest(corpus):
     (corpus / "a.txt").write_text("a caption, not an image")
     (corpus / ".hidden").mkdir()
     make_image(9).save(corpus / ".hidden" / "x.png")
-    assert scan_images(corpus) == sorted(NAMES)
+    assert sorted(listed.path for listed in list_images(corpus, max_file_bytes=1 << 62)) == sorted(NAMES)
 
 
 def test_first_build_indexes_every_image_with_its_metadata(tmp_path, corpus, tiny_encoder):
