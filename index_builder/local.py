@@ -59,12 +59,13 @@ def embed_in_batches(read: Iterable[Processed], encoder: DualEncoder, batch_size
         batch.append(found)
         pending += found.pixels is not None
         if pending == batch_size or (pending == 0 and len(batch) >= batch_size):
-            yield from _embedded(batch, encoder, tokens)
+            yield from embed_batch(batch, encoder, tokens)
             batch, pending = [], 0
-    yield from _embedded(batch, encoder, tokens)
+    yield from embed_batch(batch, encoder, tokens)
 
 
-def _embedded(batch: list[Processed], encoder: DualEncoder, tokens: bool) -> list[Processed]:
+def embed_batch(batch: list[Processed], encoder: DualEncoder, tokens: bool) -> list[Processed]:
+    """Embed the files of `batch` that hold pixels, in one forward pass; the others pass through unchanged."""
     with_pixels = [found for found in batch if found.pixels is not None]
     if with_pixels:
         vectors, patches = embed_pixels(encoder, np.stack([found.pixels for found in with_pixels]), tokens)
