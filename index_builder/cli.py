@@ -9,7 +9,7 @@ from pathlib import Path
 
 from clipspace.encoder import DualEncoder, ModelSpec, default_precision, load_encoder
 from clipspace.errors import ClipspaceError, IndexBusy, InvalidBuildOptions, ModelLoadError
-from clipspace.settings import EMBEDDED_MODEL, Settings
+from clipspace.settings import EMBEDDED_MODEL, PRECISION_CHOICES, Settings
 from index_builder.build import BuildReport, Embedder, build_index
 from index_builder.options import BuildOptions, check_options
 
@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     parser.add_argument("--pretrained", default=settings.pretrained,
                         help="weights for a named model: a tag (laion2b_s34b_b79k), a checkpoint path, or "
                              "'none' for seeded random weights")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=settings.precision,
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default=settings.precision,
                         help="auto = bf16 on CUDA and on CPUs with native bf16, else fp32")
     parser.add_argument("--device", default=settings.device)
     parser.add_argument("--threads", type=int, default=settings.threads, help="torch threads (default: all)")
