@@ -36,7 +36,8 @@ from benchmarks.text import measure_text
 from clipspace.encoder import PRECISIONS, DualEncoder, ModelSpec, load_encoder
 from clipspace.errors import ClipspaceError
 from clipspace.settings import EMBEDDED_MODEL
-from index_builder.build import BuildOptions, build_index
+from index_builder.build import build_index
+from index_builder.options import BuildOptions
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
 SECTIONS = ("builder", "http", "text", "load", "faiss", "reindex", "memory", "ray")

@@ -24,7 +24,8 @@ from benchmarks.timing import time_calls
 from clipspace.encoder import DualEncoder
 from clipspace.images import load_image
 from clipspace.store import open_current
-from index_builder.build import BuildOptions, build_index
+from index_builder.build import build_index
+from index_builder.options import BuildOptions
 
 MIN_DRAFT_COSINE = 0.999
 RAW_WARMUP_BATCHES = 2

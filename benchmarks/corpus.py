@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from index_builder.build import scan_images
+from index_builder.files import list_images
 
 JPEG_QUALITY = 90
 NOISE_SIGMA = 8.0
@@ -67,7 +67,7 @@ def copy_subset(corpus: Corpus, dest: Path, count: int) -> Corpus:
 
 
 def _described(root: Path, generated: bool, image_size: tuple[int, int] | None) -> Corpus:
-    paths = tuple(scan_images(root))
+    paths = tuple(sorted(listed.path for listed in list_images(root, max_file_bytes=1 << 62)))
     total = sum((root / path).stat().st_size for path in paths)
     return Corpus(root, paths, total, generated, image_size)
 

@@ -29,7 +29,8 @@ from clipspace.align import world
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.settings import EMBEDDED_MODEL
 from clipspace.store import open_current
-from index_builder.build import BuildOptions, build_index
+from index_builder.build import build_index
+from index_builder.options import BuildOptions
 
 
 def measure(model: str, scenes: int, repeats: int, threads: int) -> dict:

@@ -24,7 +24,8 @@ from benchmarks.machine import load_average
 from benchmarks.report import progress
 from clipspace.encoder import DualEncoder
 from clipspace.settings import EMBEDDED_MODEL
-from index_builder.build import BuildOptions, BuildReport, build_index
+from index_builder.build import BuildReport, build_index
+from index_builder.options import BuildOptions
 
 TINY_SIZE = (64, 48)
 

@@ -31,7 +31,8 @@ from benchmarks.machine import load_average
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.images import load_image
 from clipspace.thumbnails import THUMB_FORMAT, THUMB_QUALITY, THUMB_SIDE, ThumbnailCache
-from index_builder.build import BuildOptions, build_index
+from index_builder.build import build_index
+from index_builder.options import BuildOptions
 
 TINY_MODEL = Path(__file__).resolve().parent.parent / "tests" / "assets" / "tiny-clip.json"
 MODEL_INPUT = 224  # ViT-B-32's input side: what the builder drafts JPEGs to

@@ -7,10 +7,12 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from clipspace.encoder import PRECISIONS
 from clipspace.images import DEFAULT_MAX_PIXELS
 
 EMBEDDED_MODEL = "local-dir:data/models/clipspace-shapes-v5"
 DEMO_IMAGES = Path("data/demo")
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # auto: clipspace.encoder.default_precision picks for the device
 
 
 class Settings(BaseSettings):
@@ -24,7 +26,7 @@ class Settings(BaseSettings):
                                                 "service: load this instead of the manifest's model reference "
                                                 "(it must be the same weights)")
     pretrained: str | None = None
-    precision: str = Field("auto", pattern="^(auto|fp32|bf16)$")
+    precision: str = Field("auto", pattern=f"^({'|'.join(PRECISION_CHOICES)})$")
     device: str = "cpu"
     threads: int | None = Field(None, ge=1)
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)

@@ -10,7 +10,6 @@ threads and one model here (index_builder.local), Ray tasks and an actor pool on
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -22,9 +21,9 @@ import numpy as np
 from tqdm import tqdm
 
 from clipspace.encoder import DualEncoder
-from clipspace.errors import ClipspaceError, IndexNotReady, InvalidBuildOptions
+from clipspace.errors import ClipspaceError, IndexNotReady
 from clipspace.fusion.rerank import find_reranker
-from clipspace.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from clipspace.images import IMAGE_SUFFIXES
 from clipspace.store import (
     IndexVersion,
     ItemRecord,
@@ -35,7 +34,9 @@ from clipspace.store import (
     open_current,
     publish_version,
 )
-from index_builder.files import FileLimits, Movable, Processed, Work, list_images, read_caption
+from index_builder.files import Movable, Processed, Work, list_images, read_caption
+from index_builder.local import LocalEmbedder
+from index_builder.options import BuildOptions, check_options
 from index_builder.plan import Plan, PlanRow
 
 log = logging.getLogger(__name__)
@@ -44,25 +45,6 @@ MAX_SKIPPED_IN_MANIFEST = 1000
 CAPTION_BATCH = 256  # caption texts embedded per forward pass
 PENDING_ITEMS = 4096  # items held while their captions wait for a batch: bounds the builder's memory
 SCRATCH = ".work"  # an embedder's scratch folder inside the staging folder, removed before the version is sealed
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    images: Path
-    index: Path
-    batch_size: int = 64
-    workers: int = max(2, os.cpu_count() or 2)
-    index_type: str = "auto"
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    jpeg_draft: bool = True
-    keep_versions: int = 3
-    max_file_bytes: int = 256 * 1024 * 1024
-    progress: bool = True
-    verify: bool = False  # re-hash every file instead of trusting path + size + mtime
-    patch_tokens: bool = True  # keep the image tower's patch tokens when the model has a re-ranker (matcher)
-
-    def limits(self, encoder: DualEncoder) -> FileLimits:
-        return FileLimits(self.max_file_bytes, self.max_pixels, encoder.image_size if self.jpeg_draft else None)
 
 
 @dataclass
@@ -109,23 +91,8 @@ class Embedder(Protocol):
     def write_faiss(self, folder: Path, target: str, shards: tuple, dim: int, factory: str) -> dict[str, int]: ...
 
 
-def scan_images(root: Path) -> list[str]:
-    """Image files under `root` (any case of extension, recursive, hidden folders skipped), sorted, relative."""
-    return sorted(listed.path for listed in list_images(root, max_file_bytes=1 << 62))
-
-
-def check_options(options: BuildOptions) -> None:
-    """Refuse what cannot work before any model is loaded or file is read."""
-    if not Path(options.images).is_dir():
-        raise InvalidBuildOptions(f"image folder not found: {options.images}")
-    if min(options.batch_size, options.workers, options.keep_versions, options.max_file_bytes) < 1:
-        raise InvalidBuildOptions("batch size, workers, versions kept and file size limit must be positive")
-
-
 def build_index(options: BuildOptions, encoder: DualEncoder, embedder: Embedder | None = None) -> BuildReport:
     """Build and publish a new version of `options.index` from `options.images`; the old one serves meanwhile."""
-    from index_builder.local import LocalEmbedder  # the default embedder; local imports this module
-
     started = time.perf_counter()
     check_options(options)
     check_factory(options.index_type, encoder.dim)

@@ -1,16 +1,19 @@
-"""Command line of the builder: flags (defaults from CLIPSPACE_* settings), logging, and exit codes."""
+"""Command line of the builder: flags (defaults from BuildOptions and CLIPSPACE_* settings), logging, exit codes."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from clipspace.encoder import DualEncoder, ModelSpec, default_precision, load_encoder
 from clipspace.errors import ClipspaceError, IndexBusy, InvalidBuildOptions, ModelLoadError
-from clipspace.settings import EMBEDDED_MODEL, Settings
-from index_builder.build import BuildOptions, BuildReport, Embedder, build_index, check_options
+from clipspace.settings import EMBEDDED_MODEL, PRECISION_CHOICES, Settings
+from index_builder.build import BuildReport, Embedder, build_index
+from index_builder.options import BuildOptions, check_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -22,40 +25,58 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
         prog="python -m index_builder",
         description="Embed the images under --images into a new version of the index at --index. "
                     "Running it again reindexes: unchanged files reuse their vectors, deleted ones disappear.")
-    parser.add_argument("--images", type=Path, default=settings.images_dir, help="image folder (recursive)")
-    parser.add_argument("--index", type=Path, default=settings.index_dir, help="index folder")
+    option = _OptionFlags(parser)
+    option("images", type=Path, default=settings.images_dir)
+    option("index", type=Path, default=settings.index_dir)
     parser.add_argument("--model", default=settings.model or EMBEDDED_MODEL,
                         help="open_clip model: a name (ViT-B-32), hf-hub:org/repo, local-dir:PATH, or an "
                              "architecture .json (default: the embedded model)")
     parser.add_argument("--pretrained", default=settings.pretrained,
                         help="weights for a named model: a tag (laion2b_s34b_b79k), a checkpoint path, or "
                              "'none' for seeded random weights")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=settings.precision,
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default=settings.precision,
                         help="auto = bf16 on CUDA and on CPUs with native bf16, else fp32")
     parser.add_argument("--device", default=settings.device)
     parser.add_argument("--threads", type=int, default=settings.threads, help="torch threads (default: all)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=BuildOptions.workers, help="decode threads")
-    parser.add_argument("--index-type", default="auto",
-                        help="FAISS factory string (Flat, HNSW32,Flat, ...); auto = Flat below 50k images")
-    parser.add_argument("--max-pixels", type=int, default=settings.max_image_pixels)
-    parser.add_argument("--no-jpeg-draft", action="store_true", help="always decode JPEGs at full size")
-    parser.add_argument("--keep-versions", type=int, default=3)
+    option("batch_size")
+    option("workers")
+    option("index_type")
+    option("max_pixels", default=settings.max_image_pixels)
+    option("jpeg_draft", "--no-jpeg-draft", help="always decode JPEGs at full size")
+    option("keep_versions")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
-    parser.add_argument("--max-file-bytes", type=int, default=BuildOptions.max_file_bytes,
-                        help="skip larger files without reading them")
+    option("max_file_bytes")
     parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                         help="read and embed on a Ray cluster: `auto` (the cluster this machine joined with "
                              "`ray start`), ray://host:port, or nothing for a local cluster on this machine")
     parser.add_argument("--ray-actors", type=int, default=1,
                         help="model replicas in the Ray actor pool (one GPU each when the cluster has GPUs)")
-    parser.add_argument("--verify", action="store_true",
-                        help="read and hash every file, even those whose path, size and mtime are unchanged "
-                             "(after restoring a backup that kept mtimes, or editing tools that preserve them)")
-    parser.add_argument("--no-patch-tokens", action="store_true",
-                        help="do not keep the image tower's patch tokens for re-ranking (kept by default when the "
-                             "model has a matcher; without them a re-ranked query embeds its candidates again)")
+    option("verify")
+    option("patch_tokens", "--no-patch-tokens",
+           help="do not keep the image tower's patch tokens for re-ranking (kept by default when the model has a "
+                "matcher; without them a re-ranked query embeds its candidates again)")
     return parser.parse_args(argv)
+
+
+class _OptionFlags:
+    """Adds the flag of one `BuildOptions` field: its default, type and help are the field's unless given.
+
+    A true boolean is turned off by its `--no-...` flag (whose help says so), a false one turned on by its own.
+    """
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+        self.fields = {option.name: option for option in fields(BuildOptions)}
+
+    def __call__(self, name: str, flag: str | None = None, **given: Any) -> None:
+        option = self.fields[name]
+        default = given.pop("default", option.default)
+        argument = {"dest": name, "default": default, "help": option.metadata.get("help"), **given}
+        if isinstance(default, bool):
+            argument["action"] = "store_false" if default else "store_true"
+        else:
+            argument.setdefault("type", type(default))
+        self.parser.add_argument(flag or "--" + name.replace("_", "-"), **argument)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,11 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     precision = default_precision(args.device) if args.precision == "auto" else args.precision
     spec = ModelSpec(args.model, args.pretrained, precision, args.device)
-    options = BuildOptions(images=args.images, index=args.index, batch_size=args.batch_size,
-                           workers=args.workers, index_type=args.index_type, max_pixels=args.max_pixels,
-                           jpeg_draft=not args.no_jpeg_draft, keep_versions=args.keep_versions,
-                           max_file_bytes=args.max_file_bytes, progress=not args.quiet, verify=args.verify,
-                           patch_tokens=not args.no_patch_tokens)
+    flags = {option.name for option in fields(BuildOptions)}
+    options = BuildOptions(**{name: value for name, value in vars(args).items() if name in flags},
+                           progress=not args.quiet)
     try:
         check_options(options)
         encoder = load_encoder(spec, threads=args.threads)

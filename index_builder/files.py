@@ -17,6 +17,7 @@ import numpy as np
 
 from clipspace.errors import ImageRejected
 from clipspace.images import IMAGE_SUFFIXES, load_image
+from index_builder.options import FileLimits
 
 CAPTION_SUFFIX = ".txt"
 MAX_CAPTION_CHARS = 2000
@@ -67,13 +68,6 @@ class Processed:
     unchanged: bool = False  # the same bytes as before at this path: keep the path's vector
     reuse_row: int | None = None  # the vector of a moved file: its row in the previous version
     rejected: str | None = None
-
-
-@dataclass(frozen=True)
-class FileLimits:
-    max_file_bytes: int
-    max_pixels: int
-    draft_size: int | None  # decode JPEGs at the smallest DCT scale that still covers this size
 
 
 def list_images(root: Path, max_file_bytes: int) -> Iterator[Listed]:

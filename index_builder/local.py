@@ -14,8 +14,8 @@ from clipspace.encoder import DualEncoder
 from clipspace.fusion.tokens import image_tokens
 from clipspace.openmp import serial_torch_here
 from clipspace.store import write_faiss
-from index_builder.build import BuildOptions
 from index_builder.files import Movable, Processed, Work, read_file
+from index_builder.options import BuildOptions
 
 
 class LocalEmbedder:
@@ -33,7 +33,8 @@ class LocalEmbedder:
                                 token_shape is not None)
 
     def _read(self, work: Iterable[Work], movable: dict[str, Movable]) -> Iterator[Processed]:
-        limits, preprocess, root = self.options.limits(self.encoder), self.encoder.preprocess, self.options.images
+        limits, root = self.options.limits(self.encoder.image_size), self.options.images
+        preprocess = self.encoder.preprocess
         ahead: deque[Future[Processed]] = deque()
         pool = ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="decode",
                                   initializer=serial_torch_here)  # one OpenMP team: the model's (clipspace.openmp)
@@ -58,12 +59,13 @@ def embed_in_batches(read: Iterable[Processed], encoder: DualEncoder, batch_size
         batch.append(found)
         pending += found.pixels is not None
         if pending == batch_size or (pending == 0 and len(batch) >= batch_size):
-            yield from _embedded(batch, encoder, tokens)
+            yield from embed_batch(batch, encoder, tokens)
             batch, pending = [], 0
-    yield from _embedded(batch, encoder, tokens)
+    yield from embed_batch(batch, encoder, tokens)
 
 
-def _embedded(batch: list[Processed], encoder: DualEncoder, tokens: bool) -> list[Processed]:
+def embed_batch(batch: list[Processed], encoder: DualEncoder, tokens: bool) -> list[Processed]:
+    """Embed the files of `batch` that hold pixels, in one forward pass; the others pass through unchanged."""
     with_pixels = [found for found in batch if found.pixels is not None]
     if with_pixels:
         vectors, patches = embed_pixels(encoder, np.stack([found.pixels for found in with_pixels]), tokens)

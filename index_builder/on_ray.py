@@ -19,9 +19,10 @@ import numpy as np
 
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
 from clipspace.store import write_faiss
-from index_builder.build import BuildOptions
-from index_builder.files import FileLimits, Movable, Processed, Work, read_file
-from index_builder.local import embed_pixels
+from index_builder.columns import from_columns, to_columns
+from index_builder.files import Movable, Processed, Work, read_file
+from index_builder.local import embed_batch
+from index_builder.options import BuildOptions, FileLimits
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class RayEmbedder:
         files = ray.data.read_parquet(str(scratch))
         pixel_shape = (3, self.encoder.image_size, self.encoder.image_size)
         read = files.map_batches(_read_files, fn_args=(
-            str(self.options.images), movable, self.options.limits(self.encoder), self.encoder.preprocess,
+            str(self.options.images), movable, self.options.limits(self.encoder.image_size), self.encoder.preprocess,
             pixel_shape), batch_size=self.options.batch_size, num_cpus=READ_CPUS)
         embedded = read.map_batches(_Embed, fn_constructor_args=(spec, token_shape, self.threads, self.actors),
                                     batch_size=self.options.batch_size,
@@ -99,8 +100,7 @@ def _write_work(work: Iterable[Work], scratch: Path) -> int:
     scratch.mkdir(parents=True, exist_ok=True)
     work, total = iter(work), 0
     while chunk := list(islice(work, WORK_FILE_ROWS)):
-        table = pa.table({"seq": [entry.seq for entry in chunk], "path": [entry.path for entry in chunk],
-                          "known_sha256": [entry.known_sha256 or "" for entry in chunk]})
+        table = pa.table(to_columns(chunk, Work))
         pq.write_table(table, scratch / f"work-{total // WORK_FILE_ROWS:06d}.parquet")
         total += len(chunk)
     return total
@@ -109,22 +109,8 @@ def _write_work(work: Iterable[Work], scratch: Path) -> int:
 def _read_files(batch: dict[str, np.ndarray], root: str, movable: dict[str, Movable], limits: FileLimits,
                 preprocess: Callable, pixel_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
     """A Ray task's share of the files: `read_file`, exactly as the local builder's threads run it."""
-    found = [read_file(Path(root), Work(int(seq), str(path), str(known) or None), movable, limits, preprocess)
-             for seq, path, known in zip(batch["seq"], batch["path"], batch["known_sha256"], strict=True)]
-    return {
-        "seq": np.array([entry.seq for entry in found], np.int64),
-        "sha256": np.array([entry.sha256 for entry in found], object),
-        "size": np.array([entry.size for entry in found], np.int64),
-        "mtime_ns": np.array([entry.mtime_ns for entry in found], np.int64),
-        "width": np.array([entry.width for entry in found], np.int64),
-        "height": np.array([entry.height for entry in found], np.int64),
-        "unchanged": np.array([entry.unchanged for entry in found], bool),
-        "reuse_row": np.array([-1 if entry.reuse_row is None else entry.reuse_row for entry in found], np.int64),
-        "rejected": np.array([entry.rejected or "" for entry in found], object),
-        "has_pixels": np.array([entry.pixels is not None for entry in found], bool),
-        "pixels": np.stack([entry.pixels if entry.pixels is not None else np.zeros(pixel_shape, np.float32)
-                            for entry in found]).astype(np.float32, copy=False),
-    }
+    found = [read_file(Path(root), entry, movable, limits, preprocess) for entry in from_columns(batch, Work)]
+    return to_columns(found, Processed, {"pixels": (pixel_shape, np.float32)})
 
 
 class _Embed:
@@ -134,34 +120,18 @@ class _Embed:
                  actors: int) -> None:
         self.encoder = load_encoder(spec, threads=threads or max(1, (os.cpu_count() or 1) // actors))
         self.token_shape = token_shape
+        self.arrays = {"vector": ((self.encoder.dim,), np.float32)}  # a row without pixels: zeros, masked as None
+        if token_shape:
+            self.arrays["tokens"] = (token_shape, np.float16)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        pixels = batch.pop("pixels")
-        vectors = np.zeros((len(pixels), self.encoder.dim), np.float32)
-        chosen = np.flatnonzero(batch["has_pixels"])
-        patches = None
-        if len(chosen):
-            vectors[chosen], patches = embed_pixels(self.encoder, np.ascontiguousarray(pixels[chosen]),
-                                                    self.token_shape is not None)
-        batch["vector"] = vectors
-        if self.token_shape:  # rows without pixels carry zeros, as they do for vectors
-            batch["tokens"] = np.zeros((len(pixels), *self.token_shape), np.float16)
-            if patches is not None:
-                batch["tokens"][chosen] = patches
-        return batch
+        found = embed_batch(from_columns(batch, Processed), self.encoder, self.token_shape is not None)
+        return to_columns(found, Processed, self.arrays)
 
 
 def _answers(batches: Iterable[dict[str, np.ndarray]]) -> Iterator[Processed]:
     for batch in batches:
-        for index, seq in enumerate(batch["seq"]):
-            reuse_row = int(batch["reuse_row"][index])
-            yield Processed(
-                int(seq), str(batch["sha256"][index]), int(batch["size"][index]), int(batch["mtime_ns"][index]),
-                int(batch["width"][index]), int(batch["height"][index]),
-                vector=batch["vector"][index] if batch["has_pixels"][index] else None,
-                tokens=batch["tokens"][index] if "tokens" in batch and batch["has_pixels"][index] else None,
-                unchanged=bool(batch["unchanged"][index]), reuse_row=None if reuse_row < 0 else reuse_row,
-                rejected=str(batch["rejected"][index]) or None)
+        yield from from_columns(batch, Processed)
 
 
 def _on_gpu(spec: ModelSpec) -> ModelSpec:

@@ -20,7 +20,8 @@ from PIL import Image, ImageDraw
 
 from app.launcher import APP, ServiceProcess
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
-from index_builder.build import BuildOptions, BuildReport, build_index
+from index_builder.build import BuildReport, build_index
+from index_builder.options import BuildOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_ARCH = str(ROOT / "tests" / "assets" / "tiny-clip.json")

@@ -9,14 +9,18 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import MISSING, fields
 
 import numpy as np
 import pytest
 
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.errors import InvalidBuildOptions
+from clipspace.settings import Settings
 from clipspace.store import current_version_name, open_current
-from index_builder.build import scan_images
+from index_builder.cli import parse_args
+from index_builder.files import list_images
+from index_builder.options import BuildOptions
 from tests.conftest import ROOT, TINY_ARCH, build, encoded, make_image, write_corpus
 
 NAMES = ["a.jpg", "b.PNG", "sub dir/c.webp", "sub dir/ünïcödé 写真.jpeg", "deep/er/d.gif", "e.bmp", "f.tiff"]
@@ -38,7 +42,7 @@ def test_scan_finds_images_recursively_in_any_case_and_ignores_the_rest(corpus):
     (corpus / "a.txt").write_text("a caption, not an image")
     (corpus / ".hidden").mkdir()
     make_image(9).save(corpus / ".hidden" / "x.png")
-    assert scan_images(corpus) == sorted(NAMES)
+    assert sorted(listed.path for listed in list_images(corpus, max_file_bytes=1 << 62)) == sorted(NAMES)
 
 
 def test_first_build_indexes_every_image_with_its_metadata(tmp_path, corpus, tiny_encoder):
@@ -198,6 +202,18 @@ def test_cli_builds_and_prints_what_it_did(tmp_path, corpus):
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 0, output
     assert f"{len(NAMES)} added" in output and "1 skipped" in output and "skipped bad.jpg" in output
+
+
+def test_cli_defaults_are_the_build_options_defaults(tmp_path):
+    args = parse_args([], Settings(images_dir=tmp_path, index_dir=tmp_path / "index"))
+    for option in fields(BuildOptions):
+        if option.default is not MISSING and option.name != "progress":  # progress is --quiet's, with the logs
+            assert getattr(args, option.name) == option.default, option.name
+
+
+def test_cli_no_flags_turn_off_what_build_options_turn_on(tmp_path):
+    args = parse_args(["--no-jpeg-draft", "--no-patch-tokens", "--verify"], Settings())
+    assert (args.jpeg_draft, args.patch_tokens, args.verify) == (False, False, True)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from clipspace.store import current_version_name, open_current
-from index_builder.build import BuildOptions, build_index
+from index_builder.build import build_index
+from index_builder.options import BuildOptions
 from tests.conftest import ROOT, TINY_ARCH, build, make_image, write_corpus
 from tests.test_fusion_token_cache import matched  # noqa: F401 -- a model with a matcher, as a fixture
 
