@@ -1,7 +1,4 @@
-"""Command line of `python -m clipspace.align`: make data, train and score dual encoders and their matchers.
-
-Verbs: world, heldout, lit-architecture, train, export, eval (alignment); matcher, fusion-eval (fusion).
-"""
+"""Command line of `python -m clipspace.align`: make data, train and score dual encoders and their matchers."""
 
 from __future__ import annotations
 
