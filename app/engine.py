@@ -30,8 +30,8 @@ from clipspace.errors import (
 )
 from clipspace.fusion import labels as zero_shot
 from clipspace.fusion.rerank import RERANK_DEPTH, find_reranker, model_folder
+from clipspace.identity import ModelIdentity
 from clipspace.images import load_image
-from clipspace.manifest import ModelIdentity
 from clipspace.openmp import serial_torch_here
 from clipspace.settings import Settings
 from clipspace.store import IndexVersion, SearchHit, current_version_name

@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.report import progress
 from benchmarks.timing import latency_summary, time_calls
-from clipspace.manifest import ModelIdentity
+from clipspace.identity import ModelIdentity
 from clipspace.store import IndexVersion, ItemRecord, write_version
 
 FACTORIES = ("Flat", "HNSW32,Flat")

@@ -29,7 +29,8 @@ import numpy as np
 
 from clipspace import __version__
 from clipspace.errors import IndexBusy, IndexCorrupt, IndexNotReady, IndexWriteFailed, InvalidBuildOptions
-from clipspace.manifest import Manifest, ModelIdentity, Shard
+from clipspace.identity import ModelIdentity
+from clipspace.manifest import Manifest, Shard
 from clipspace.shards import FLOAT16, SHARD_ROWS, ShardedVectors, ShardWriter
 
 log = logging.getLogger(__name__)

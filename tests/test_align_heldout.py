@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from clipspace.align import heldout, world
-from clipspace.align.__main__ import main
 from clipspace.align.datasets import read_pairs
+from clipspace.cli import main
 
 
 def test_training_never_imports_the_heldout_renderer() -> None:

@@ -20,9 +20,11 @@ pytest.importorskip("transformers")
 
 from clipspace import packaged_towers
 from clipspace.align import heldout, lit, paraphrases, world
+from clipspace.align.datasets import WorldOptions
 from clipspace.align.evaluate import evaluate_encoder
 from clipspace.align.train import CHECKPOINT_FILE, TrainOptions, train
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
+from clipspace.options import from_flat
 from clipspace.settings import EMBEDDED_MODEL
 from tests.conftest import build
 
@@ -35,9 +37,10 @@ def lit_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("lit")
     (folder / "tower.json").write_text(json.dumps(TINY_IMAGE_TOWER))
     arch = lit.write_architecture(folder / "lit.json", folder / "tower.json")
-    options = TrainOptions(model=str(arch), pretrained_text=True, lock_text=True, world_caption_language="en",
-                           world_scenes=64, world_val_scenes=32, batch_size=16, epochs=2, lr=3e-3,
-                           warmup_steps=2, out=str(folder / "run"), export=str(folder / "model"), threads=2)
+    options = TrainOptions(model=str(arch), pretrained_text=True, lock_text=True,
+                           world=WorldOptions(caption_language="en", scenes=64, val_scenes=32), batch_size=16,
+                           epochs=2, lr=3e-3, warmup_steps=2, out=str(folder / "run"), export=str(folder / "model"),
+                           threads=2)
     train(options)
     return arch, folder / "model"
 
@@ -104,7 +107,7 @@ def test_a_lit_model_is_indexed_like_any_other(lit_run: tuple[Path, Path], tmp_p
 def test_training_resumes_with_the_text_tower_still_locked(lit_run: tuple[Path, Path], tmp_path: Path) -> None:
     checkpoint = torch.load(Path(lit_run[1]).parent / "run" / CHECKPOINT_FILE, weights_only=False)
     assert checkpoint["options"]["lock_text"] and checkpoint["options"]["pretrained_text"]
-    assert replace(TrainOptions(**checkpoint["options"]), epochs=3).lock_text
+    assert replace(from_flat(TrainOptions, checkpoint["options"]), epochs=3).lock_text
 
 
 SHIPPED_LIT = Path(__file__).resolve().parent.parent / "data" / "models" / "clipspace-shapes-lit"

@@ -13,8 +13,7 @@ import torch
 
 from clipspace.align import train as train_module
 from clipspace.align import world
-from clipspace.align.__main__ import main
-from clipspace.align.datasets import PairedShuffle, WorldPairs, read_pairs, shifted
+from clipspace.align.datasets import PairedShuffle, WorldOptions, WorldPairs, read_pairs, shifted
 from clipspace.align.export import export_checkpoint
 from clipspace.align.train import (
     CHECKPOINT_FILE,
@@ -23,6 +22,7 @@ from clipspace.align.train import (
     text_features_by_length,
     train,
 )
+from clipspace.cli import main
 from clipspace.encoder import ModelSpec, load_encoder, trimmed_text_encoder
 from clipspace.images import load_image
 
@@ -38,8 +38,8 @@ def tiny_options(tmp_path_factory: pytest.TempPathFactory) -> TrainOptions:
     folder = tmp_path_factory.mktemp("align")
     arch = folder / "tiny-align.json"
     arch.write_text(json.dumps(TINY_ARCH))
-    return TrainOptions(model=str(arch), world_scenes=64, world_val_scenes=32, batch_size=16, epochs=2, lr=3e-3,
-                        warmup_steps=2, out=str(folder / "run"), threads=2)
+    return TrainOptions(model=str(arch), world=WorldOptions(scenes=64, val_scenes=32), batch_size=16, epochs=2,
+                        lr=3e-3, warmup_steps=2, out=str(folder / "run"), threads=2)
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +50,11 @@ def trained(tiny_options: TrainOptions) -> Path:
 
 
 @pytest.mark.parametrize("world_options", [
-    {}, {"world_shape_twins": True, "world_shift": 2, "world_randomised_share": 0.5, "world_caption_language": "en"},
+    {}, {"shape_twins": True, "shift": 2, "randomised_share": 0.5, "caption_language": "en"},
 ], ids=["canonical", "twins-shifted-randomised-english"])
 def test_training_a_few_steps_lowers_the_loss(tiny_options: TrainOptions, tmp_path: Path, world_options: dict) -> None:
-    result = train(replace(tiny_options, epochs=5, out=str(tmp_path), **world_options))
+    world_options = replace(tiny_options.world, **world_options)
+    result = train(replace(tiny_options, epochs=5, out=str(tmp_path), world=world_options))
     assert result.epoch_losses[-1] < result.epoch_losses[0] - 0.1
     assert {"text_to_image_R@5", "image_to_text_R@5", "attribute"} <= set(result.metrics)
 
@@ -174,7 +175,7 @@ def test_world_pairs_show_the_randomised_look_only_from_its_epoch_on_and_in_its_
     canonical = torch.zeros(400, 3, 4, 4, dtype=torch.uint8)
     randomised = torch.full((400, 3, 4, 4), 255, dtype=torch.uint8)
     pairs = WorldPairs(scenes, canonical, lambda pixels: pixels, lambda texts: torch.zeros(len(texts), 1), seed=0,
-                       randomised=randomised, randomised_share=0.75, randomise_from_epoch=2)
+                       randomised=randomised, options=WorldOptions(randomised_share=0.75, randomise_from_epoch=2))
 
     def randomised_share(epoch: int) -> float:
         pairs.set_epoch(epoch)
@@ -219,7 +220,7 @@ def test_world_pairs_shift_each_sample_anew_every_epoch_within_the_bound() -> No
     pixels = torch.zeros(50, 1, 9, 9, dtype=torch.uint8)
     pixels[:, :, 4, 4] = 255  # one bright dot in the centre: where it lands is the shift
     pairs = WorldPairs(scenes, pixels, lambda image: image, lambda texts: torch.zeros(len(texts), 1), seed=0,
-                       shift=2)
+                       options=WorldOptions(shift=2))
 
     def dot_offsets(epoch: int) -> list[tuple[int, int]]:
         pairs.set_epoch(epoch)

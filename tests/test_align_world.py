@@ -13,8 +13,8 @@ import open_clip
 from PIL import Image
 
 from clipspace.align import heldout, world
-from clipspace.align.__main__ import main
 from clipspace.align.datasets import read_pairs
+from clipspace.cli import main
 
 RECIPES = Path(__file__).resolve().parent.parent / "clipspace/align/recipes"
 # The architecture file the shipped model's recipe names.

@@ -11,7 +11,7 @@ import pytest
 from benchmarks.clustered import ClusteredSpec
 from clipspace import store
 from clipspace.errors import IndexBusy, IndexCorrupt, IndexNotReady
-from clipspace.manifest import ModelIdentity
+from clipspace.identity import ModelIdentity
 from clipspace.store import (
     ItemRecord,
     VersionWriter,

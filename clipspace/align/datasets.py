@@ -98,43 +98,73 @@ class FilePairs(Dataset):
         """Files have one caption each; nothing changes between epochs."""
 
 
+@dataclass(frozen=True)
+class WorldOptions:
+    """The synthetic world as training data: its two pools, the look each sample shows, the captions it draws.
+
+    The defaults are the canonical world (one look, no shift, captions in both languages): the val pool's.
+    """
+
+    # the pools, rendered once into memory at `render_size` (the size `world` writes PNGs at; the model's own
+    # resize follows)
+    scenes: int = 20_000
+    val_scenes: int = 1_000
+    seed: int = 0
+    val_seed: int = 1
+    render_size: int = 128
+    # domain randomisation: the share of training samples drawn from world.render_randomised instead of the
+    # canonical look, from epoch `randomise_from_epoch` (0-based) on; each epoch draws anew which of a scene's
+    # two renders it shows. Earlier epochs show the canonical look only, where shapes are easy to learn.
+    randomised_share: float = 0.0
+    randomise_from_epoch: int = 0
+    # each sample is shifted by up to this many pixels (at the model's input size), anew every epoch, so shapes
+    # are seen at every offset against the patch grid instead of at five fixed slots; 0 = no shift
+    shift: int = 0
+    # the randomised look places objects anywhere in their slot's region, at a wider spread of sizes
+    # (world.render_randomised's free_layout); the canonical look keeps its five slots
+    free_layout: bool = False
+    # train on pairs of scenes that differ in one object's shape only, in the same batch (world.training_scenes)
+    shape_twins: bool = False
+    caption_language: str | None = None  # "en": English captions only, for an English-only text tower
+    caption_frames: bool = False  # frame a third of the partial captions ("a photo of …", world.FRAMES)
+
+
 class WorldPairs(Dataset):
     """A pool of rendered world scenes held in memory; each epoch draws a fresh caption for every scene.
 
     With `randomised` (a second render of every scene, by `world.render_randomised`), each epoch from
-    `randomise_from_epoch` on also draws which of the two looks a scene shows: the randomised one with
-    probability `randomised_share`. The canonical look makes shapes easy to learn first; the randomised one
-    then teaches what does not matter.
-    `about` names, per scene, the object its partial captions describe (`world.training_scenes`); `language`
-    restricts captions to one language and `framed` frames some partial ones (`world.sample_caption`).
-    With `shift`, every sample is moved by up to that many pixels each way (edges repeated): a few pixels do
-    not change which slot an object is in, but they put its outline at every offset against the patch grid.
+    `options.randomise_from_epoch` on also draws which of the two looks a scene shows: the randomised one with
+    probability `options.randomised_share`. The canonical look makes shapes easy to learn first; the randomised
+    one then teaches what does not matter.
+    `about` names, per scene, the object its partial captions describe (`world.training_scenes`);
+    `options.caption_language` restricts captions to one language and `options.caption_frames` frames some
+    partial ones (`world.sample_caption`).
+    With `options.shift`, every sample is moved by up to that many pixels each way (edges repeated): a few pixels
+    do not change which slot an object is in, but they put its outline at every offset against the patch grid.
     Caption, look and shift of scene i in epoch e depend only on (seed, e, i), so training is reproducible
-    whatever the number of loader workers.
+    whatever the number of loader workers; `seed` is the pool's own (`options.seed` or `options.val_seed`).
     """
 
     def __init__(self, scenes: Sequence[world.Scene], pixels: torch.Tensor, normalize: Normalize,
-                 tokenizer: Callable, seed: int, randomised: torch.Tensor | None = None,
-                 randomised_share: float = 0.0, randomise_from_epoch: int = 0, shift: int = 0,
-                 about: Sequence[int | None] | None = None, language: str | None = None,
-                 framed: bool = False) -> None:
+                 tokenizer: Callable, *, seed: int, randomised: torch.Tensor | None = None,
+                 about: Sequence[int | None] | None = None, options: WorldOptions = WorldOptions()) -> None:
         self.scenes, self.pixels, self.normalize, self.tokenizer = list(scenes), pixels, normalize, tokenizer
         self.about = list(about) if about is not None else [None] * len(self.scenes)
-        self.language, self.framed = language, framed
-        self.randomised, self.randomised_share = randomised, randomised_share
-        self.randomise_from_epoch, self.shift = randomise_from_epoch, shift
-        self.seed, self.epoch = seed, 0
+        self.seed, self.randomised, self.options, self.epoch = seed, randomised, options, 0
 
     def __len__(self) -> int:
         return len(self.scenes)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        caption = world.sample_caption(self.scenes[index], rng, self.about[index], self.language, self.framed)
-        randomising = self.randomised is not None and self.epoch >= self.randomise_from_epoch
-        pixels = self.randomised[index] if randomising and rng.random() < self.randomised_share else self.pixels[index]
-        if self.shift:
-            pixels = shifted(pixels, *(int(v) for v in rng.integers(-self.shift, self.shift + 1, size=2)))
+        options = self.options
+        caption = world.sample_caption(self.scenes[index], rng, self.about[index], options.caption_language,
+                                       options.caption_frames)
+        randomising = self.randomised is not None and self.epoch >= options.randomise_from_epoch
+        pixels = self.randomised[index] if randomising and rng.random() < options.randomised_share \
+            else self.pixels[index]
+        if options.shift:
+            pixels = shifted(pixels, *(int(v) for v in rng.integers(-options.shift, options.shift + 1, size=2)))
         return self.normalize(pixels.float().div_(255)), self.tokenizer([caption])[0]
 
     def set_epoch(self, epoch: int) -> None:
@@ -170,8 +200,21 @@ class PairedShuffle(Sampler[int]):
             yield self.size - 1
 
 
-def render_world(scenes: Sequence[world.Scene], render_size: int, preprocess: Callable, workers: int = 0,
-                 randomise: bool = False, free_layout: bool = False) -> torch.Tensor:
+def world_pool(options: WorldOptions, split: str, preprocess: Callable, tokenizer: Callable) -> WorldPairs:
+    """The "train" pool, drawn with the options' looks, shift and captions, or the "val" pool, canonical."""
+    training = split == "train"
+    n, seed = (options.scenes, options.seed) if training else (options.val_scenes, options.val_seed)
+    scenes, about = world.training_scenes(n, seed, split, twins=training and options.shape_twins)
+    pixels = render_world(scenes, options.render_size, preprocess)
+    randomised = render_world(scenes, options.render_size, preprocess, randomise=True,
+                              free_layout=options.free_layout) if training and options.randomised_share > 0 else None
+    _, normalize = split_normalize(preprocess)
+    return WorldPairs(scenes, pixels, normalize, tokenizer, seed=seed, randomised=randomised, about=about,
+                      options=options if training else WorldOptions())
+
+
+def render_world(scenes: Sequence[world.Scene], render_size: int, preprocess: Callable, randomise: bool = False,
+                 free_layout: bool = False) -> torch.Tensor:
     """Render scenes and apply the model's resize: uint8 NCHW.
 
     Canonical renders are drawn at `render_size` (the size `world` saves); randomised ones
@@ -179,7 +222,7 @@ def render_world(scenes: Sequence[world.Scene], render_size: int, preprocess: Ca
     """
     resize, _ = split_normalize(preprocess)
     chunks = [scenes[start:start + 1024] for start in range(0, len(scenes), 1024)]
-    workers = workers or min(len(chunks), os.cpu_count() or 1)
+    workers = min(len(chunks), os.cpu_count() or 1)
     if workers > 1:
         # spawn, not fork: a child forked from a process with live torch/OpenMP threads can deadlock
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:

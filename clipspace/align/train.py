@@ -8,7 +8,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +24,14 @@ from clipspace.align.datasets import (
     CaptionedImage,
     FilePairs,
     PairedShuffle,
-    WorldPairs,
+    WorldOptions,
     read_pairs,
-    render_world,
-    split_normalize,
+    world_pool,
 )
 from clipspace.align.evaluate import evaluate_pairs
 from clipspace.align.export import architecture_config, export_local_dir
 from clipspace.encoder import ModelSpec, cpu_has_fast_bf16, load_encoder, trimmed_text_encoder
+from clipspace.options import to_flat
 
 log = logging.getLogger(__name__)
 
@@ -65,26 +65,7 @@ class TrainOptions:
     device: str = "auto"
     workers: int = 0
     threads: int | None = None
-    world_scenes: int = 20_000  # world train pool, rendered once into memory
-    world_val_scenes: int = 1_000
-    world_seed: int = 0
-    world_val_seed: int = 1
-    world_render_size: int = 128  # the size `world` writes PNGs at; the model's own resize follows
-    # domain randomisation: the share of training samples drawn from world.render_randomised instead of the
-    # canonical look, from epoch `world_randomise_from_epoch` (0-based) on; each epoch draws anew which of a
-    # scene's two renders it shows. Earlier epochs show the canonical look only, where shapes are easy to learn.
-    world_randomised_share: float = 0.0
-    world_randomise_from_epoch: int = 0
-    # each sample is shifted by up to this many pixels (at the model's input size), anew every epoch, so shapes
-    # are seen at every offset against the patch grid instead of at five fixed slots; 0 = no shift
-    world_shift: int = 0
-    # the randomised look places objects anywhere in their slot's region, at a wider spread of sizes
-    # (world.render_randomised's free_layout); the canonical look keeps its five slots
-    world_free_layout: bool = False
-    # train on pairs of scenes that differ in one object's shape only, in the same batch (world.training_scenes)
-    world_shape_twins: bool = False
-    world_caption_language: str | None = None  # "en": English captions only, for an English-only text tower
-    world_caption_frames: bool = False  # frame a third of the partial captions ("a photo of …", world.FRAMES)
+    world: WorldOptions = field(default_factory=WorldOptions)  # when `data` is "world"; flags `--world-*`
     # a convolutional image tower and its batches in channels-last memory format: its steps run ~1.2x
     # faster on this CPU (docs/decisions.md, issue 7); the same model, up to floating-point rounding
     channels_last: bool = False
@@ -128,7 +109,7 @@ def train(opts: TrainOptions) -> TrainResult:
     # data
     train_set, val_set, val_pairs = _datasets(opts, encoder.preprocess, tokenizer)
     order = torch.Generator()
-    sampler = PairedShuffle(len(train_set), order) if opts.data == WORLD and opts.world_shape_twins else None
+    sampler = PairedShuffle(len(train_set), order) if opts.data == WORLD and opts.world.shape_twins else None
     batches = DataLoader(train_set, batch_size=opts.batch_size, shuffle=sampler is None, sampler=sampler,
                          drop_last=True, num_workers=opts.workers, pin_memory=device == "cuda", generator=order)
     if len(batches) == 0:
@@ -194,7 +175,7 @@ def train(opts: TrainOptions) -> TrainResult:
 
         # checkpoint: a plain dict, written aside and renamed so a crash never leaves half a file
         checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                      "epoch": epoch, "options": asdict(opts), "metrics": metrics}
+                      "epoch": epoch, "options": to_flat(opts), "metrics": metrics}
         torch.save(checkpoint, out / f"{CHECKPOINT_FILE}.tmp")
         os.replace(out / f"{CHECKPOINT_FILE}.tmp", out / CHECKPOINT_FILE)
 
@@ -311,21 +292,8 @@ def _datasets(opts: TrainOptions, preprocess: Callable,
               tokenizer: Callable) -> tuple[Dataset, Dataset, list[CaptionedImage]]:
     """Training set, validation set and the validation pairs (captions, world objects) to score against."""
     if opts.data == WORLD:
-        _, normalize = split_normalize(preprocess)
-        pools = []
         # validation keeps the canonical look: it tracks the in-distribution bar epoch by epoch
-        for n, seed, split, share in ((opts.world_scenes, opts.world_seed, "train", opts.world_randomised_share),
-                                      (opts.world_val_scenes, opts.world_val_seed, "val", 0.0)):
-            training = split == "train"
-            scenes, about = world.training_scenes(n, seed, split, twins=training and opts.world_shape_twins)
-            pixels = render_world(scenes, opts.world_render_size, preprocess)
-            randomised = render_world(scenes, opts.world_render_size, preprocess, randomise=True,
-                                      free_layout=opts.world_free_layout) \
-                if share > 0 else None
-            pools.append(WorldPairs(scenes, pixels, normalize, tokenizer, seed, randomised, share,
-                                    opts.world_randomise_from_epoch, opts.world_shift if training else 0, about,
-                                    opts.world_caption_language if training else None,
-                                    training and opts.world_caption_frames))
+        pools = [world_pool(opts.world, split, preprocess, tokenizer) for split in ("train", "val")]
         val_pairs = [CaptionedImage(Path(f"world-val/{i:05d}"), world.canonical_caption(scene), scene.objects)
                      for i, scene in enumerate(pools[1].scenes)]
         return pools[0], pools[1], val_pairs
