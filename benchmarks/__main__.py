@@ -33,8 +33,9 @@ from benchmarks.machine import describe_machine, load_average
 from benchmarks.report import progress, render
 from benchmarks.scale import measure_memory, measure_ray_overhead, measure_reindex
 from benchmarks.text import measure_text
-from clipspace.encoder import PRECISIONS, DualEncoder, ModelSpec, load_encoder
+from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
 from clipspace.errors import ClipspaceError
+from clipspace.identity import PRECISIONS
 from clipspace.settings import EMBEDDED_MODEL
 from index_builder.build import build_index
 from index_builder.options import BuildOptions

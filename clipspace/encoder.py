@@ -22,11 +22,10 @@ from PIL import Image
 
 from clipspace import allocator, packaged_towers
 from clipspace.errors import ModelLoadError
-from clipspace.identity import ModelIdentity
+from clipspace.identity import PRECISIONS, ModelIdentity
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
 _NO_WEIGHTS = {None, "", "none", "random"}
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # open_clip's `local-dir:` layout: the config and the weights

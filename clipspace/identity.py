@@ -6,6 +6,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+# How a model's towers compute: part of its identity, since each precision gives other vectors. Never fp16 on a CPU.
+PRECISIONS = ("fp32", "bf16")
+
 
 class ModelIdentity(BaseModel):
     """Which model embedded an index: enough to reload it (`model`, `pretrained`, `seed`) and to prove it is the same.

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clipspace.encoder import PRECISIONS
+from clipspace.identity import PRECISIONS
 from clipspace.images import DEFAULT_MAX_PIXELS
 
 EMBEDDED_MODEL = "local-dir:data/models/clipspace-shapes-v5"
