@@ -19,8 +19,10 @@ import numpy as np
 
 from benchmarks.report import progress
 from benchmarks.timing import latency_summary, time_calls
-from clipspace.manifest import ModelIdentity
-from clipspace.store import IndexVersion, ItemRecord, write_version
+from clipspace.index.manifest import ModelIdentity
+from clipspace.index.records import ItemRecord
+from clipspace.index.version import IndexVersion
+from clipspace.index.writer import write_version
 
 FACTORIES = ("Flat", "HNSW32,Flat")
 WARMUP_QUERIES = 20

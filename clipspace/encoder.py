@@ -22,7 +22,7 @@ from PIL import Image
 
 from clipspace import allocator, packaged_towers
 from clipspace.errors import ModelLoadError
-from clipspace.manifest import ModelIdentity
+from clipspace.index.manifest import ModelIdentity
 
 log = logging.getLogger(__name__)
 

@@ -25,16 +25,11 @@ from clipspace.encoder import DualEncoder
 from clipspace.errors import ClipspaceError, IndexNotReady, InvalidBuildOptions
 from clipspace.fusion.rerank import find_reranker
 from clipspace.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
-from clipspace.store import (
-    IndexVersion,
-    ItemRecord,
-    VersionWriter,
-    build_lock,
-    check_factory,
-    choose_factory,
-    open_current,
-    publish_version,
-)
+from clipspace.index.choose import check_factory, choose_factory
+from clipspace.index.publish import build_lock, open_current, publish_version
+from clipspace.index.records import ItemRecord
+from clipspace.index.version import IndexVersion
+from clipspace.index.writer import VersionWriter
 from index_builder.files import FileLimits, Movable, Processed, Work, list_images, read_caption
 from index_builder.plan import Plan, PlanRow
 

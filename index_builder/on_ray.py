@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
-from clipspace.store import write_faiss
+from clipspace.index.writer import write_faiss
 from index_builder.build import BuildOptions
 from index_builder.files import FileLimits, Movable, Processed, Work, read_file
 from index_builder.local import embed_pixels

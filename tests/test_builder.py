@@ -15,7 +15,7 @@ import pytest
 
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.errors import InvalidBuildOptions
-from clipspace.store import current_version_name, open_current
+from clipspace.index.publish import current_version_name, open_current
 from index_builder.build import scan_images
 from tests.conftest import ROOT, TINY_ARCH, build, encoded, make_image, write_corpus
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from clipspace.store import current_version_name, open_current
+from clipspace.index.publish import current_version_name, open_current
 from index_builder.build import BuildOptions, build_index
 from tests.conftest import ROOT, TINY_ARCH, build, make_image, write_corpus
 from tests.test_fusion_token_cache import matched  # noqa: F401 -- a model with a matcher, as a fixture
