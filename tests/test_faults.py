@@ -5,6 +5,7 @@ Whatever breaks, the service answers 200 from what it has loaded or 503 with a d
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from tests.conftest import build, encoded, make_image, running_service, write_corpus
@@ -21,18 +22,25 @@ def index_and_images(tmp_path, tiny_encoder):
     return index, images
 
 
-def every_answer(service, images) -> dict[str, int]:
-    """One request of every kind the service serves; the status each one got."""
+def every_answer(service) -> dict[str, httpx.Response]:
+    """One request of every kind the service serves, by name."""
     client = service.client
     upload = {"file": ("q.jpg", encoded(make_image(9), "JPEG"), "image/jpeg")}
     return {
-        "text": client.post("/search/text", json={"text": "a red circle"}).status_code,
-        "captions": client.post("/search/text", json={"text": "a caption", "target": "text"}).status_code,
-        "image": client.post("/search/image", files=upload).status_code,
-        "file": client.get("/images/0").status_code,
-        "info": client.get("/info").status_code,
-        "ready": client.get("/readyz").status_code,
+        "text": client.post("/search/text", json={"text": "a red circle"}),
+        "captions": client.post("/search/text", json={"text": "a caption", "target": "text"}),
+        "image": client.post("/search/image", files=upload),
+        "more like this": client.post("/search", json={"terms": [{"image_id": 0}]}),
+        "classify": client.post("/classify", json={"image_id": 0, "labels": ["circle", "square"]}),
+        "file": client.get("/images/0"),
+        "thumb": client.get("/thumbs/0"),
+        "info": client.get("/info"),
+        "ready": client.get("/readyz"),
     }
+
+
+def statuses(answers: dict[str, httpx.Response]) -> dict[str, int]:
+    return {route: answer.status_code for route, answer in answers.items()}
 
 
 def test_a_model_failure_in_the_batch_thread_is_a_503_with_a_detail_and_the_next_request_is_served(
@@ -63,14 +71,14 @@ def test_an_image_query_whose_model_pass_fails_is_a_503_and_the_next_one_is_serv
 
 
 def test_deleting_the_serving_versions_files_leaves_the_service_answering_from_what_it_loaded(index_and_images):
-    index, images = index_and_images
+    index, _ = index_and_images
     with running_service(index_dir=index) as service:
         service.wait_ready()
         for part in (index / "versions" / "0001").iterdir():
             part.unlink()
         (index / "versions" / "0001").rmdir()
-        assert every_answer(service, images) == dict.fromkeys(
-            ("text", "captions", "image", "file", "info", "ready"), 200)
+        answers = statuses(every_answer(service))
+        assert answers == dict.fromkeys(answers, 200)
         assert service.process.poll() is None
 
 
@@ -83,7 +91,7 @@ def test_corrupting_the_serving_versions_files_answers_503_never_500_until_a_new
             size = part.stat().st_size
             with open(part, "r+b") as damaged:  # in place: the service's open files see the garbage
                 damaged.write(b"\x5a" * size)
-        answers = every_answer(service, images)
+        answers = statuses(every_answer(service))
         assert set(answers.values()) <= {200, 503}, answers
         assert answers["text"] == 200  # a small version's records are held in memory: searches still answer
         assert answers["file"] == 503  # an image's file is looked up in meta.sqlite, which can no longer be read
@@ -93,5 +101,18 @@ def test_corrupting_the_serving_versions_files_answers_503_never_500_until_a_new
 
         build(images, index, tiny_encoder)
         service.wait_until(lambda: service.client.get("/info").json().get("index_version") == "0002")
-        assert every_answer(service, images) == dict.fromkeys(
-            ("text", "captions", "image", "file", "info", "ready"), 200)
+        answers = statuses(every_answer(service))
+        assert answers == dict.fromkeys(answers, 200)
+
+
+def test_a_meta_sqlite_damaged_under_the_service_is_a_503_on_every_route_that_reads_it(index_and_images):
+    index, _ = index_and_images
+    readers = {"more like this", "classify", "file", "thumb"}  # the rest answer from what the version loaded
+    with running_service(index_dir=index) as service:
+        service.wait_ready()
+        meta = index / "versions" / "0001" / "meta.sqlite"
+        with open(meta, "r+b") as damaged:  # in place: the service's open connection reads the garbage
+            damaged.write(b"\x5a" * meta.stat().st_size)
+        answers = every_answer(service)
+        assert statuses(answers) == {route: 503 if route in readers else 200 for route in answers}
+        assert all("meta.sqlite" in answers[route].json()["detail"] for route in readers)

@@ -99,9 +99,17 @@ def test_meta_sqlite_damaged_under_an_open_version_fails_only_the_lookups_that_r
         meta = version.path / "meta.sqlite"
         meta.write_bytes(b"\x5a" * meta.stat().st_size)  # in place, as a failing disk would
     assert small.search(unit_rows(20)[3], k=5)[0].id == 103  # its records were read when it opened
-    for lookup in (lambda: large.search(unit_rows(20)[3], k=5), lambda: small.item(103)):
+    for lookup in (lambda: large.search(unit_rows(20)[3], k=5), lambda: small.item(103),
+                   lambda: small.image_vector(103), small.items):
         with pytest.raises(IndexCorrupt, match=r"meta\.sqlite"):
             lookup()
+
+
+def test_an_open_version_reads_its_stored_vectors_after_its_folder_is_deleted(tmp_path):
+    publish(tmp_path, count=20)
+    version = open_current(tmp_path)
+    shutil.rmtree(version.path)  # pruned under a service that still serves it
+    np.testing.assert_array_equal(version.image_vector(103), unit_rows(20)[3])
 
 
 def test_publishing_switches_current_and_keeps_only_recent_versions(tmp_path):

@@ -7,12 +7,11 @@ model with a matcher its patch-token shards, image.faiss, text.faiss (when capti
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import faiss
@@ -53,11 +52,13 @@ class IndexVersion:
             shape = self.manifest.token_shape
             self._tokens = ShardedVectors(self.path, self.manifest.token_shards, math.prod(shape),
                                           FLOAT16) if shape else None
+            _map_every_shard(self._vectors["image"], self._vectors["text"], self._tokens)
             self._reranked = {target for target, params in self._search_params.items() if "k_factor" in params}
             self._db = sqlite3.connect(f"file:{self.path / 'meta.sqlite'}?mode=ro", uri=True,
                                        check_same_thread=False)
-            rows = self._db.execute("SELECT count(*) FROM items").fetchone()[0]
-        except (OSError, KeyError, TypeError, RuntimeError, sqlite3.Error) as error:
+            self._db_lock = threading.Lock()
+            rows = self._read("SELECT count(*) FROM items")[0][0]
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, sqlite3.Error) as error:
             raise IndexCorrupt(f"{self.path}: cannot open this index version: {error}") from error
         image = self._faiss.get("image")
         if sum(shard.rows for shard in self.manifest.image_shards) != self.count:
@@ -69,7 +70,6 @@ class IndexVersion:
         if image is None or image.ntotal != self.count or image.d != self.dim or rows != self.count:
             raise IndexCorrupt(f"{self.path}: image.faiss and meta.sqlite do not hold the {self.count} "
                                f"vectors of dim {self.dim} that the manifest announces")
-        self._db_lock = threading.Lock()
         # A small version's records are read once: a query's SQLite lookup costs ~0.2 ms in the service, where a
         # forward pass has just emptied the CPU caches, and a dict lookup a few microseconds (docs/decisions.md).
         self._held = self._read_records() if self.count * self.dim <= HELD_RECORDS_FLOATS else None
@@ -109,20 +109,17 @@ class IndexVersion:
                 for row, score in found if row in records]
 
     def item(self, item_id: int) -> ItemRecord | None:
-        with self._reading():
-            row = self._db.execute(f"SELECT {COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
-        return ItemRecord(*row) if row else None
+        found = self._read(f"SELECT {COLUMNS} FROM items WHERE id = ?", (item_id,))
+        return ItemRecord(*found[0]) if found else None
 
     def image_vector(self, item_id: int) -> np.ndarray | None:
         """The stored image vector of one item (as the builder embedded it), or None for an unknown id."""
-        with self._db_lock:
-            row = self._db.execute("SELECT row FROM items WHERE id = ?", (item_id,)).fetchone()
-        return None if row is None else np.array(self.image_vectors()[row[0]], dtype=np.float32)
+        found = self._read("SELECT row FROM items WHERE id = ?", (item_id,))
+        return np.array(self.image_vectors()[found[0][0]], dtype=np.float32) if found else None
 
     def items(self) -> list[tuple[ItemRecord, int, int | None]]:
         """Every item with its row in vectors.npy and in captions.npy, for reuse by the next build."""
-        with self._db_lock:
-            rows = self._db.execute(f"SELECT {COLUMNS}, row, caption_row FROM items ORDER BY row").fetchall()
+        rows = self._read(f"SELECT {COLUMNS}, row, caption_row FROM items ORDER BY row")
         return [(ItemRecord(*row[:-2]), row[-2], row[-1]) for row in rows]
 
     def image_vectors(self) -> ShardedVectors:
@@ -141,8 +138,7 @@ class IndexVersion:
         if self._tokens is None or not item_ids:
             return {}
         marks = ",".join("?" * len(item_ids))
-        with self._reading():
-            found = self._db.execute(f"SELECT id, row FROM items WHERE id IN ({marks})", list(item_ids)).fetchall()
+        found = self._read(f"SELECT id, row FROM items WHERE id IN ({marks})", list(item_ids))
         if not found:
             return {}
         rows = self._tokens[np.array([row for _, row in found])].reshape(len(found), *self.token_shape)
@@ -186,8 +182,7 @@ class IndexVersion:
 
     def _read_records(self) -> dict[str, dict[int, ItemRecord]]:
         """Every record by its row in the image vectors ("row") and in the caption vectors ("caption_row")."""
-        with self._reading():
-            found = self._db.execute(f"SELECT row, caption_row, {COLUMNS} FROM items").fetchall()
+        found = self._read(f"SELECT row, caption_row, {COLUMNS} FROM items")
         by_row, by_caption_row = {}, {}
         for row, caption_row, *fields in found:
             by_row[row] = record = ItemRecord(*fields)
@@ -202,20 +197,18 @@ class IndexVersion:
             held = self._held[column]
             return {row: held[row] for row in rows if row in held}
         marks = ",".join("?" * len(rows))
-        with self._reading():
-            found = self._db.execute(f"SELECT {column}, {COLUMNS} FROM items WHERE {column} IN ({marks})",
-                                     rows).fetchall()
+        found = self._read(f"SELECT {column}, {COLUMNS} FROM items WHERE {column} IN ({marks})", rows)
         return {row[0]: ItemRecord(*row[1:]) for row in found}
 
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[None]:
-        """One metadata read at a time; a meta.sqlite damaged under a running service is IndexCorrupt, never a crash."""
+    def _read(self, query: str, parameters: Sequence = ()) -> list[tuple]:
+        """Every read of meta.sqlite: one at a time, and a file damaged under a running service is IndexCorrupt
+        (a 503 that says what to do), never an sqlite3 error escaping to the caller."""
         with self._db_lock:
             try:
-                yield
+                return self._db.execute(query, parameters).fetchall()
             except sqlite3.Error as error:
-                raise IndexCorrupt(f"{self.path}: meta.sqlite cannot be read any more ({error}); publish a new "
-                                   "version with `python -m index_builder`") from error
+                raise IndexCorrupt(f"{self.path}: meta.sqlite cannot be read ({error}); publish a new version "
+                                   "with `python -m index_builder`") from error
 
     def _verified_manifest(self) -> Manifest:
         try:
@@ -227,6 +220,14 @@ class IndexVersion:
             if not path.exists() or sha256_file(path) != expected:
                 raise IndexCorrupt(f"{self.path}: {name} is missing or does not match its checksum")
         return manifest
+
+
+def _map_every_shard(*stored: ShardedVectors | None) -> None:
+    """Map every shard while the version opens, inside its guard: a read of stored vectors (a "more like this"
+    term, an exact re-rank, patch tokens) cannot fail later, even when the folder is pruned under the service."""
+    for vectors in filter(None, stored):
+        for number in range(len(vectors.shards)):
+            vectors.shard(number)
 
 
 def sha256_file(path: Path) -> str:
