@@ -1,9 +1,13 @@
-"""Faults under a running service (a real uvicorn): a failing model, index files deleted or damaged under it.
+"""Faults under a running service (a real uvicorn): a failing model, index files deleted or damaged under it or
+before it loads them.
 
 Whatever breaks, the service answers 200 from what it has loaded or 503 with a detail; never 500, never a crash.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import httpx
 import pytest
@@ -41,6 +45,28 @@ def every_answer(service) -> dict[str, httpx.Response]:
 
 def statuses(answers: dict[str, httpx.Response]) -> dict[str, int]:
     return {route: answer.status_code for route, answer in answers.items()}
+
+
+def overwritten_with_garbage(part: Path) -> Path:
+    with open(part, "r+b") as damaged:  # in place: a running service's open files see the garbage
+        damaged.write(b"\x5a" * part.stat().st_size)
+    return part
+
+
+def garbage_meta_sqlite(version: Path) -> str:
+    return overwritten_with_garbage(version / "meta.sqlite").name
+
+
+def missing_vector_shard(version: Path) -> str:
+    shard = next(version.glob("image-*.f32"))
+    shard.unlink()
+    return shard.name
+
+
+def truncated_faiss_file(version: Path) -> str:
+    index = version / "image.faiss"
+    os.truncate(index, index.stat().st_size // 2)
+    return index.name
 
 
 def test_a_model_failure_in_the_batch_thread_is_a_503_with_a_detail_and_the_next_request_is_served(
@@ -88,15 +114,9 @@ def test_corrupting_the_serving_versions_files_answers_503_never_500_until_a_new
     with running_service(index_dir=index) as service:
         service.wait_ready()
         for part in (index / "versions" / "0001").iterdir():
-            size = part.stat().st_size
-            with open(part, "r+b") as damaged:  # in place: the service's open files see the garbage
-                damaged.write(b"\x5a" * size)
+            overwritten_with_garbage(part)
         answers = statuses(every_answer(service))
         assert set(answers.values()) <= {200, 503}, answers
-        assert answers["text"] == 200  # a small version's records are held in memory: searches still answer
-        assert answers["file"] == 503  # an image's file is looked up in meta.sqlite, which can no longer be read
-        detail = service.client.get("/images/0").json()["detail"]
-        assert "meta.sqlite" in detail and "index_builder" in detail
         assert service.process.poll() is None
 
         build(images, index, tiny_encoder)
@@ -110,9 +130,22 @@ def test_a_meta_sqlite_damaged_under_the_service_is_a_503_on_every_route_that_re
     readers = {"more like this", "classify", "file", "thumb"}  # the rest answer from what the version loaded
     with running_service(index_dir=index) as service:
         service.wait_ready()
-        meta = index / "versions" / "0001" / "meta.sqlite"
-        with open(meta, "r+b") as damaged:  # in place: the service's open connection reads the garbage
-            damaged.write(b"\x5a" * meta.stat().st_size)
+        damaged = garbage_meta_sqlite(index / "versions" / "0001")
         answers = every_answer(service)
         assert statuses(answers) == {route: 503 if route in readers else 200 for route in answers}
-        assert all("meta.sqlite" in answers[route].json()["detail"] for route in readers)
+        assert all(f"{damaged} cannot be read" in answers[route].json()["detail"] for route in readers)
+        assert all("index_builder" in answers[route].json()["detail"] for route in readers)
+
+
+# Damaged under a running service, a mapped shard or FAISS file could take the process down (SIGBUS), and what a
+# version reads from them is loaded or mapped when it opens: their faults are met when a version is loaded.
+@pytest.mark.parametrize("damage", [garbage_meta_sqlite, missing_vector_shard, truncated_faiss_file],
+                         ids=["damaged meta.sqlite", "missing vector shard", "truncated faiss file"])
+def test_a_version_damaged_before_it_loads_is_a_503_naming_the_damaged_file_on_every_route(index_and_images, damage):
+    index, _ = index_and_images
+    damaged = damage(index / "versions" / "0001")
+    with running_service(index_dir=index) as service:
+        service.wait_until(lambda: "not loaded" in service.client.get("/readyz").json()["detail"])
+        answers = every_answer(service)
+        assert statuses(answers) == dict.fromkeys(answers, 503)
+        assert all(damaged in answer.json()["detail"] for answer in answers.values())
