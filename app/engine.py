@@ -32,9 +32,11 @@ from clipspace.fusion import labels as zero_shot
 from clipspace.fusion.rerank import RERANK_DEPTH, find_reranker, model_folder
 from clipspace.identity import ModelIdentity
 from clipspace.images import load_image
+from clipspace.index.publish import current_version_name
+from clipspace.index.records import SearchHit
+from clipspace.index.version import IndexVersion
 from clipspace.openmp import serial_torch_here
 from clipspace.settings import Settings
-from clipspace.store import IndexVersion, SearchHit, current_version_name
 
 log = logging.getLogger(__name__)
 

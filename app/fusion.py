@@ -26,7 +26,7 @@ from app.schemas import (
 from clipspace.errors import ImageTooLarge
 from clipspace.fusion import labels as zero_shot
 from clipspace.fusion.query import check_dimension, combine, decode_base64_image
-from clipspace.store import SearchHit
+from clipspace.index.records import SearchHit
 
 router = APIRouter(tags=["fusion"])
 

@@ -24,7 +24,7 @@ from app.schemas import (
     error_responses,
 )
 from clipspace.errors import IndexNotReady, NotAnImage
-from clipspace.store import SearchHit
+from clipspace.index.records import SearchHit
 from clipspace.thumbnails import THUMB_MEDIA_TYPE, ThumbnailCache, etag_for
 
 ACCEPTED_UPLOAD_TYPES = ("image/", "application/octet-stream")

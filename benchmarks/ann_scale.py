@@ -26,8 +26,10 @@ from benchmarks.clustered import ClusteredSpec, cached_vectors
 from benchmarks.faiss_search import synthetic_model
 from benchmarks.report import progress
 from benchmarks.timing import latency_summary
-from clipspace import store
-from clipspace.store import ItemRecord, choose_factory, open_current, publish_version, write_version
+from clipspace.index.choose import choose_factory, tuned_search_params
+from clipspace.index.publish import current_version_name, open_current, publish_version
+from clipspace.index.records import ItemRecord
+from clipspace.index.writer import write_version
 
 MEAN_CLUSTER_SIZE = 50  # points per centre, as in issue 8's probe (100k points, 2000 centres)
 WARMUP_QUERIES = 20
@@ -82,10 +84,10 @@ def measure_ann(size: int, dim: int, queries: int, k: int, cache_dir: Path) -> A
 
 def _cached_version_is_current(index_dir: Path) -> bool:
     """A cached version built before the tuning constants changed is built again, not measured."""
-    if store.current_version_name(index_dir) is None:
+    if current_version_name(index_dir) is None:
         return False
     version = open_current(index_dir)
-    return version.search_params() == store.tuned_search_params(faiss.read_index(str(version.path / "image.faiss")))
+    return version.search_params() == tuned_search_params(faiss.read_index(str(version.path / "image.faiss")))
 
 
 def measure_hnsw_ef(size: int, dim: int, queries: int, k: int, cache_dir: Path, spec: ClusteredSpec,

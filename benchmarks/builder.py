@@ -23,7 +23,7 @@ from benchmarks.report import progress
 from benchmarks.timing import time_calls
 from clipspace.encoder import DualEncoder
 from clipspace.images import load_image
-from clipspace.store import open_current
+from clipspace.index.publish import open_current
 from index_builder.build import build_index
 from index_builder.options import BuildOptions
 

@@ -20,7 +20,9 @@ import numpy as np
 from benchmarks.report import progress
 from benchmarks.timing import latency_summary, time_calls
 from clipspace.identity import ModelIdentity
-from clipspace.store import IndexVersion, ItemRecord, write_version
+from clipspace.index.records import ItemRecord
+from clipspace.index.version import IndexVersion
+from clipspace.index.writer import write_version
 
 FACTORIES = ("Flat", "HNSW32,Flat")
 WARMUP_QUERIES = 20

@@ -27,8 +27,8 @@ from benchmarks.report import progress
 from benchmarks.timing import latency_summary, time_calls
 from clipspace.align import world
 from clipspace.encoder import ModelSpec, load_encoder
+from clipspace.index.publish import open_current
 from clipspace.settings import EMBEDDED_MODEL
-from clipspace.store import open_current
 from index_builder.build import build_index
 from index_builder.options import BuildOptions
 

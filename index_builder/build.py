@@ -24,16 +24,11 @@ from clipspace.encoder import DualEncoder
 from clipspace.errors import ClipspaceError, IndexNotReady
 from clipspace.fusion.rerank import find_reranker
 from clipspace.images import IMAGE_SUFFIXES
-from clipspace.store import (
-    IndexVersion,
-    ItemRecord,
-    VersionWriter,
-    build_lock,
-    check_factory,
-    choose_factory,
-    open_current,
-    publish_version,
-)
+from clipspace.index.choose import check_factory, choose_factory
+from clipspace.index.publish import build_lock, open_current, publish_version
+from clipspace.index.records import ItemRecord
+from clipspace.index.version import IndexVersion
+from clipspace.index.writer import VersionWriter
 from index_builder.files import Movable, Processed, Work, list_images, read_caption
 from index_builder.local import LocalEmbedder
 from index_builder.options import BuildOptions, check_options

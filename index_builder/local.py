@@ -12,8 +12,8 @@ import torch
 
 from clipspace.encoder import DualEncoder
 from clipspace.fusion.tokens import image_tokens
+from clipspace.index.writer import write_faiss
 from clipspace.openmp import serial_torch_here
-from clipspace.store import write_faiss
 from index_builder.files import Movable, Processed, Work, read_file
 from index_builder.options import BuildOptions
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
-from clipspace.store import write_faiss
+from clipspace.index.writer import write_faiss
 from index_builder.columns import from_columns, to_columns
 from index_builder.files import Movable, Processed, Work, read_file
 from index_builder.local import embed_batch

@@ -16,8 +16,8 @@ import pytest
 
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.errors import InvalidBuildOptions
+from clipspace.index.publish import current_version_name, open_current
 from clipspace.settings import Settings
-from clipspace.store import current_version_name, open_current
 from index_builder.cli import parse_args
 from index_builder.files import list_images
 from index_builder.options import BuildOptions

@@ -1,10 +1,15 @@
-"""Faults under a running service (a real uvicorn): a failing model, index files deleted or damaged under it.
+"""Faults under a running service (a real uvicorn): a failing model, index files deleted or damaged under it or
+before it loads them.
 
 Whatever breaks, the service answers 200 from what it has loaded or 503 with a detail; never 500, never a crash.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import httpx
 import pytest
 
 from tests.conftest import build, encoded, make_image, running_service, write_corpus
@@ -21,18 +26,47 @@ def index_and_images(tmp_path, tiny_encoder):
     return index, images
 
 
-def every_answer(service, images) -> dict[str, int]:
-    """One request of every kind the service serves; the status each one got."""
+def every_answer(service) -> dict[str, httpx.Response]:
+    """One request of every kind the service serves, by name."""
     client = service.client
     upload = {"file": ("q.jpg", encoded(make_image(9), "JPEG"), "image/jpeg")}
     return {
-        "text": client.post("/search/text", json={"text": "a red circle"}).status_code,
-        "captions": client.post("/search/text", json={"text": "a caption", "target": "text"}).status_code,
-        "image": client.post("/search/image", files=upload).status_code,
-        "file": client.get("/images/0").status_code,
-        "info": client.get("/info").status_code,
-        "ready": client.get("/readyz").status_code,
+        "text": client.post("/search/text", json={"text": "a red circle"}),
+        "captions": client.post("/search/text", json={"text": "a caption", "target": "text"}),
+        "image": client.post("/search/image", files=upload),
+        "more like this": client.post("/search", json={"terms": [{"image_id": 0}]}),
+        "classify": client.post("/classify", json={"image_id": 0, "labels": ["circle", "square"]}),
+        "file": client.get("/images/0"),
+        "thumb": client.get("/thumbs/0"),
+        "info": client.get("/info"),
+        "ready": client.get("/readyz"),
     }
+
+
+def statuses(answers: dict[str, httpx.Response]) -> dict[str, int]:
+    return {route: answer.status_code for route, answer in answers.items()}
+
+
+def overwritten_with_garbage(part: Path) -> Path:
+    with open(part, "r+b") as damaged:  # in place: a running service's open files see the garbage
+        damaged.write(b"\x5a" * part.stat().st_size)
+    return part
+
+
+def garbage_meta_sqlite(version: Path) -> str:
+    return overwritten_with_garbage(version / "meta.sqlite").name
+
+
+def missing_vector_shard(version: Path) -> str:
+    shard = next(version.glob("image-*.f32"))
+    shard.unlink()
+    return shard.name
+
+
+def truncated_faiss_file(version: Path) -> str:
+    index = version / "image.faiss"
+    os.truncate(index, index.stat().st_size // 2)
+    return index.name
 
 
 def test_a_model_failure_in_the_batch_thread_is_a_503_with_a_detail_and_the_next_request_is_served(
@@ -63,14 +97,14 @@ def test_an_image_query_whose_model_pass_fails_is_a_503_and_the_next_one_is_serv
 
 
 def test_deleting_the_serving_versions_files_leaves_the_service_answering_from_what_it_loaded(index_and_images):
-    index, images = index_and_images
+    index, _ = index_and_images
     with running_service(index_dir=index) as service:
         service.wait_ready()
         for part in (index / "versions" / "0001").iterdir():
             part.unlink()
         (index / "versions" / "0001").rmdir()
-        assert every_answer(service, images) == dict.fromkeys(
-            ("text", "captions", "image", "file", "info", "ready"), 200)
+        answers = statuses(every_answer(service))
+        assert answers == dict.fromkeys(answers, 200)
         assert service.process.poll() is None
 
 
@@ -80,18 +114,38 @@ def test_corrupting_the_serving_versions_files_answers_503_never_500_until_a_new
     with running_service(index_dir=index) as service:
         service.wait_ready()
         for part in (index / "versions" / "0001").iterdir():
-            size = part.stat().st_size
-            with open(part, "r+b") as damaged:  # in place: the service's open files see the garbage
-                damaged.write(b"\x5a" * size)
-        answers = every_answer(service, images)
+            overwritten_with_garbage(part)
+        answers = statuses(every_answer(service))
         assert set(answers.values()) <= {200, 503}, answers
-        assert answers["text"] == 200  # a small version's records are held in memory: searches still answer
-        assert answers["file"] == 503  # an image's file is looked up in meta.sqlite, which can no longer be read
-        detail = service.client.get("/images/0").json()["detail"]
-        assert "meta.sqlite" in detail and "index_builder" in detail
         assert service.process.poll() is None
 
         build(images, index, tiny_encoder)
         service.wait_until(lambda: service.client.get("/info").json().get("index_version") == "0002")
-        assert every_answer(service, images) == dict.fromkeys(
-            ("text", "captions", "image", "file", "info", "ready"), 200)
+        answers = statuses(every_answer(service))
+        assert answers == dict.fromkeys(answers, 200)
+
+
+def test_a_meta_sqlite_damaged_under_the_service_is_a_503_on_every_route_that_reads_it(index_and_images):
+    index, _ = index_and_images
+    readers = {"more like this", "classify", "file", "thumb"}  # the rest answer from what the version loaded
+    with running_service(index_dir=index) as service:
+        service.wait_ready()
+        damaged = garbage_meta_sqlite(index / "versions" / "0001")
+        answers = every_answer(service)
+        assert statuses(answers) == {route: 503 if route in readers else 200 for route in answers}
+        assert all(f"{damaged} cannot be read" in answers[route].json()["detail"] for route in readers)
+        assert all("index_builder" in answers[route].json()["detail"] for route in readers)
+
+
+# Damaged under a running service, a mapped shard or FAISS file could take the process down (SIGBUS), and what a
+# version reads from them is loaded or mapped when it opens: their faults are met when a version is loaded.
+@pytest.mark.parametrize("damage", [garbage_meta_sqlite, missing_vector_shard, truncated_faiss_file],
+                         ids=["damaged meta.sqlite", "missing vector shard", "truncated faiss file"])
+def test_a_version_damaged_before_it_loads_is_a_503_naming_the_damaged_file_on_every_route(index_and_images, damage):
+    index, _ = index_and_images
+    damaged = damage(index / "versions" / "0001")
+    with running_service(index_dir=index) as service:
+        service.wait_until(lambda: "not loaded" in service.client.get("/readyz").json()["detail"])
+        answers = every_answer(service)
+        assert statuses(answers) == dict.fromkeys(answers, 503)
+        assert all(damaged in answer.json()["detail"] for answer in answers.values())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clipspace.fusion.query import combine
-from clipspace.store import open_current
+from clipspace.index.publish import open_current
 from tests.conftest import build, encoded, make_image, running_service, write_corpus
 
 NAMES = [f"{n:02d}.png" for n in range(10)]

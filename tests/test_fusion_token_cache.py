@@ -8,7 +8,7 @@ import pytest
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.fusion.rerank import find_reranker
 from clipspace.images import load_image
-from clipspace.store import open_current
+from clipspace.index.publish import open_current
 from tests.conftest import TINY_ARCH, build, running_service
 from tests.test_fusion_rerank import model_with_matcher, scenes_with_twins, write_scenes
 

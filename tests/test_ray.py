@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from clipspace.store import current_version_name, open_current
+from clipspace.index.publish import current_version_name, open_current
 from index_builder.build import build_index
 from index_builder.options import BuildOptions
 from tests.conftest import ROOT, TINY_ARCH, build, make_image, write_corpus

@@ -9,19 +9,14 @@ import numpy as np
 import pytest
 
 from benchmarks.clustered import ClusteredSpec
-from clipspace import store
 from clipspace.errors import IndexBusy, IndexCorrupt, IndexNotReady
 from clipspace.identity import ModelIdentity
-from clipspace.store import (
-    ItemRecord,
-    VersionWriter,
-    build_lock,
-    choose_factory,
-    current_version_name,
-    open_current,
-    publish_version,
-    write_version,
-)
+from clipspace.index import choose
+from clipspace.index import version as index_version
+from clipspace.index.choose import choose_factory
+from clipspace.index.publish import build_lock, current_version_name, open_current, publish_version
+from clipspace.index.records import ItemRecord
+from clipspace.index.writer import VersionWriter, write_version
 
 MODEL = ModelIdentity(model="test", precision="fp32", fingerprint="blake2b:test", dim=16, image_size=32,
                       preprocess={"size": 32})
@@ -80,7 +75,7 @@ def test_only_a_small_exact_index_counts_as_quick_to_search(tmp_path, monkeypatc
     assert open_current(tmp_path / "flat").quick_to_search("image")
     assert not open_current(tmp_path / "flat").quick_to_search("text")  # no captions, no caption index
     assert not open_current(tmp_path / "hnsw").quick_to_search("image")
-    monkeypatch.setattr(store, "QUICK_SEARCH_FLOATS", 19 * open_current(tmp_path / "flat").dim)
+    monkeypatch.setattr(index_version, "QUICK_SEARCH_FLOATS", 19 * open_current(tmp_path / "flat").dim)
     assert not open_current(tmp_path / "flat").quick_to_search("image")
 
 
@@ -89,7 +84,7 @@ def test_a_small_version_answers_from_memory_exactly_what_its_sqlite_answers(tmp
     publish(tmp_path, count=30, captioned=12)
     query = unit_rows(12, seed=1)[5] if target == "text" else unit_rows(30)[7]
     held = open_current(tmp_path).search(query, k=10, target=target)
-    monkeypatch.setattr(store, "HELD_RECORDS_FLOATS", 0)  # too big to hold: every lookup goes to meta.sqlite
+    monkeypatch.setattr(index_version, "HELD_RECORDS_FLOATS", 0)  # too big to hold: every lookup goes to meta.sqlite
     assert open_current(tmp_path).search(query, k=10, target=target) == held
     assert len(held) == 10
 
@@ -98,15 +93,23 @@ def test_meta_sqlite_damaged_under_an_open_version_fails_only_the_lookups_that_r
     publish(tmp_path / "small", count=20)
     publish(tmp_path / "large", count=20)
     small = open_current(tmp_path / "small")
-    monkeypatch.setattr(store, "HELD_RECORDS_FLOATS", 0)
+    monkeypatch.setattr(index_version, "HELD_RECORDS_FLOATS", 0)
     large = open_current(tmp_path / "large")
     for version in (small, large):
         meta = version.path / "meta.sqlite"
         meta.write_bytes(b"\x5a" * meta.stat().st_size)  # in place, as a failing disk would
     assert small.search(unit_rows(20)[3], k=5)[0].id == 103  # its records were read when it opened
-    for lookup in (lambda: large.search(unit_rows(20)[3], k=5), lambda: small.item(103)):
+    for lookup in (lambda: large.search(unit_rows(20)[3], k=5), lambda: small.item(103),
+                   lambda: small.image_vector(103), small.items):
         with pytest.raises(IndexCorrupt, match=r"meta\.sqlite"):
             lookup()
+
+
+def test_an_open_version_reads_its_stored_vectors_after_its_folder_is_deleted(tmp_path):
+    publish(tmp_path, count=20)
+    version = open_current(tmp_path)
+    shutil.rmtree(version.path)  # pruned under a service that still serves it
+    np.testing.assert_array_equal(version.image_vector(103), unit_rows(20)[3])
 
 
 def test_publishing_switches_current_and_keeps_only_recent_versions(tmp_path):
@@ -219,19 +222,19 @@ def clustered_with_queries(count: int, queries: int, dim: int = 64) -> tuple[np.
 
 
 def test_auto_is_exact_search_below_the_exact_search_limit():
-    assert choose_factory("auto", store.EXACT_SEARCH_LIMIT - 1, 512) == "Flat"
+    assert choose_factory("auto", choose.EXACT_SEARCH_LIMIT - 1, 512) == "Flat"
 
 
 def test_the_limits_count_floats_so_smaller_vectors_stay_in_a_tier_longer():
-    assert choose_factory("auto", 4 * store.EXACT_SEARCH_LIMIT - 1, 128) == "Flat"
-    assert choose_factory("auto", 4 * store.EXACT_SEARCH_LIMIT, 128) == "HNSW32,Flat"
-    assert choose_factory("auto", 4 * store.HNSW_LIMIT - 1, 128) == "HNSW32,Flat"
-    assert choose_factory("auto", 4 * store.HNSW_LIMIT, 128).startswith("IVF")
+    assert choose_factory("auto", 4 * choose.EXACT_SEARCH_LIMIT - 1, 128) == "Flat"
+    assert choose_factory("auto", 4 * choose.EXACT_SEARCH_LIMIT, 128) == "HNSW32,Flat"
+    assert choose_factory("auto", 4 * choose.HNSW_LIMIT - 1, 128) == "HNSW32,Flat"
+    assert choose_factory("auto", 4 * choose.HNSW_LIMIT, 128).startswith("IVF")
 
 
 def test_auto_is_hnsw_from_the_exact_search_limit_up_to_the_hnsw_limit():
-    assert choose_factory("auto", store.EXACT_SEARCH_LIMIT, 512) == "HNSW32,Flat"
-    assert choose_factory("auto", store.HNSW_LIMIT - 1, 512) == "HNSW32,Flat"
+    assert choose_factory("auto", choose.EXACT_SEARCH_LIMIT, 512) == "HNSW32,Flat"
+    assert choose_factory("auto", choose.HNSW_LIMIT - 1, 512) == "HNSW32,Flat"
 
 
 def test_auto_is_ivf_with_fast_scan_pq_from_the_hnsw_limit():
@@ -245,13 +248,13 @@ def test_an_explicit_factory_string_is_used_as_given():
 def test_hnsw_records_its_tuned_ef_search_in_the_manifest(tmp_path):
     publish(tmp_path, count=500, factory="HNSW32,Flat")
     version = open_current(tmp_path)
-    assert version.manifest.search_params["image"] == {"efSearch": store.HNSW_EF_SEARCH}
+    assert version.manifest.search_params["image"] == {"efSearch": choose.HNSW_EF_SEARCH}
 
 
 def test_ivf_pq_records_nprobe_and_rerank_factor_in_the_manifest(tmp_path):
     publish_vectors(tmp_path, clustered_with_queries(2000, 0)[0], "IVF32,PQ16x4fs")
-    assert open_current(tmp_path).search_params() == {"nprobe": 32 // store.IVF_PROBE_DIVISOR,
-                                                      "k_factor": store.RERANK_K_FACTOR}
+    assert open_current(tmp_path).search_params() == {"nprobe": 32 // choose.IVF_PROBE_DIVISOR,
+                                                      "k_factor": choose.RERANK_K_FACTOR}
 
 
 def test_a_compressed_index_answers_the_exact_cosines_of_the_stored_vectors(tmp_path):
@@ -264,8 +267,8 @@ def test_a_compressed_index_answers_the_exact_cosines_of_the_stored_vectors(tmp_
 
 
 def test_auto_beyond_the_hnsw_limit_finds_the_true_neighbours_of_clustered_vectors(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "EXACT_SEARCH_LIMIT", 50)  # vectors of 512 dims: 400 and 800 of these 64-d ones
-    monkeypatch.setattr(store, "HNSW_LIMIT", 100)
+    monkeypatch.setattr(choose, "EXACT_SEARCH_LIMIT", 50)  # vectors of 512 dims: 400 and 800 of these 64-d ones
+    monkeypatch.setattr(choose, "HNSW_LIMIT", 100)
     vectors, queries = clustered_with_queries(5000, 50)
     factory = choose_factory("auto", len(vectors), vectors.shape[1])
     assert factory.startswith("IVF")

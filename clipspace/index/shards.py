@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipspace.manifest import Shard
+from clipspace.index.manifest import Shard
 
 SHARD_ROWS = 65_536  # 32 MiB at dim 128, 128 MiB at dim 512: few files at 100M images, cheap to rewrite one
 FLOAT32, FLOAT16 = np.dtype("<f4"), np.dtype("<f2")
