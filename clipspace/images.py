@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from clipspace.errors import CorruptImage, EmptyImage, ImageTooLarge, NotAnImage
 
@@ -16,14 +17,19 @@ DEFAULT_MAX_PIXELS = 64_000_000  # a 8000x8000 photo; far beyond any camera imag
 # this, an image is cropped to its central region of this ratio first: the model sees the same square (with a
 # margin for the resampling filter), and an 80:1 panorama or a 20000x1 strip never gets upscaled whole.
 MAX_ASPECT_RATIO = 4
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+                            ".heic", ".heif", ".avif"})
 # Only the formats we index: Pillow would otherwise also parse EPS (through Ghostscript), PSD, FITS...
-DECODERS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO (multi-picture) too
+# JPEG covers MPO (multi-picture) too; HEIF is pillow-heif's (registered below); Pillow reads AVIF itself.
+DECODERS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 _TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _BACKGROUND = (255, 255, 255)
 
 # A truncated file must be an error, never half an image silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Phones store HEIC. Registered once, here, for every caller of this module (builder, service, thumbnails).
+# A phone's HEIC also carries a thumbnail, depth and auxiliary images: we embed the primary picture only.
+register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 
 
 def is_image_path(path: Path) -> bool:
@@ -53,6 +59,8 @@ def load_image(source: bytes | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     rgb = to_rgb(central_region(upright))
     # What a viewer shows: the file's size (not the drafted one), turned as the EXIF orientation turns it.
     rgb.info["original_size"] = file_size if upright.size == image.size else file_size[::-1]
+    # The metadata (EXIF, XMP, IPTC) stays in `info` through the conversions; the format name does not.
+    rgb.info["format"] = image.format
     return rgb
 
 
@@ -92,6 +100,9 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as error:
         raise ImageTooLarge(str(error)) from error
     except UnidentifiedImageError as error:
+        claimed = _claimed_format(data)
+        if claimed:
+            raise CorruptImage(f"corrupt or truncated {claimed} image header") from error
         raise NotAnImage("not a recognised image format") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise CorruptImage(f"corrupt or truncated image header: {error}") from error
@@ -101,6 +112,15 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     if width == 0 or height == 0:
         raise CorruptImage(f"image has no pixels ({width}x{height})")
     return image
+
+
+def _claimed_format(data: bytes) -> str | None:
+    """The format whose signature `data` starts with although it did not open: a damaged file, not a foreign one.
+
+    (libavif parses a whole AVIF when opening it, so a truncated AVIF fails in `Image.open`, not in `load`.)
+    """
+    prefix = data[:16]  # what Image.open shows each format's signature check
+    return next((name for name in DECODERS if Image.OPEN[name][1] and Image.OPEN[name][1](prefix)), None)
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -90,7 +90,8 @@ def test_jpeg_draft_decodes_smaller_but_covers_the_requested_size():
 
 
 def test_image_paths_are_recognised_in_any_case(tmp_path):
-    assert all(is_image_path(tmp_path / name) for name in ("a.JPG", "b.jpeg", "c.Png", "d.webp", "e.TIFF"))
+    assert all(is_image_path(tmp_path / name)
+               for name in ("a.JPG", "b.jpeg", "c.Png", "d.webp", "e.TIFF", "f.HEIC", "g.heif", "h.avif"))
     assert not any(is_image_path(tmp_path / name) for name in ("a.txt", "b.jpg.part", "c"))
 
 
@@ -124,3 +125,39 @@ def test_formats_we_do_not_index_are_not_parsed():
     icon = encoded(Image.new("RGB", (16, 16)), "ICO")
     with pytest.raises(NotAnImage):
         load_image(icon)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "HEIF", "AVIF"])
+def test_phone_and_web_formats_decode_to_rgb_and_name_their_format(fmt):
+    loaded = load_image(encoded(make_image(1, size=(64, 48)), fmt))
+    assert loaded.mode == "RGB" and loaded.size == (64, 48)
+    assert loaded.info["format"] == fmt
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heic_and_avif_pixel_limits_are_checked_on_the_header(fmt):
+    with pytest.raises(ImageTooLarge, match="limit"):
+        load_image(encoded(Image.new("RGB", (100, 100)), fmt), max_pixels=9_999)
+
+
+def test_a_heic_cut_in_half_is_refused_for_its_size_before_any_pixel_is_decoded():
+    heic = encoded(make_image(2, size=(100, 100)), "HEIF")
+    with pytest.raises(ImageTooLarge):
+        load_image(heic[: len(heic) // 2], max_pixels=9_999)
+    with pytest.raises(CorruptImage):
+        load_image(heic[: len(heic) // 2])
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_a_truncated_heic_or_avif_is_corrupt_not_foreign(fmt):
+    data = encoded(make_image(3, size=(64, 48)), fmt)
+    with pytest.raises(CorruptImage, match=fmt):
+        load_image(data[: len(data) // 2])
+
+
+def test_a_heic_turned_by_its_exif_is_upright_and_turned_once():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view": pillow-heif writes it as the container's rotation (from bytes only)
+    loaded = load_image(encoded(Image.new("RGB", (40, 20), (200, 30, 30)), "HEIF", exif=exif.tobytes()))
+    assert loaded.size == (20, 40)
+    assert loaded.info["original_size"] == (20, 40)
