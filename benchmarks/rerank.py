@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx
 
-from app.launcher import launched
 from benchmarks.latency import QUIET, READY_TIMEOUT_S, REQUEST_TIMEOUT_S
 from benchmarks.machine import describe_machine, load_average
 from benchmarks.report import progress
@@ -30,6 +29,7 @@ from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.settings import EMBEDDED_MODEL
 from clipspace.store import open_current
 from index_builder.build import BuildOptions, build_index
+from tests.launcher import launched
 
 
 def measure(model: str, scenes: int, repeats: int, threads: int) -> dict:
