@@ -1,4 +1,4 @@
-"""create_app(settings): wires settings, the engine holder, routes, guards and error handlers together."""
+"""create_app(settings): wires settings, the serving state, routers, guards and error handlers together."""
 
 from __future__ import annotations
 
@@ -11,23 +11,24 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
-from app import fusion, routes
-from app.engine import EngineHolder
 from app.errors import install_error_handlers
-from app.limits import BodyGuard, BodyLimit
+from app.limits import BodyGuard
 from app.metrics import RequestMetrics
-from app.shortcut import TextSearchShortcut
+from app.routes import fusion, health, items, search
+from app.served_routes import served_route
+from app.serving import ServingHolder
+from app.shortcut import TextSearchShortcut, plan_shortcut
 from clipspace import __version__
 from clipspace.settings import Settings
 from clipspace.thumbnails import ThumbnailCache
 
 STATIC = Path(__file__).parent / "static"
-MAX_JSON_BYTES = 64 * 1024  # a query of 1000 characters is at most 4 kB of UTF-8; anything far beyond is abuse
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service. Refuses to be made (ShortcutOutOfStep) if the text route asks for more than its shortcut gives."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
@@ -41,23 +42,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="clipspace", version=__version__, lifespan=lifespan,
                   description="Search images by text or by example image in one shared CLIP embedding space.")
-    app.state.holder = EngineHolder(settings)
-    app.add_middleware(TextSearchShortcut)  # inside BodyGuard, which bounds and checks the body first
-    app.add_middleware(BodyGuard, limits={
-        "/search/image": BodyLimit(settings.max_upload_bytes, "multipart/form-data",
-                                   "send the image as multipart/form-data with a field named 'file'"),
-        "/search/text": BodyLimit(MAX_JSON_BYTES),
-        **fusion.body_limits(settings.max_upload_bytes, MAX_JSON_BYTES)})
-    app.add_middleware(RequestMetrics)  # outermost: also counts what BodyGuard refuses
+    app.state.holder = ServingHolder(settings)
     app.state.thumbnails = ThumbnailCache(settings.thumb_dir or Path(settings.index_dir) / "thumbs",
                                           settings.max_image_pixels)
     install_error_handlers(app)
-    for router in (routes.search, routes.items, routes.health):
+    for router in (search.router, items.router, health.router, fusion.router):
         app.include_router(router)
-    app.include_router(fusion.router)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    limits = {**search.body_limits(settings), **fusion.body_limits(settings)}
+    shortcut = plan_shortcut(served_route(app, search.search_text))
+    app.add_middleware(TextSearchShortcut, shortcut=shortcut)  # inside BodyGuard, which bounds and checks the body
+    app.add_middleware(BodyGuard, limits={served_route(app, endpoint).path: limit
+                                          for endpoint, limit in limits.items()})
+    app.add_middleware(RequestMetrics)  # outermost: also counts what BodyGuard refuses
     return app

@@ -1,99 +1,92 @@
-"""Fusion routes: composed queries (`POST /search`) and zero-shot labels (`POST /classify`)."""
+"""Fusion beside search, for one encoder: its zero-shot templates and scale, and re-ranking with its matcher."""
 
 from __future__ import annotations
 
-import asyncio
-import time
+import logging
+from collections.abc import Mapping, Sequence
 
 import numpy as np
-from fastapi import APIRouter
 
-from app.engine import Engine
-from app.limits import BodyLimit
-from app.routes import Holder, Serving
-from app.schemas import (
-    ClassifyRequest,
-    ClassifyResponse,
-    ComposedQuery,
-    ComposedQueryInfo,
-    ComposedSearchResponse,
-    LabelProbability,
-    RerankedResult,
-    SearchResult,
-    Term,
-    error_responses,
-)
-from clipspace.errors import ImageTooLarge
+from app import metrics
+from app.encoding import EncoderSlot
+from app.served_index import ServedIndex
+from clipspace.errors import ClipspaceError, RerankUnavailable
 from clipspace.fusion import labels as zero_shot
-from clipspace.fusion.query import check_dimension, combine, decode_base64_image
+from clipspace.fusion.rerank import RERANK_DEPTH, find_reranker, model_folder
+from clipspace.images import load_image
 from clipspace.index.records import SearchHit
 
-router = APIRouter(tags=["fusion"])
-
-ERRORS = error_responses(400, 404, 413, 415, 422, 503)
+log = logging.getLogger(__name__)
 
 
-@router.post("/search", response_model=ComposedSearchResponse, responses=ERRORS)
-async def search_composed(query: ComposedQuery, holder: Holder, serving: Serving) -> ComposedSearchResponse:
-    """Weighted terms → one vector (normalised weighted sum) → nearest items; optionally re-ranked.
+class Fusion:
+    """What composed queries and zero-shot labels need of a model beyond its two towers.
 
-    "More like this" is one `image_id` term; "this image, but blue, not red" is
-    `[{"image_id": 7}, {"text": "blue"}, {"text": "red", "weight": -1}]`.
+    Made once per encoder (finding the matcher reads its file), shared by every index version it serves.
     """
-    started = time.perf_counter()
-    texts = serving.rerank_texts(query.terms, query.target) if query.rerank else None
-    vectors = await asyncio.gather(*(_term_vector(term, holder, serving) for term in query.terms))
-    vector = combine(vectors, [term.weight for term in query.terms])
-    if texts is None:
-        hits = await serving.search(vector, query.k, query.target)
-        results = [_result(hit) for hit in hits]
-    else:
-        reranked = await serving.rerank(texts, await serving.search(vector, serving.rerank_depth(query.k), "image"))
-        results = [RerankedResult(**_result(hit).model_dump(), rerank_score=score) for hit, score in reranked[:query.k]]
-    return ComposedSearchResponse(
-        query=ComposedQueryInfo(target=query.target, rerank=query.rerank), model=serving.model_name,
-        index_version=serving.version.name, took_ms=_since(started), results=results)
 
+    def __init__(self, slot: EncoderSlot) -> None:
+        self.slot = slot
+        self.reranker, self.rerank_detail = find_reranker(slot.encoder)
+        # prompt ensembles per language: the model's own (`zero_shot_templates.json`) over the generic ones
+        self.templates: Mapping[str, tuple[str, ...]] = zero_shot.model_templates(model_folder(slot.encoder))
 
-@router.post("/classify", response_model=ClassifyResponse, responses=ERRORS)
-async def classify(request: ClassifyRequest, holder: Holder, serving: Serving) -> ClassifyResponse:
-    """Rank labels for an image: prompt templates per label, softmax at the model's own logit scale."""
-    started = time.perf_counter()
-    zero_shot.check_labels(request.labels, request.template)
-    source = Term(image_id=request.image_id) if request.image is None else Term(image=request.image)
-    image = await _term_vector(source, holder, serving)
-    prompts = [zero_shot.prompts_for(label, request.template, serving.zero_shot_templates) for label in request.labels]
-    prompt_vectors = await asyncio.gather(*(serving.embed_text(text) for group in prompts for text in group))
-    vectors = zero_shot.label_vectors(np.stack(prompt_vectors), [len(group) for group in prompts])
-    ranked = zero_shot.rank_labels(image, request.labels, vectors, serving.logit_scale)
-    return ClassifyResponse(labels=[LabelProbability(label=r.label, probability=r.probability) for r in ranked],
-                            model=serving.model_name, index_version=serving.version.name, took_ms=_since(started))
+    @property
+    def logit_scale(self) -> float:
+        """The temperature the model was trained with: zero-shot softmax uses it, not a guess."""
+        return float(self.slot.encoder.model.logit_scale.detach().float().exp())
 
+    @property
+    def rerank_available(self) -> bool:
+        return self.reranker is not None
 
-async def _term_vector(term: Term, holder: Holder, serving: Engine) -> np.ndarray:
-    if term.text is not None:
-        return await serving.embed_text(term.text)
-    if term.image_id is not None:
-        return serving.image_vector(term.image_id)
-    if term.vector is not None:
-        return check_dimension(term.vector, serving.version.dim)
-    data = decode_base64_image(term.image)
-    if len(data) > holder.settings.max_upload_bytes:
-        raise ImageTooLarge(f"an image term of {len(data):,} bytes exceeds the "
-                            f"{holder.settings.max_upload_bytes:,}-byte upload limit")
-    return await serving.embed_image(data, holder.settings.max_image_pixels, holder.decoding)
+    def rerank_texts(self, terms: Sequence, target: str) -> list[tuple[str, float]]:
+        """The texts the matcher reads for a query (its positive text terms), or why it cannot re-rank."""
+        if self.reranker is None:
+            raise RerankUnavailable(f"re-ranking is not available for this index: {self.rerank_detail}")
+        if target != "image":
+            raise RerankUnavailable("re-ranking scores images: it needs target 'image'")
+        texts = [(term.text, term.weight) for term in terms if term.text is not None and term.weight > 0]
+        if not texts:
+            raise RerankUnavailable("re-ranking reads the query's text: add a text term with a positive weight")
+        return texts
 
+    @staticmethod
+    def rerank_depth(k: int) -> int:
+        return max(k, RERANK_DEPTH)
 
-def _result(hit: SearchHit) -> SearchResult:
-    return SearchResult(id=hit.id, score=hit.score, path=hit.path, url=f"/images/{hit.id}", caption=hit.caption)
+    async def rerank(self, texts: list[tuple[str, float]], hits: list[SearchHit],
+                     index: ServedIndex) -> list[tuple[SearchHit, float]]:
+        """Re-score candidates on the model thread (never beside another forward pass); best first.
 
+        The patch tokens come from the index version when it keeps them for this matcher; otherwise each
+        candidate is decoded and embedded again, and one whose file is gone is left out, as /images would 404.
+        """
+        reranker, version = self.reranker, index.version
+        words, weights = [text for text, _ in texts], [weight for _, weight in texts]
 
-def _since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
+        def score() -> list[tuple[SearchHit, float]]:
+            cached = (version.patch_tokens([hit.id for hit in hits])
+                      if version.token_shape == reranker.token_shape else {})
+            if cached:
+                found = [hit for hit in hits if hit.id in cached]
+                scores = reranker.score_patches(words, weights, np.stack([cached[hit.id] for hit in found]),
+                                                np.array([hit.score for hit in found]))
+            else:
+                found, images = self._candidate_images(hits, index)
+                scores = reranker.score(words, weights, images, np.array([hit.score for hit in found]))
+            return sorted(zip(found, scores.tolist(), strict=True), key=lambda pair: -pair[1])
 
+        with metrics.timed("rerank"):
+            return await self.slot.on_model_thread(score)
 
-def body_limits(max_upload_bytes: int, max_json_bytes: int) -> dict[str, BodyLimit]:
-    """JSON only; room for one upload in base64 (4 bytes per 3) plus the rest of a query."""
-    json_only = "send the query as application/json"
-    with_image = BodyLimit(4 * -(-max_upload_bytes // 3) + max_json_bytes, "application/json", json_only)
-    return {"/search": with_image, "/classify": with_image}
+    def _candidate_images(self, hits: list[SearchHit], index: ServedIndex) -> tuple[list[SearchHit], list]:
+        found, images = [], []
+        for hit in hits:
+            try:
+                images.append(load_image(index.image_file(hit.id), draft_size=self.slot.encoder.image_size))
+            except ClipspaceError as error:
+                log.warning("re-ranking skips image %d: %s", hit.id, error)
+                continue
+            found.append(hit)
+        return found, images

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+MAX_JSON_BYTES = 64 * 1024  # a query of 1000 characters is at most 4 kB of UTF-8; anything far beyond is abuse
+
 
 @dataclass(frozen=True)
 class BodyLimit:
@@ -16,7 +18,7 @@ class BodyLimit:
 
 
 class BodyGuard:
-    """ASGI middleware: 415 for a wrong content type, 413 past a route's byte limit.
+    """ASGI middleware: 415 for a wrong content type, 413 past a route's byte limit (`limits`, by path).
 
     The body is read here, up to the limit, and replayed to the app: an oversized body is refused after
     `max_bytes` + 1 bytes (never buffered whole, never spooled to disk), with or without a Content-Length.

@@ -1,7 +1,9 @@
 """Prometheus metrics: requests by route and status, latency per route and per query stage, batches, the index.
 
 Everything is registered once per process in prometheus-client's default registry (as Prometheus clients
-expect); `exposition()` renders it for GET /metrics. Other code times a stage in one line:
+expect); `exposition()` renders it for GET /metrics. A leaf: it imports nothing of the service and no library
+it describes. It is told what happens (`index_served`, `libraries_loaded`), and other code times a stage in
+one line:
 
     with timed("embed"):
         vectors = model(batch)
@@ -12,11 +14,8 @@ from __future__ import annotations
 import functools
 import platform
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
-import faiss
-import open_clip
-import torch
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -31,9 +30,6 @@ from prometheus_client.context_managers import Timer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipspace import __version__
-
-if TYPE_CHECKING:
-    from app.engine import EngineHolder
 
 disable_created_metrics()  # the *_created samples only double what a scrape returns
 
@@ -63,9 +59,8 @@ INDEX_INFO = Gauge("clipspace_index_info", "The index version being served and i
                    ["version", "model"])
 MODEL_LOAD_SECONDS = Gauge("clipspace_model_load_seconds", "Seconds the most recent model load took")
 BUILD = Info("clipspace_build", "Versions of clipspace and of the libraries it computes with")
+BUILD.info({"version": __version__, "python": platform.python_version()})  # the libraries join when loaded
 
-BUILD.info({"version": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "open_clip": open_clip.__version__, "faiss": faiss.__version__})
 # Every stage and queue is exported from the start, at zero, so dashboards never miss a series. The labelled
 # children are looked up once here: `labels()` takes a lock and builds a key on every call, and a query
 # touches these several times on the event loop.
@@ -92,17 +87,22 @@ def set_queue_depth(queue: str, depth: int) -> None:
     _QUEUE_DEPTHS[queue].set(depth)
 
 
-def exposition(holder: EngineHolder) -> bytes:
-    """The text format Prometheus scrapes, with the index gauges read from what is serving right now."""
-    engine = holder.engine
+def libraries_loaded(versions: Mapping[str, str]) -> None:
+    """The versions of the libraries the service computes with, as each reports itself (`torch.__version__`
+    names its build, e.g. `+cu130`, which the package metadata leaves out)."""
+    BUILD.info({"version": __version__, "python": platform.python_version(), **versions})
+
+
+def index_served(name: str, count: int, model: str) -> None:
+    """A new index version is serving (the gauges read 0, and no info series, until one is)."""
     INDEX_INFO.clear()
-    if engine is None:
-        INDEX_ITEMS.set(0)
-        INDEX_VERSION.set(0)
-    else:
-        INDEX_ITEMS.set(engine.version.count)
-        INDEX_VERSION.set(int(engine.version.name) if engine.version.name.isdigit() else 0)
-        INDEX_INFO.labels(engine.version.name, engine.model_name).set(1)
+    INDEX_INFO.labels(name, model).set(1)
+    INDEX_ITEMS.set(count)
+    INDEX_VERSION.set(int(name) if name.isdigit() else 0)
+
+
+def exposition() -> bytes:
+    """The text format Prometheus scrapes."""
     return generate_latest(REGISTRY)
 
 

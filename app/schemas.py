@@ -7,6 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from clipspace.errors import InvalidQuery
+from clipspace.fusion.query import check_weights
+
 MAX_K = 1000
 MAX_TEXT_CHARS = 1000
 # "Something besides white space", spelled out so that every regex engine reads it alike: Python's `\S`,
@@ -153,8 +156,10 @@ class ComposedQuery(BaseModel):
 
     @model_validator(mode="after")
     def answerable(self) -> ComposedQuery:
-        if not any(term.weight for term in self.terms):
-            raise ValueError("every term has weight 0: there is nothing to search for")
+        try:
+            check_weights([term.weight for term in self.terms])
+        except InvalidQuery as error:
+            raise ValueError(str(error)) from None  # a validation error (422 with its field), as pydantic reports
         if self.rerank and self.k > MAX_RERANK_K:
             raise ValueError(f"with rerank, k is at most {MAX_RERANK_K}")
         return self

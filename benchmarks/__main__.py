@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from app.launcher import REPO_ROOT
 from benchmarks.ann_scale import measure_ann, measure_hnsw_ef
 from benchmarks.builder import measure_builder
 from benchmarks.clustered import ClusteredSpec
@@ -39,6 +38,7 @@ from clipspace.identity import PRECISIONS
 from clipspace.settings import EMBEDDED_MODEL
 from index_builder.build import build_index
 from index_builder.options import BuildOptions
+from tests.launcher import REPO_ROOT
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
 SECTIONS = ("builder", "http", "text", "load", "faiss", "reindex", "memory", "ray")

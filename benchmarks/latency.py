@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from app.launcher import launched
 from benchmarks.report import progress
 from benchmarks.timing import latency_summary, time_calls
 from clipspace.encoder import DualEncoder
+from tests.launcher import launched
 
 QUIET = ("--log-level", "warning", "--no-access-log")
 READY_TIMEOUT_S = 180.0

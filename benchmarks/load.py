@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from app.launcher import launched
 from benchmarks.latency import QUERIES, READY_TIMEOUT_S, REQUEST_TIMEOUT_S
 from benchmarks.report import progress
+from tests.launcher import launched
 
 MAX_RSS_GROWTH = 0.10
 ERROR_SAMPLES = 5

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx
 
-from app.launcher import launched
 from benchmarks.latency import QUIET, READY_TIMEOUT_S, REQUEST_TIMEOUT_S
 from benchmarks.machine import describe_machine, load_average
 from benchmarks.report import progress
@@ -31,6 +30,7 @@ from clipspace.index.publish import open_current
 from clipspace.settings import EMBEDDED_MODEL
 from index_builder.build import build_index
 from index_builder.options import BuildOptions
+from tests.launcher import launched
 
 
 def measure(model: str, scenes: int, repeats: int, threads: int) -> dict:

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.launcher import REPO_ROOT
 from benchmarks.machine import load_average
 from benchmarks.report import progress
 from clipspace.encoder import DualEncoder
 from clipspace.settings import EMBEDDED_MODEL
 from index_builder.build import BuildReport, build_index
 from index_builder.options import BuildOptions
+from tests.launcher import REPO_ROOT
 
 TINY_SIZE = (64, 48)
 

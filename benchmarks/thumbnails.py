@@ -24,7 +24,6 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from app.launcher import launched
 from benchmarks.corpus import existing_corpus, generate_corpus
 from benchmarks.latency import READY_TIMEOUT_S
 from benchmarks.machine import load_average
@@ -33,6 +32,7 @@ from clipspace.images import load_image
 from clipspace.thumbnails import THUMB_FORMAT, THUMB_QUALITY, THUMB_SIDE, ThumbnailCache
 from index_builder.build import build_index
 from index_builder.options import BuildOptions
+from tests.launcher import launched
 
 TINY_MODEL = Path(__file__).resolve().parent.parent / "tests" / "assets" / "tiny-clip.json"
 MODEL_INPUT = 224  # ViT-B-32's input side: what the builder drafts JPEGs to

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from app.launcher import APP, ServiceProcess
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
 from index_builder.build import BuildReport, build_index
 from index_builder.options import BuildOptions
+from tests.launcher import APP, ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_ARCH = str(ROOT / "tests" / "assets" / "tiny-clip.json")

@@ -8,7 +8,7 @@ import threading
 import faiss
 import torch
 
-from app.engine import search_executor
+from app.served_index import search_executor
 from clipspace.openmp import serial_torch_here
 
 

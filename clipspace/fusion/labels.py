@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ MAX_LABELS = 256
 PLACEHOLDER = "{}"
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
-EmbedTexts = Callable[[list[str]], np.ndarray]
+EmbedTexts = Callable[[list[str]], Awaitable[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,16 @@ def rank_labels(image_vector: np.ndarray, labels: Sequence[str], vectors: np.nda
     return [LabelScore(labels[i], float(probabilities[i])) for i in order]
 
 
-def classify(image_vector: np.ndarray, labels: Sequence[str], embed_texts: EmbedTexts, logit_scale: float,
-             template: str | None = None, ensembles: Mapping[str, Sequence[str]] = TEMPLATES) -> list[LabelScore]:
-    """Rank `labels` for one image vector: prompts → text vectors → one vector per label → softmax."""
+async def classify(labels: Sequence[str], image_vector: Callable[[], Awaitable[np.ndarray]], embed_texts: EmbedTexts,
+                   logit_scale: float, template: str | None = None,
+                   ensembles: Mapping[str, Sequence[str]] = TEMPLATES) -> list[LabelScore]:
+    """Rank `labels` for one image: prompts → text vectors → one vector per label → softmax.
+
+    Awaitable, as a service embeds on its model thread. The labels are checked before anything is embedded,
+    then the image's vector is asked for, then the prompts'.
+    """
     check_labels(labels, template)
     prompts = [prompts_for(label, template, ensembles) for label in labels]
-    vectors = label_vectors(embed_texts([p for group in prompts for p in group]), [len(p) for p in prompts])
-    return rank_labels(image_vector, labels, vectors, logit_scale)
+    image = await image_vector()
+    vectors = label_vectors(await embed_texts([p for group in prompts for p in group]), [len(p) for p in prompts])
+    return rank_labels(image, labels, vectors, logit_scale)

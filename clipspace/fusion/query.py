@@ -10,7 +10,6 @@ import numpy as np
 
 from clipspace.errors import CorruptImage, InvalidQuery
 
-MAX_TERMS = 16
 ZERO_NORM = 1e-6  # below this a weighted sum has cancelled out: there is no direction left to search
 
 
@@ -26,8 +25,7 @@ def combine(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarr
         raise InvalidQuery("a query needs at least one term")
     if len(vectors) != len(weights):
         raise InvalidQuery(f"{len(vectors)} vectors but {len(weights)} weights")
-    if not any(weights):
-        raise InvalidQuery("every term has weight 0: there is nothing to search for")
+    check_weights(weights)
     total = np.zeros(np.asarray(vectors[0]).shape[-1], dtype=np.float64)
     for vector, weight in zip(vectors, weights, strict=True):
         total += weight * unit(vector)
@@ -35,6 +33,12 @@ def combine(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarr
     if norm < ZERO_NORM:
         raise InvalidQuery("the weighted terms cancel each other out: the query has no direction")
     return (total / norm).astype(np.float32)
+
+
+def check_weights(weights: Sequence[float]) -> None:
+    """Refuse a query whose terms all weigh 0: there is nothing to search for."""
+    if not any(weights):
+        raise InvalidQuery("every term has weight 0: there is nothing to search for")
 
 
 def unit(vector: np.ndarray) -> np.ndarray:

@@ -63,6 +63,11 @@ def open_current(index_dir: Path) -> IndexVersion:
     name = current_version_name(index_dir)
     if name is None:
         raise IndexNotReady(f"no index at {index_dir}: build one with `python -m index_builder`")
+    return open_version(index_dir, name)
+
+
+def open_version(index_dir: Path, name: str) -> IndexVersion:
+    """Open the published version `name` (as `current` names it) of the index at `index_dir`."""
     return IndexVersion(Path(index_dir) / VERSIONS / name)
 
 

@@ -1,0 +1,65 @@
+"""The index version being served, as the service reads it: nearest items on the right thread, files by id."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from app import metrics
+from clipspace.errors import ItemNotFound
+from clipspace.index.records import SearchHit
+from clipspace.index.version import IndexVersion
+
+
+@dataclass(frozen=True)
+class ServedIndex:
+    version: IndexVersion
+    searching: Executor  # threads that run FAISS searches, each with one OpenMP thread (`search_executor`)
+
+    async def search(self, vector: np.ndarray, k: int, target: str) -> list[SearchHit]:
+        """Nearest items; a small exact index is searched right here, on the event loop, any other on a
+        search thread. Handing a search to a thread and back cost ~0.1 ms a query here, more than scanning
+        a few thousand vectors (docs/decisions.md, "The service as fast as its encoder")."""
+        with metrics.timed("search"):
+            if self.version.quick_to_search(target):
+                faiss.omp_set_num_threads(1)  # this thread's FAISS team: none, as on the search threads
+                return self.version.search(vector, k, target)
+            return await asyncio.get_running_loop().run_in_executor(self.searching, self.version.search, vector,
+                                                                    k, target)
+
+    def image_file(self, item_id: int) -> Path:
+        """The file of an indexed item; nothing else (no client path ever reaches the disk)."""
+        item = self.version.item(item_id)
+        if item is None:
+            raise ItemNotFound(f"no indexed image with id {item_id}")
+        root = self.version.corpus_root.resolve()
+        path = (root / item.path).resolve()
+        if not (path.is_relative_to(root) and path.is_file()):
+            raise ItemNotFound(f"the file of image {item_id} is no longer in the image folder")
+        return path
+
+    def image_vector(self, item_id: int) -> np.ndarray:
+        """The stored vector of an indexed image: "more like this" costs no decoding and no forward pass."""
+        vector = self.version.image_vector(item_id)
+        if vector is None:
+            raise ItemNotFound(f"no indexed image with id {item_id}")
+        return vector
+
+
+def search_executor() -> ThreadPoolExecutor:
+    """Threads for FAISS searches, off the event loop, each searching with one OpenMP thread.
+
+    A single query gains nothing from more OpenMP threads, and idle ones spin on, taking cores from the model.
+    FAISS's thread count belongs to the calling thread, so each search thread sets its own as it starts (set
+    once on the main thread, it left every search a team of spinning threads: docs/decisions.md, Hardening).
+    A plain executor rather than starlette's thread pool: anyio's hop costs more on the event loop, and a
+    text query pays it every time (docs/decisions.md, "The service as fast as its encoder").
+    """
+    return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="search",
+                              initializer=faiss.omp_set_num_threads, initargs=(1,))
