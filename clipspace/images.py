@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 from pathlib import Path
 
@@ -90,6 +91,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def open_header(data: bytes) -> Image.Image:
+    """The image as Pillow opens it: size, format and metadata (EXIF, XMP, IPTC), not a pixel decoded. For a file
+    whose pixels are not needed (its vector is stored) but whose metadata is."""
+    return _open(data, max_pixels=sys.maxsize)
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:

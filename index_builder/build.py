@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -55,6 +56,7 @@ class BuildReport:
     removed: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # the first MAX_SKIPPED_IN_MANIFEST
     skipped_count: int = 0
+    not_images: Counter[str] = field(default_factory=Counter)  # files listed but not read, by extension
     captions_embedded: int = 0
     captions_reused: int = 0
     full_reembed_reason: str | None = None
@@ -71,6 +73,7 @@ class BuildReport:
         return {"added": self.added, "updated": self.updated, "reused": self.reused, "moved": self.moved,
                 "read": self.read, "removed": self.removed, "skipped": self.skipped_count, "skipped_files": [
                     {"path": path, "reason": reason} for path, reason in self.skipped],
+                "not_images": dict(sorted(self.not_images.items())),
                 "captions_embedded": self.captions_embedded, "captions_reused": self.captions_reused,
                 "full_reembed_reason": self.full_reembed_reason, "seconds": round(self.seconds, 3),
                 "embedded_per_s": round(self.embedded_per_s, 2)}
@@ -125,7 +128,10 @@ def build_index(options: BuildOptions, encoder: DualEncoder, embedder: Embedder 
 def _build(options: BuildOptions, encoder: DualEncoder, embedder: Embedder, previous: IndexVersion | None,
            vectors_valid: bool, writer: VersionWriter, plan: Plan, report: BuildReport) -> None:
     root = Path(options.images)
-    listed = plan.add_listing(list_images(root, options.max_file_bytes))
+    listed = plan.add_listing(list_images(root, options.max_file_bytes, report.not_images))
+    if report.not_images:
+        log.warning("not read, not image files: %s", ", ".join(f"{count} {suffix}" for suffix, count
+                                                                  in report.not_images.most_common()))
     log.info("found %d images under %s (%d in the previous version)", listed, root,
              previous.count if previous else 0)
     if not listed:
@@ -134,7 +140,8 @@ def _build(options: BuildOptions, encoder: DualEncoder, embedder: Embedder, prev
     trust_stat = vectors_valid and not options.verify
 
     def unchanged_on_disk(row: PlanRow) -> bool:
-        return trust_stat and row.id is not None and (row.size, row.mtime_ns) == (row.bytes, row.prev_mtime_ns)
+        return (trust_stat and row.complete and row.previous is not None
+                and (row.size, row.mtime_ns) == (row.previous.bytes, row.previous.mtime_ns))
 
     work = (Work(row.seq, row.path, row.sha256 if vectors_valid else None) for row in plan.rows()
             if row.rejected is None and not unchanged_on_disk(row))
@@ -151,8 +158,7 @@ def _build(options: BuildOptions, encoder: DualEncoder, embedder: Embedder, prev
             caption = read_caption(root / row.path) if row.has_caption else None
             item_id = row.id if row.id is not None else next(new_ids)
             if unchanged_on_disk(row):
-                record = ItemRecord(item_id, row.path, row.sha256, row.bytes, row.mtime_ns, row.width, row.height,
-                                    caption)
+                record = replace(row.previous, caption=caption)
                 report.reused += 1
                 items.add(record, row.row, row, vectors_valid)
                 continue
@@ -173,13 +179,13 @@ def _add_processed(found: Processed, row: PlanRow, item_id: int, caption: str | 
         report.skip(row.path, found.rejected)
         return
     if found.unchanged:  # touched, copied back or restored: same bytes, same vector
-        record = ItemRecord(item_id, row.path, found.sha256, found.size, found.mtime_ns, row.width, row.height,
-                            caption)
+        record = ItemRecord(item_id, row.path, found.sha256, found.size, found.mtime_ns, row.previous.width,
+                            row.previous.height, caption, found.facts)
         report.reused += 1
         items.add(record, row.row, row, vectors_valid)
         return
     record = ItemRecord(item_id, row.path, found.sha256, found.size, found.mtime_ns, found.width, found.height,
-                        caption)
+                        caption, found.facts)
     if found.reuse_row is not None:
         report.reused += 1
         report.moved += 1
@@ -207,7 +213,7 @@ class _PendingItems:
         """`before` is the path's previous item: its caption vector is reused when the text did not change."""
         caption: np.ndarray | int | str | None = None
         if record.caption is not None:
-            same_text = vectors_valid and before is not None and before.caption == record.caption
+            same_text = vectors_valid and before is not None and before.previous.caption == record.caption
             if same_text and before.caption_row is not None:
                 caption = before.caption_row
                 self.report.captions_reused += 1

@@ -137,6 +137,9 @@ def _summary(report: BuildReport, index: Path) -> str:
              f"{report.reused} reused ({report.moved} moved), {report.removed} removed, {report.skipped_count} "
              f"skipped; {report.read} files read ({report.seconds:.1f} s, {report.embedded_per_s:.1f} images/s "
              "embedded)"]
+    if report.not_images:
+        lines.append("  not read, not image files: " + ", ".join(f"{count} {suffix}" for suffix, count
+                                                                  in report.not_images.most_common()))
     if report.full_reembed_reason:
         lines.append(f"  full embed: {report.full_reembed_reason}")
     lines += [f"  skipped {path}: {reason}" for path, reason in report.skipped[:20]]

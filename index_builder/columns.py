@@ -1,13 +1,15 @@
 """Plain dataclasses as the numpy columns of a batch and back, derived from their fields: the Ray builder's rows.
 
 A field that may be None travels with a `has_<field>` mask beside it; an array field travels only when its shape
-is given, and one left out must be None in every row. A field of a type with no column is refused, so a field
+is given, and one left out must be None in every row; a field that is itself a frozen dataclass of plain values
+(the photo's metadata) travels as JSON text. A field of a type with no column is refused, so a field
 added to `Work` or `Processed` either reaches the Ray builder's driver or fails loudly; it is never dropped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -23,7 +25,7 @@ _SCALARS: dict[type, type] = {int: np.int64, bool: np.bool_, str: object}
 
 class _Field(NamedTuple):
     name: str
-    kind: type  # int, bool, str or np.ndarray
+    kind: type  # int, bool, str, np.ndarray or a dataclass
     optional: bool
 
 
@@ -43,6 +45,9 @@ def to_columns(rows: Sequence[Any], kind: type, arrays: ArrayShapes | None = Non
             for index, value in enumerate(values):
                 if value is not None:
                     batch[field.name][index] = value
+        elif dataclasses.is_dataclass(field.kind):
+            batch[field.name] = np.array([None if value is None else json.dumps(dataclasses.asdict(value))
+                                          for value in values], object)
         else:
             empty = field.kind()
             batch[field.name] = np.array([empty if value is None else value for value in values],
@@ -64,6 +69,8 @@ def from_columns(batch: Mapping[str, np.ndarray], kind: type[Row]) -> list[Row]:
                 values[field.name] = None
             elif field.kind is np.ndarray:
                 values[field.name] = batch[field.name][index]
+            elif dataclasses.is_dataclass(field.kind):
+                values[field.name] = _from_json(field.kind, batch[field.name][index])
             else:
                 values[field.name] = field.kind(batch[field.name][index])
         rows.append(kind(**values))
@@ -79,8 +86,16 @@ def _fields(kind: type) -> tuple[_Field, ...]:
         hint = hints[field.name]
         parts = typing.get_args(hint) if typing.get_origin(hint) in (types.UnionType, typing.Union) else (hint,)
         kinds = [part for part in parts if part is not type(None)]
-        if len(kinds) != 1 or kinds[0] not in (*_SCALARS, np.ndarray):
-            raise TypeError(f"{kind.__name__}.{field.name}: a {hint} has no batch column "
-                            "(index_builder.columns carries int, bool, str and np.ndarray, each optionally None)")
+        if len(kinds) != 1 or not (kinds[0] in (*_SCALARS, np.ndarray) or dataclasses.is_dataclass(kinds[0])):
+            raise TypeError(f"{kind.__name__}.{field.name}: a {hint} has no batch column (index_builder.columns "
+                            "carries int, bool, str, np.ndarray and dataclasses, each optionally None)")
         found.append(_Field(field.name, kinds[0], len(kinds) < len(parts)))
     return tuple(found)
+
+
+def _from_json(kind: type, text: str) -> Any:
+    """A dataclass of plain values back from its JSON text; its tuple fields (JSON lists) become tuples again."""
+    values = json.loads(text)
+    hints = typing.get_type_hints(kind)
+    return kind(**{name: tuple(value) if typing.get_origin(hints[name]) is tuple else value
+                   for name, value in values.items()})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,8 @@ from stat import S_ISLNK, S_ISREG
 import numpy as np
 
 from clipspace.errors import ImageRejected
-from clipspace.images import IMAGE_SUFFIXES, load_image
+from clipspace.images import IMAGE_SUFFIXES, load_image, open_header
+from clipspace.photos import PhotoFacts, read_photo_facts
 from index_builder.options import FileLimits
 
 CAPTION_SUFFIX = ".txt"
@@ -68,12 +70,15 @@ class Processed:
     unchanged: bool = False  # the same bytes as before at this path: keep the path's vector
     reuse_row: int | None = None  # the vector of a moved file: its row in the previous version
     rejected: str | None = None
+    facts: PhotoFacts | None = None  # capture time, camera, place, keywords: read from every file that is read
 
 
-def list_images(root: Path, max_file_bytes: int) -> Iterator[Listed]:
+def list_images(root: Path, max_file_bytes: int, not_images: Counter[str] | None = None) -> Iterator[Listed]:
     """Image files under `root`, in a stable order (sorted per folder), with their stat; hidden names skipped.
 
     Folder symlinks are not followed (no cycles). Nothing is read: the stat decides whether a file can be reused.
+    Every other file (a caption sidecar aside) is counted in `not_images` by its extension, so that the report says
+    what was left unread (a `.mov`, a RAW format we cannot decode) rather than ignoring it silently.
     Plain string paths, not pathlib: at a hundred million files the listing's per-file cost is the reindex.
     """
     top = os.fspath(root)
@@ -81,10 +86,15 @@ def list_images(root: Path, max_file_bytes: int) -> Iterator[Listed]:
     for folder, subfolders, files in os.walk(top):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         names = set(files)
+        image_stems = {stem for stem, suffix in map(os.path.splitext, files) if suffix.lower() in IMAGE_SUFFIXES}
         prefix = os.path.relpath(folder, top).replace(os.sep, "/") + "/" if folder != top else ""
         for name in sorted(files):
             stem, suffix = os.path.splitext(name)
-            if name.startswith(".") or suffix.lower() not in IMAGE_SUFFIXES:
+            if name.startswith("."):
+                continue
+            if suffix.lower() not in IMAGE_SUFFIXES:
+                if not_images is not None and not (suffix == CAPTION_SUFFIX and stem in image_stems):
+                    not_images[suffix.lower() or "(no extension)"] += 1
                 continue
             yield _listed(os.path.join(folder, name), prefix + name, real_root, max_file_bytes,
                           stem + CAPTION_SUFFIX in names)
@@ -132,18 +142,19 @@ def _read_file(root: Path, work: Work, movable: dict[str, Movable], limits: File
         return Processed(work.seq, rejected=f"cannot read the file: {error.strerror or error}")
     sha256 = hashlib.sha256(data).hexdigest()
     found = Processed(work.seq, sha256, len(data), stat.st_mtime_ns)
-    if sha256 == work.known_sha256:
-        found.unchanged = True
-        return found
-    if sha256 in movable:
-        moved = movable[sha256]
-        found.reuse_row, found.width, found.height = moved.row, moved.width, moved.height
+    if sha256 == work.known_sha256 or sha256 in movable:  # its vector is stored: only its metadata is read
+        found.unchanged = sha256 == work.known_sha256
+        if not found.unchanged:
+            moved = movable[sha256]
+            found.reuse_row, found.width, found.height = moved.row, moved.width, moved.height
+        found.facts = read_photo_facts(open_header(data), mtime_ns=stat.st_mtime_ns)
         return found
     try:
         image = load_image(data, max_pixels=limits.max_pixels, draft_size=limits.draft_size)
     except ImageRejected as error:
         return Processed(work.seq, rejected=str(error))
     found.width, found.height = image.info["original_size"]
+    found.facts = read_photo_facts(image, mtime_ns=stat.st_mtime_ns)
     found.pixels = preprocess(image).numpy()
     return found
 

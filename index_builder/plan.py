@@ -11,14 +11,19 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from clipspace.index.records import ItemRecord, complete_columns, record_from_row, select_list
 from index_builder.files import Listed, Movable
 
 _INSERT_BATCH = 4096
-_PREVIOUS = "p.id, p.sha256, p.bytes, p.mtime_ns, p.width, p.height, p.caption, p.row, p.caption_row"
+_LISTED = "l.seq, l.path, l.size, l.mtime_ns, l.has_caption, l.rejected"  # the first six fields of PlanRow
 
 
 class PlanRow(NamedTuple):
-    """A listed file and, when its path was indexed before, that item's record and vector rows (else None)."""
+    """A listed file and, when its path was indexed before, that item's record and vector rows (else None).
+
+    `complete` is False when the previous version was built before some of today's record fields existed: its
+    record cannot be reused without reading the file (once) for them.
+    """
 
     seq: int
     path: str
@@ -26,15 +31,18 @@ class PlanRow(NamedTuple):
     mtime_ns: int
     has_caption: bool
     rejected: str | None
-    id: int | None
-    sha256: str | None
-    bytes: int | None
-    prev_mtime_ns: int | None
-    width: int | None
-    height: int | None
-    caption: str | None
+    previous: ItemRecord | None
     row: int | None
     caption_row: int | None
+    complete: bool
+
+    @property
+    def id(self) -> int | None:
+        return self.previous.id if self.previous else None
+
+    @property
+    def sha256(self) -> str | None:
+        return self.previous.sha256 if self.previous else None
 
 
 class Plan:
@@ -47,8 +55,12 @@ class Plan:
             CREATE TABLE listed (seq INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
                                  mtime_ns INTEGER NOT NULL, has_caption INTEGER NOT NULL, rejected TEXT);""")
         self._previous = previous_meta is not None
+        self._complete = True
         if self._previous:
             self._db.execute("ATTACH DATABASE ? AS prev", (f"file:{previous_meta}?mode=ro",))
+            existing = [column for _, column, *_ in self._db.execute("PRAGMA prev.table_info(items)")]
+            self._columns = select_list(existing, "p.")
+            self._complete = complete_columns(existing)
 
     def add_listing(self, listed: Iterable[Listed]) -> int:
         """Store the listing as it streams in; answers how many files were listed."""
@@ -64,14 +76,16 @@ class Plan:
 
     def rows(self) -> Iterator[PlanRow]:
         """Every listed file in listing order, joined by path with the previous version's item."""
-        listed = "l.seq, l.path, l.size, l.mtime_ns, l.has_caption, l.rejected"
-        if self._previous:
-            query = (f"SELECT {listed}, {_PREVIOUS} FROM listed l LEFT JOIN prev.items p ON p.path = l.path "
-                     "ORDER BY l.seq")
-        else:
-            query = f"SELECT {listed}, {', '.join(['NULL'] * 9)} FROM listed l ORDER BY l.seq"
-        for row in self._db.execute(query):
-            yield PlanRow(*row)
+        if not self._previous:
+            for row in self._db.execute(f"SELECT {_LISTED} FROM listed l ORDER BY l.seq"):
+                yield PlanRow(*row, None, None, None, True)
+            return
+        query = (f"SELECT {_LISTED}, p.row, p.caption_row, {self._columns} FROM listed l "
+                 "LEFT JOIN prev.items p ON p.path = l.path ORDER BY l.seq")
+        for values in self._db.execute(query):
+            listed, (row, caption_row), record = values[:6], values[6:8], values[8:]
+            previous = record_from_row(record) if row is not None else None
+            yield PlanRow(*listed, previous, row, caption_row, self._complete)
 
     def removed(self) -> int:
         """Previous items whose path is no longer listed."""

@@ -7,6 +7,7 @@ from dataclasses import MISSING, dataclass, fields
 import numpy as np
 import pytest
 
+from clipspace.photos import PhotoFacts
 from index_builder.columns import from_columns, to_columns
 from index_builder.files import Processed, Work
 
@@ -18,7 +19,9 @@ def every_field_set() -> Processed:
     values = {"seq": 3, "sha256": "ab" * 32, "size": 1234, "mtime_ns": 1_700_000_000_123_456_789, "width": 120,
               "height": 96, "pixels": np.arange(48, dtype=np.float32).reshape(3, 4, 4),
               "vector": np.linspace(-1, 1, 5, dtype=np.float32), "tokens": np.ones((2, 3), np.float16) / 3,
-              "unchanged": True, "reuse_row": 17, "rejected": "not an image"}
+              "unchanged": True, "reuse_row": 17, "rejected": "not an image",
+              "facts": PhotoFacts("HEIF", "2021-07-04T15:30:00+01:00", "exif", "Google", "Pixel 8", 38.7223, -9.1393,
+                                  ("Lisbon", "海滩"))}
     assert set(values) == {field.name for field in fields(Processed)}, "give the new field of Processed a value"
     for field in fields(Processed):
         assert field.default is MISSING or values[field.name] is not field.default, field.name

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from clipspace.photos import PhotoFacts
+
+UNKNOWN_FACTS = PhotoFacts(format=None, taken_at=None, taken_at_source=None)
 
 
 @dataclass(frozen=True)
 class ItemRecord:
-    """One indexed image, as meta.sqlite stores it. `id` is stable for a path across reindexes."""
+    """One indexed image, as meta.sqlite stores it. `id` is stable for a path across reindexes.
+
+    `facts` (capture time, camera, place, keywords, format) are stored as columns of their own, named as
+    PhotoFacts names them, so that a filter is a WHERE clause.
+    """
 
     id: int
     path: str
@@ -19,6 +29,7 @@ class ItemRecord:
     width: int
     height: int
     caption: str | None
+    facts: PhotoFacts = UNKNOWN_FACTS
 
 
 @dataclass(frozen=True)
@@ -27,13 +38,28 @@ class SearchHit:
     score: float
     path: str
     caption: str | None
+    record: ItemRecord | None = None  # the whole record, for the fields a result shows beside its path
 
 
-# A new field of ItemRecord becomes a column of every new version by these rules, typed here once.
-_SQL_TYPES = {int: "INTEGER NOT NULL", str: "TEXT NOT NULL", str | None: "TEXT"}
+# A new field of ItemRecord (or of PhotoFacts) becomes a column of every new version by these rules, typed here once.
+_SQL_TYPES = {int: "INTEGER NOT NULL", str: "TEXT NOT NULL", str | None: "TEXT", float | None: "REAL",
+              tuple[str, ...]: "TEXT NOT NULL"}  # a tuple of strings is stored as a JSON list
 _CONSTRAINTS = {"id": "PRIMARY KEY", "path": "UNIQUE"}
-_FIELDS = tuple((field.name, typing.get_type_hints(ItemRecord)[field.name]) for field in dataclasses.fields(ItemRecord))
 
+
+def _columns(kind: type) -> tuple[tuple[str, object], ...]:
+    """(name, type) of every column of `kind`, a nested dataclass's fields in its place."""
+    hints = typing.get_type_hints(kind)
+    found: list[tuple[str, object]] = []
+    for field in dataclasses.fields(kind):
+        hint = hints[field.name]
+        found.extend(_columns(hint) if dataclasses.is_dataclass(hint) else [(field.name, hint)])
+    return tuple(found)
+
+
+_FIELDS = _columns(ItemRecord)
+_FACT_FIELDS = _columns(PhotoFacts)
+_JSON_COLUMNS = {index for index, (_, kind) in enumerate(_FIELDS) if kind == tuple[str, ...]}
 COLUMNS = ", ".join(name for name, _ in _FIELDS)
 # Besides its record, each item stores its row in the image vectors and, when captioned, in the caption vectors.
 CREATE_ITEMS = "CREATE TABLE items ({}, row INTEGER NOT NULL UNIQUE, caption_row INTEGER UNIQUE)".format(
@@ -43,4 +69,29 @@ INSERT_ITEM = f"INSERT INTO items ({COLUMNS}, row, caption_row) VALUES ({', '.jo
 
 def item_row(item: ItemRecord, row: int, caption_row: int | None) -> tuple:
     """The values of INSERT_ITEM for one item, in COLUMNS order."""
-    return (*vars(item).values(), row, caption_row)  # dataclasses.astuple deep-copies: slow at a million items
+    values = [*list(vars(item).values())[:-1], *vars(item.facts).values()]  # astuple deep-copies: slow at 1M items
+    for index in _JSON_COLUMNS:
+        values[index] = json.dumps(values[index], ensure_ascii=False)
+    return (*values, row, caption_row)
+
+
+def record_from_row(values: Sequence) -> ItemRecord:
+    """An ItemRecord from the values of COLUMNS, as item_row stored them."""
+    values = list(values)
+    for index in _JSON_COLUMNS:
+        values[index] = tuple(json.loads(values[index]))
+    plain = len(_FIELDS) - len(_FACT_FIELDS)
+    return ItemRecord(*values[:plain], PhotoFacts(*values[plain:]))
+
+
+def select_list(existing: Sequence[str], prefix: str = "") -> str:
+    """COLUMNS for a SELECT from a table (aliased `prefix`) that has the columns `existing`: a version built before
+    a column existed reads it as unknown (NULL, or no tags), so every version opens with today's code."""
+    present = set(existing)
+    return ", ".join(prefix + name if name in present else "'[]'" if index in _JSON_COLUMNS else "NULL"
+                     for index, (name, _) in enumerate(_FIELDS))
+
+
+def complete_columns(existing: Sequence[str]) -> bool:
+    """Whether a table with the columns `existing` holds every field of today's records."""
+    return {name for name, _ in _FIELDS} <= set(existing)

@@ -18,9 +18,10 @@ import faiss
 import numpy as np
 
 from clipspace.errors import IndexCorrupt
+from clipspace.identity import ModelIdentity
 from clipspace.index.choose import tuned_search_params
-from clipspace.index.manifest import Manifest, ModelIdentity
-from clipspace.index.records import COLUMNS, ItemRecord, SearchHit
+from clipspace.index.manifest import Manifest
+from clipspace.index.records import ItemRecord, SearchHit, record_from_row, select_list
 from clipspace.index.shards import FLOAT16, ShardedVectors
 
 TARGETS = ("image", "text")
@@ -58,6 +59,7 @@ class IndexVersion:
                                        check_same_thread=False)
             self._db_lock = threading.Lock()
             rows = self._read("SELECT count(*) FROM items")[0][0]
+            self._columns = select_list([column for _, column, *_ in self._read("PRAGMA table_info(items)")])
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, sqlite3.Error) as error:
             raise IndexCorrupt(f"{self.path}: cannot open this index version: {error}") from error
         image = self._faiss.get("image")
@@ -105,12 +107,12 @@ class IndexVersion:
             rows, scores = rows[0], scores[0]
         found = [(int(row), min(float(score), 1.0)) for row, score in zip(rows, scores, strict=True) if row >= 0]
         records = self._records_by_row([row for row, _ in found], "caption_row" if target == "text" else "row")
-        return [SearchHit(records[row].id, score, records[row].path, records[row].caption)
+        return [SearchHit(records[row].id, score, records[row].path, records[row].caption, records[row])
                 for row, score in found if row in records]
 
     def item(self, item_id: int) -> ItemRecord | None:
-        found = self._read(f"SELECT {COLUMNS} FROM items WHERE id = ?", (item_id,))
-        return ItemRecord(*found[0]) if found else None
+        found = self._read(f"SELECT {self._columns} FROM items WHERE id = ?", (item_id,))
+        return record_from_row(found[0]) if found else None
 
     def image_vector(self, item_id: int) -> np.ndarray | None:
         """The stored image vector of one item (as the builder embedded it), or None for an unknown id."""
@@ -119,8 +121,8 @@ class IndexVersion:
 
     def items(self) -> list[tuple[ItemRecord, int, int | None]]:
         """Every item with its row in vectors.npy and in captions.npy, for reuse by the next build."""
-        rows = self._read(f"SELECT {COLUMNS}, row, caption_row FROM items ORDER BY row")
-        return [(ItemRecord(*row[:-2]), row[-2], row[-1]) for row in rows]
+        rows = self._read(f"SELECT {self._columns}, row, caption_row FROM items ORDER BY row")
+        return [(record_from_row(row[:-2]), row[-2], row[-1]) for row in rows]
 
     def image_vectors(self) -> ShardedVectors:
         """Every image vector in row order, memory-mapped from the shards."""
@@ -182,10 +184,10 @@ class IndexVersion:
 
     def _read_records(self) -> dict[str, dict[int, ItemRecord]]:
         """Every record by its row in the image vectors ("row") and in the caption vectors ("caption_row")."""
-        found = self._read(f"SELECT row, caption_row, {COLUMNS} FROM items")
+        found = self._read(f"SELECT row, caption_row, {self._columns} FROM items")
         by_row, by_caption_row = {}, {}
         for row, caption_row, *fields in found:
-            by_row[row] = record = ItemRecord(*fields)
+            by_row[row] = record = record_from_row(fields)
             if caption_row is not None:
                 by_caption_row[caption_row] = record
         return {"row": by_row, "caption_row": by_caption_row}
@@ -197,8 +199,8 @@ class IndexVersion:
             held = self._held[column]
             return {row: held[row] for row in rows if row in held}
         marks = ",".join("?" * len(rows))
-        found = self._read(f"SELECT {column}, {COLUMNS} FROM items WHERE {column} IN ({marks})", rows)
-        return {row[0]: ItemRecord(*row[1:]) for row in found}
+        found = self._read(f"SELECT {column}, {self._columns} FROM items WHERE {column} IN ({marks})", rows)
+        return {row[0]: record_from_row(row[1:]) for row in found}
 
     def _read(self, query: str, parameters: Sequence = ()) -> list[tuple]:
         """Every read of meta.sqlite: one at a time, and a file damaged under a running service is IndexCorrupt
