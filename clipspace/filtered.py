@@ -8,7 +8,9 @@ hands FAISS an `IDSelector`, and a planner picks one, as Qdrant's does (its `ful
   while an ANN search with a selector has to look at ~1/selectivity items to find each selected one;
 - a larger one searches the index with a bitmap selector and a search breadth (efSearch, nprobe) raised by
   selectivity ** -BREADTH_EXPONENT, then re-ranks a compressed index's candidates exactly, as
-  `IndexVersion._rerank` does for an unfiltered search;
+  `IndexVersion._rerank` does for an unfiltered search. Flat, HNSW and IVF (the 4-bit fast-scan PQ of the
+  largest tier included, in FAISS 1.15) apply the selector while they rank, so its k x k_factor candidates are
+  all selected ones (tests/test_filtered.py holds each kind to that);
 - if the index still answers fewer than min(k, selected) rows, the selection is scanned exactly: k results come
   back whenever k selected items exist.
 
@@ -42,10 +44,12 @@ EXACT_CHUNK_ROWS = 8_192  # rows gathered at a time from vectors that are not pl
 @dataclass(frozen=True)
 class Plan:
     """How one filtered search runs: `exact` scans the selection; otherwise the index is searched with `params`
-    (FAISS's names, plus `k_factor`) and, unless the whole index is selected, a selector."""
+    (FAISS's names, plus `k_factor`), with a selector unless the whole index is selected (`selective` False: the
+    unfiltered search, unchanged)."""
 
     exact: bool
     params: dict[str, int] = field(default_factory=dict)
+    selective: bool = True
 
 
 def plan_search(index: faiss.Index, params: dict[str, int], selected: int) -> Plan:
@@ -53,7 +57,7 @@ def plan_search(index: faiss.Index, params: dict[str, int], selected: int) -> Pl
     with its tuned breadth scaled up by how sparse the selection is."""
     total = index.ntotal
     if selected >= total:  # everything: exactly the unfiltered search, no selector
-        return Plan(exact=False, params=dict(params))
+        return Plan(exact=False, params=dict(params), selective=False)
     if selected * index.d <= EXACT_SCAN_FLOATS or not isinstance(index, faiss.IndexFlat | faiss.IndexHNSW |
                                                                   faiss.IndexIVF):
         return Plan(exact=True)
@@ -81,7 +85,7 @@ def search_selected(index: faiss.Index, vectors: np.ndarray | ShardedVectors, qu
         raise IndexError(f"selected rows must lie in 0..{index.ntotal - 1}")
     plan = plan_search(index, params, len(rows))
     if not plan.exact:
-        found, scores = _search_index(index, vectors, query, k, plan.params, rows)
+        found, scores = _search_index(index, vectors, query, k, plan.params, rows if plan.selective else None)
         if len(found) >= min(k, len(rows)):
             return found, scores
     return search_exactly(vectors, query, k, rows)
@@ -99,14 +103,13 @@ def search_exactly(vectors: np.ndarray | ShardedVectors, query: np.ndarray, k: i
 
 
 def _search_index(index: faiss.Index, vectors: np.ndarray | ShardedVectors, query: np.ndarray, k: int,
-                  params: dict[str, int], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The index's answer among `rows` (all of them: no selector), its candidates re-ranked exactly when the index
-    compresses its vectors (`k_factor` in params)."""
+                  params: dict[str, int], rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The index's answer among `rows` (None: every row, no selector), its candidates re-ranked exactly when the
+    index compresses its vectors (`k_factor` in params)."""
     k_factor = params.get("k_factor", 1)
-    everything = len(rows) >= index.ntotal
     # FAISS keeps a raw pointer to the selector and the selector one to the bitmap: both live until search returns.
-    bitmap = None if everything else _bitmap(rows, index.ntotal)
-    selector = None if everything else faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(bitmap))
+    bitmap = None if rows is None else _bitmap(rows, index.ntotal)
+    selector = None if rows is None else faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(bitmap))
     search_params = _faiss_search_params(index, params, selector)
     scores, found = index.search(query[None], min(k * k_factor, index.ntotal), params=search_params)
     found, scores = found[0], scores[0]
