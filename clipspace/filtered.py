@@ -6,8 +6,9 @@ hands FAISS an `IDSelector`, and a planner picks one, as Qdrant's does (its `ful
 
 - a small selection (at most EXACT_SCAN_FLOATS stored floats) is scanned exactly: its cost is known and bounded,
   while an ANN search with a selector has to look at ~1/selectivity items to find each selected one;
-- a larger one searches the index with a bitmap selector and a search breadth (efSearch, nprobe) raised by
-  selectivity ** -BREADTH_EXPONENT, then re-ranks a compressed index's candidates exactly, as
+- a larger one searches the index with a bitmap selector and a search breadth (efSearch, nprobe, and for a
+  compressed index its candidates per answer) raised by selectivity ** -BREADTH_EXPONENT, then re-ranks a
+  compressed index's candidates exactly, as
   `IndexVersion._rerank` does for an unfiltered search. Flat, HNSW and IVF (the 4-bit fast-scan PQ of the
   largest tier included, in FAISS 1.15) apply the selector while they rank, so its k x k_factor candidates are
   all selected ones (tests/test_filtered.py holds each kind to that);
@@ -28,15 +29,17 @@ import numpy as np
 
 from clipspace.shards import ShardedVectors
 
-# 16,384 vectors of 512 dims. The exact scan reads each selected vector once where it lies (no gather copy): measured
-# 0.47-0.94 ns per float on one core of the 2-core development machine, idle to contended, i.e. 4-8 ms at the budget
-# (benchmarks/filtered.py). Every selection the goals name then stays far from 10 ms: 1% of 1M vectors
-# (5.1M floats) is scanned exactly, 10% of 200k and of 1M go to the index, whose raised breadth costs a few
-# times its unfiltered search.
+# 16,384 vectors of 512 dims: the largest exact scan is about half the 10 ms goal. The scan reads each selected
+# vector where it lies (no gather copy; gathering first took twice as long): 16,384 random rows took 5.1 ms (p50) of
+# 200k and 6.3 ms of 1M, against 0.7 / 1.0 ms for the unfiltered HNSW / IVF-PQ search, one thread on the shared
+# 2-core machine (benchmarks/filtered.py). The exact scan's cost is certain; the index's grows with the breadth
+# below. So 1% of 1M (10k rows, 3.4 ms) and 0.1% are scanned, 10% of 200k and of 1M go to the index (2.6 / 4.3 ms).
 EXACT_SCAN_FLOATS = 1 << 23
-# efSearch and nprobe grow as selectivity ** -0.5: measured on 50k clustered 512-d vectors, recall@10 against exact
-# filtered search at 10% / 1% was 0.99 / 0.96 for HNSW32 (efSearch 405 / 1280 from 128) and 0.98 / 0.99 for IVF512
-# fast-scan PQ (nprobe 51 / 160 from 16); the tuned breadth alone gave 0.97 / 0.41 and 0.95 / 0.73.
+# The filtered top k sit at rank ~k / selectivity of the unfiltered ranking, so the search must look wider and, on a
+# compressed index, keep more candidates: their compressed scores separate them less well there. Measured, recall@10
+# against exact filtered search: HNSW32 on 50k clustered 512-d vectors at 10% / 1%, efSearch 128: 0.97 / 0.41,
+# scaled to 405 / 1280: 0.99 / 0.96; IVF2048 fast-scan PQ on 1M at 10% / 3% with nprobe 64 and k_factor 20: 0.957 /
+# 0.927, nprobe scaled only: 0.969 / 0.967, nprobe and k_factor scaled: 0.993 / 0.994 (2.5 / 4.6 ms).
 BREADTH_EXPONENT = 0.5
 EXACT_CHUNK_ROWS = 8_192  # rows gathered at a time from vectors that are not plain float32 arrays (16 MiB at 512-d)
 
@@ -67,6 +70,8 @@ def plan_search(index: faiss.Index, params: dict[str, int], selected: int) -> Pl
         scaled["efSearch"] = math.ceil(params.get("efSearch", index.hnsw.efSearch) * breadth)
     if isinstance(index, faiss.IndexIVF):
         scaled["nprobe"] = min(index.nlist, math.ceil(params.get("nprobe", index.nprobe) * breadth))
+    if "k_factor" in params:
+        scaled["k_factor"] = math.ceil(params["k_factor"] * breadth)
     return Plan(exact=False, params=scaled)
 
 
