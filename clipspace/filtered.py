@@ -8,10 +8,9 @@ hands FAISS an `IDSelector`, and a planner picks one, as Qdrant's does (its `ful
   while an ANN search with a selector has to look at ~1/selectivity items to find each selected one;
 - a larger one searches the index with a bitmap selector and a search breadth (efSearch, nprobe, and for a
   compressed index its candidates per answer) raised by selectivity ** -BREADTH_EXPONENT, then re-ranks a
-  compressed index's candidates exactly, as
-  `IndexVersion._rerank` does for an unfiltered search. Flat, HNSW and IVF (the 4-bit fast-scan PQ of the
-  largest tier included, in FAISS 1.15) apply the selector while they rank, so its k x k_factor candidates are
-  all selected ones (tests/test_filtered.py holds each kind to that);
+  compressed index's candidates exactly, as `IndexVersion._rerank` does for an unfiltered search. Flat, HNSW
+  and IVF (the 4-bit fast-scan PQ of the largest tier included, in FAISS 1.15) apply the selector while they
+  rank, so all their k x k_factor candidates are selected ones (tests/test_filtered.py holds each kind to that);
 - if the index still answers fewer than min(k, selected) rows, the selection is scanned exactly: k results come
   back whenever k selected items exist.
 
@@ -33,7 +32,7 @@ from clipspace.shards import ShardedVectors
 # vector where it lies (no gather copy; gathering first took twice as long): 16,384 random rows took 5.1 ms (p50) of
 # 200k and 6.3 ms of 1M, against 0.7 / 1.0 ms for the unfiltered HNSW / IVF-PQ search, one thread on the shared
 # 2-core machine (benchmarks/filtered.py). The exact scan's cost is certain; the index's grows with the breadth
-# below. So 1% of 1M (10k rows, 3.4 ms) and 0.1% are scanned, 10% of 200k and of 1M go to the index (2.6 / 4.3 ms).
+# below. So 1% of 1M (10k rows, 3.4 ms) and 0.1% are scanned, 10% of 200k and of 1M go to the index (2.6 / 3.0 ms).
 EXACT_SCAN_FLOATS = 1 << 23
 # The filtered top k sit at rank ~k / selectivity of the unfiltered ranking, so the search must look wider and, on a
 # compressed index, keep more candidates: their compressed scores separate them less well there. Measured, recall@10
