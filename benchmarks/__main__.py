@@ -26,6 +26,7 @@ from benchmarks.builder import measure_builder
 from benchmarks.clustered import ClusteredSpec
 from benchmarks.corpus import copy_subset, existing_corpus, generate_corpus
 from benchmarks.faiss_search import measure_faiss
+from benchmarks.filtered import SELECTIVITIES, measure_filtered
 from benchmarks.latency import measure_latency
 from benchmarks.load import measure_load
 from benchmarks.machine import describe_machine, load_average
@@ -84,6 +85,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="vectors for the HNSW efSearch sweep and issue 8's probe (0: skip them)")
     parser.add_argument("--ann-cache", type=Path, default=REPO_ROOT / "var" / "bench-data",
                         help="generated vectors and built versions are kept here between runs")
+    parser.add_argument("--filtered-size", type=int, default=20_000,
+                        help="filtered search against post-filtering at this many clustered vectors (0: skip); "
+                             "the goals: 200000 (HNSW tier) and 1000000 (IVF-PQ tier)")
+    parser.add_argument("--filtered-kind", default="auto",
+                        help="the index of the filtered section: auto (the tier for its size) or a factory string")
     parser.add_argument("--skip", action="append", choices=SECTIONS, default=[], help="leave a section out")
     parser.add_argument("--only", action="append", choices=SECTIONS, default=[],
                         help="run only this section (repeatable), e.g. --only load")
@@ -205,7 +211,8 @@ def _ray_may_fail(sections: dict, key: str) -> Iterator[None]:
 
 
 def run_ann(args: argparse.Namespace) -> dict:
-    """The ANN section: issue 8's probe, the HNSW efSearch sweep, then the index `auto` picks at --ann-size."""
+    """The ANN sections: issue 8's probe, the HNSW efSearch sweep, the index `auto` picks at --ann-size, then
+    filtered search at --filtered-size."""
     result: dict = {}
     if args.ann_probe_size:
         probe = ClusteredSpec(centres=2000, cosine_spread=0, size_sigma=0, spectrum_decay=0, shared_direction=0)
@@ -215,6 +222,9 @@ def run_ann(args: argparse.Namespace) -> dict:
                                              args.ann_cache, ClusteredSpec(centres=args.ann_probe_size // 50))
     if args.ann_size:
         result["ann"] = asdict(measure_ann(args.ann_size, args.ann_dim, args.ann_queries, args.k, args.ann_cache))
+    if args.filtered_size:
+        result["filtered"] = measure_filtered(args.filtered_size, args.ann_dim, args.filtered_kind, SELECTIVITIES,
+                                              args.ann_queries, args.k, args.ann_cache)
     return result
 
 

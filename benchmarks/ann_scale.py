@@ -62,16 +62,7 @@ def measure_ann(size: int, dim: int, queries: int, k: int, cache_dir: Path) -> A
     data = cached_vectors(spec, size + QUERY_POOL, dim, cache_dir)
     vectors, probes = data[:size], np.ascontiguousarray(data[size:size + min(queries + WARMUP_QUERIES, QUERY_POOL)])
     factory = choose_factory("auto", size, dim)
-    index_dir = cache_dir / f"ann-{size}x{dim}-{factory.replace(',', '_')}"
-    build_seconds = None
-    if not _cached_version_is_current(index_dir):
-        progress(f"building {factory} over {size:,} vectors (cached under {index_dir})")
-        started = time.perf_counter()
-        items = [ItemRecord(row, f"synthetic/{row:08d}.jpg", "", 0, 0, 0, 0, None) for row in range(size)]
-        staging = write_version(index_dir, items, vectors, np.zeros((0, dim), np.float32), model=synthetic_model(dim),
-                                factory=factory, corpus_root=index_dir, report={})
-        publish_version(index_dir, staging)
-        build_seconds = round(time.perf_counter() - started, 1)
+    index_dir, build_seconds = cached_version(vectors, factory, cache_dir)
     progress(f"exact top {k} of {len(probes)} queries by brute force, then {factory}, each in a fresh process")
     with tempfile.TemporaryDirectory(prefix="ann-probe-") as scratch:
         np.save(Path(scratch) / "probes.npy", probes)
@@ -80,6 +71,22 @@ def measure_ann(size: int, dim: int, queries: int, k: int, cache_dir: Path) -> A
     return AnnResult(size, dim, asdict(spec), factory, served["search_params"], build_seconds, served["recall"],
                      served["latency"], served["cpu"], exact["latency"], exact["cpu"], int(vectors.nbytes),
                      served["peak_rss"], served["rss_anon"], served["rss_file"], [round(v, 2) for v in os.getloadavg()])
+
+
+def cached_version(vectors: np.ndarray, factory: str, cache_dir: Path) -> tuple[Path, float | None]:
+    """A published version of `vectors` (item id = row) with a `factory` index, kept under `cache_dir` (a 1M build
+    takes minutes); answers its folder and how long the build took (None: it came from the cache)."""
+    size, dim = vectors.shape
+    index_dir = cache_dir / f"ann-{size}x{dim}-{factory.replace(',', '_')}"
+    if _cached_version_is_current(index_dir):
+        return index_dir, None
+    progress(f"building {factory} over {size:,} vectors (cached under {index_dir})")
+    started = time.perf_counter()
+    items = [ItemRecord(row, f"synthetic/{row:08d}.jpg", "", 0, 0, 0, 0, None) for row in range(size)]
+    staging = write_version(index_dir, items, vectors, np.zeros((0, dim), np.float32), model=synthetic_model(dim),
+                            factory=factory, corpus_root=index_dir, report={})
+    publish_version(index_dir, staging)
+    return index_dir, round(time.perf_counter() - started, 1)
 
 
 def _cached_version_is_current(index_dir: Path) -> bool:

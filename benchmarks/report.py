@@ -32,6 +32,8 @@ def render(result: dict[str, Any]) -> str:
             lines += ["", *_ef_sweep(result[key], title, result["k"])]
     if result.get("ann"):
         lines += ["", *_ann(result["ann"], result["k"])]
+    if result.get("filtered"):
+        lines += ["", *_filtered(result["filtered"])]
     return "\n".join(lines)
 
 
@@ -198,6 +200,28 @@ def _ann(ann: dict[str, Any], k: int) -> list[str]:
                  f"{ann['peak_rss_bytes'] / 2**20:.0f} MiB ({ann['rss_anon_bytes'] / 2**20:.0f} + "
                  f"{ann['rss_file_bytes'] / 2**20:.0f} MiB)"),
             _row("peak RSS / raw vectors", f"{ann['peak_rss_bytes'] / ann['vectors_bytes']:.2f}")]
+
+
+def _filtered(filtered: dict[str, Any]) -> list[str]:
+    built = f"built in {filtered['build_seconds']} s" if filtered["build_seconds"] is not None else "from the cache"
+    lines = [f"11. Filtered search at {filtered['size']:,} clustered vectors of dim {filtered['dim']}: "
+             f"{filtered['factory']} ({built}), search params {filtered['search_params']}, exact scan up to "
+             f"{filtered['exact_scan_floats']:,} floats; {filtered['queries']} queries, k={filtered['k']}, one thread; "
+             f"post-filter = the unfiltered top {filtered['post_filter_depth']:,} cut to the selection",
+             f"  {'kept':>6} {'rows':>9}  {'method':<12} {'plan':<28} {'all match':>9} {'recall@k':>8} "
+             f"{'short':>6} {'p50 ms':>8} {'p95 ms':>8}"]
+    for entry in filtered["selectivities"]:
+        plan = entry["plan"] if isinstance(entry["plan"], str) else ", ".join(
+            f"{name} {value}" for name, value in entry["plan"].items())
+        for method, label in (("filtered", "in search"), ("post_filter", "post-filter")):
+            row = entry[method]
+            lines.append(f"  {entry['fraction']:>6.1%} {entry['selected']:>9,}  {label:<12} "
+                         f"{plan if method == 'filtered' else '':<28} {'yes' if row['all_match'] else 'NO':>9} "
+                         f"{row['recall_at_k']:>8.4f} {row['short_fraction']:>6.1%} {row['p50_ms']:>8.3f} "
+                         f"{row['p95_ms']:>8.3f}")
+    budget = filtered["exact_scan_at_budget"]
+    return [*lines, _row("unfiltered search (every row selected)", _p50_p95(filtered["unfiltered"])),
+            _row(f"exact scan at the planner's budget ({budget['rows']:,} random rows)", _p50_p95(budget))]
 
 
 def _p50_p95(summary: dict[str, float]) -> str:
