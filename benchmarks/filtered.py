@@ -1,4 +1,4 @@
-"""Filtered search (clipspace.filtered) against post-filtering the unfiltered top 1,000, on clustered embeddings.
+"""Filtered search (clipspace.index.filtered) against post-filtering the unfiltered top 1,000, on clustered embeddings.
 
 For one size and index kind: the version `ann_scale.cached_version` keeps (the same vectors, factory string and
 tuned parameters as a built index), opened as the service opens it (memory-mapped FAISS index and vector shards).
@@ -19,8 +19,9 @@ from benchmarks.ann_scale import MEAN_CLUSTER_SIZE, QUERY_POOL, WARMUP_QUERIES, 
 from benchmarks.clustered import ClusteredSpec, cached_vectors
 from benchmarks.report import progress
 from benchmarks.timing import latency_summary
-from clipspace.filtered import EXACT_SCAN_FLOATS, plan_search, search_exactly, search_selected
-from clipspace.store import choose_factory, open_current
+from clipspace.index.choose import choose_factory
+from clipspace.index.filtered import EXACT_SCAN_FLOATS, plan_search, search_exactly, search_selected
+from clipspace.index.publish import open_current
 
 SELECTIVITIES = (0.1, 0.01, 0.001)
 POST_FILTER_DEPTH = 1_000  # how deep a post-filter looks into the unfiltered ranking

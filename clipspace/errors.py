@@ -67,3 +67,15 @@ class InvalidQuery(ClipspaceError):
 
 class RerankUnavailable(InvalidQuery):
     """Re-ranking was asked for, but the served model has no matcher trained for it (or the query has no text)."""
+
+
+class InvalidFilter(InvalidQuery):
+    """A search filter that cannot be applied as given: a malformed date, a bad `near`, an unknown format."""
+
+
+class CursorInvalid(ClipspaceError):
+    """A page cursor this service did not give out, or that belongs to another query."""
+
+
+class CursorExpired(ClipspaceError):
+    """A page cursor of an index version that is no longer served: the walk must start again."""

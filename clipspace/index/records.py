@@ -88,8 +88,8 @@ def select_list(existing: Sequence[str], prefix: str = "") -> str:
     """COLUMNS for a SELECT from a table (aliased `prefix`) that has the columns `existing`: a version built before
     a column existed reads it as unknown (NULL, or no tags), so every version opens with today's code."""
     present = set(existing)
-    return ", ".join(prefix + name if name in present else "'[]'" if index in _JSON_COLUMNS else "NULL"
-                     for index, (name, _) in enumerate(_FIELDS))
+    return ", ".join(prefix + name if name in present else f"'[]' AS {name}" if index in _JSON_COLUMNS
+                     else f"NULL AS {name}" for index, (name, _) in enumerate(_FIELDS))
 
 
 def complete_columns(existing: Sequence[str]) -> bool:

@@ -11,6 +11,7 @@ import hashlib
 import math
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,9 @@ import numpy as np
 from clipspace.errors import IndexCorrupt
 from clipspace.identity import ModelIdentity
 from clipspace.index.choose import tuned_search_params
+from clipspace.index.filtered import search_index, search_selected
+from clipspace.index.filters import SearchFilter, register_functions, where
+from clipspace.index.keywords import bm25_order, match_expression
 from clipspace.index.manifest import Manifest
 from clipspace.index.records import ItemRecord, SearchHit, record_from_row, select_list
 from clipspace.index.shards import FLOAT16, ShardedVectors
@@ -29,6 +33,7 @@ QUICK_SEARCH_FLOATS = 1 << 20  # e.g. 2,048 vectors of 512 dims: ~0.1 ms for one
 # A version of at most this many stored floats keeps its records (paths, captions) in memory: where the search
 # takes ~0.1 ms, a SQLite lookup of the hits (~0.2 ms on cold caches) would cost more than the search itself.
 HELD_RECORDS_FLOATS = QUICK_SEARCH_FLOATS
+SELECTIONS_KEPT = 32  # filters whose selected rows a version keeps (a 1M-row selection is 8 MB)
 
 
 class IndexVersion:
@@ -54,12 +59,13 @@ class IndexVersion:
             self._tokens = ShardedVectors(self.path, self.manifest.token_shards, math.prod(shape),
                                           FLOAT16) if shape else None
             _map_every_shard(self._vectors["image"], self._vectors["text"], self._tokens)
-            self._reranked = {target for target, params in self._search_params.items() if "k_factor" in params}
             self._db = sqlite3.connect(f"file:{self.path / 'meta.sqlite'}?mode=ro", uri=True,
                                        check_same_thread=False)
             self._db_lock = threading.Lock()
             rows = self._read("SELECT count(*) FROM items")[0][0]
             self._columns = select_list([column for _, column, *_ in self._read("PRAGMA table_info(items)")])
+            self.has_keywords = bool(self._read("SELECT 1 FROM sqlite_master WHERE name = 'keywords'"))
+            register_functions(self._db)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, sqlite3.Error) as error:
             raise IndexCorrupt(f"{self.path}: cannot open this index version: {error}") from error
         image = self._faiss.get("image")
@@ -75,6 +81,7 @@ class IndexVersion:
         # A small version's records are read once: a query's SQLite lookup costs ~0.2 ms in the service, where a
         # forward pass has just emptied the CPU caches, and a dict lookup a few microseconds (docs/decisions.md).
         self._held = self._read_records() if self.count * self.dim <= HELD_RECORDS_FLOATS else None
+        self._selections: OrderedDict[tuple[SearchFilter, str], np.ndarray] = OrderedDict()
 
     @property
     def model(self) -> ModelIdentity:
@@ -93,19 +100,20 @@ class IndexVersion:
     def corpus_root(self) -> Path:
         return Path(self.manifest.corpus_root)
 
-    def search(self, query: np.ndarray, k: int, target: str = "image") -> list[SearchHit]:
-        """Top-k items by cosine similarity; `text` searches caption vectors and answers the captioned item."""
+    def search(self, query: np.ndarray, k: int, target: str = "image", rows: np.ndarray | None = None
+               ) -> list[SearchHit]:
+        """Top-k items by cosine similarity; `text` searches caption vectors and answers the captioned item.
+        With `rows` (from `select`), only those rows are searched, inside the ANN search."""
         index = self._faiss.get(target)
         if index is None or index.ntotal == 0:
             return []
-        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-        k_factor = self._search_params[target].get("k_factor", 1)
-        scores, rows = index.search(query, min(k * k_factor, index.ntotal))
-        if target in self._reranked:
-            rows, scores = self._rerank(self._vectors[target], query[0], rows[0], k)
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        vectors, params = self._vectors[target], self._search_params[target]
+        if rows is None:
+            rows, scores = search_index(index, vectors, query, k, params)
         else:
-            rows, scores = rows[0], scores[0]
-        found = [(int(row), min(float(score), 1.0)) for row, score in zip(rows, scores, strict=True) if row >= 0]
+            rows, scores = search_selected(index, vectors, query, k, params, rows)
+        found = [(int(row), min(float(score), 1.0)) for row, score in zip(rows, scores, strict=True)]
         records = self._records_by_row([row for row, _ in found], "caption_row" if target == "text" else "row")
         return [SearchHit(records[row].id, score, records[row].path, records[row].caption, records[row])
                 for row, score in found if row in records]
@@ -170,14 +178,37 @@ class IndexVersion:
                 space.set_index_parameter(index, name, value)
         return params
 
-    @staticmethod
-    def _rerank(vectors: np.ndarray, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k best candidates by their exact cosine, read from the memory-mapped stored vectors (in row order,
-        so the reads move forward through the file)."""
-        rows = np.sort(rows[rows >= 0])
-        scores = vectors[rows] @ query
-        best = np.argsort(-scores, kind="stable")[:k]
-        return rows[best], scores[best]
+    def select(self, search_filter: SearchFilter, target: str = "image") -> np.ndarray | None:
+        """The rows of `target`'s vectors whose items pass `search_filter`, sorted; None when it filters nothing.
+
+        The last SELECTIONS_KEPT selections are kept: a walk through pages asks for the same one each page."""
+        if search_filter.is_empty():
+            return None
+        key = (search_filter, target)
+        if key not in self._selections:
+            condition, parameters = where(search_filter)
+            column = "caption_row" if target == "text" else "row"
+            found = self._read(f"WITH items AS (SELECT {self._columns}, row, caption_row FROM main.items) "
+                               f"SELECT {column} FROM items WHERE {column} IS NOT NULL AND {condition} "
+                               f"ORDER BY {column}", parameters)
+            self._selections[key] = np.array([row for (row,) in found], dtype=np.int64)
+            while len(self._selections) > SELECTIONS_KEPT:
+                self._selections.popitem(last=False)
+        self._selections.move_to_end(key)
+        return self._selections[key]
+
+    def keyword_search(self, text: str, k: int, search_filter: SearchFilter | None = None
+                       ) -> list[tuple[ItemRecord, float]]:
+        """The k items whose words match every word of `text`, best first, with FTS5's bm25 (higher is better)."""
+        expression = match_expression(text)
+        if not self.has_keywords or expression is None:
+            return []
+        condition, parameters = where(search_filter or SearchFilter())
+        found = self._read(f"WITH items AS (SELECT {self._columns} FROM main.items) "
+                           f"SELECT {bm25_order()}, items.* FROM keywords JOIN items ON items.id = keywords.rowid "
+                           f"WHERE keywords MATCH ? AND {condition} ORDER BY 1 LIMIT ?",
+                           [expression, *parameters, k])
+        return [(record_from_row(values), -score) for score, *values in found]
 
     def close(self) -> None:
         self._db.close()

@@ -18,6 +18,7 @@ import numpy as np
 from clipspace import __version__
 from clipspace.errors import IndexWriteFailed
 from clipspace.index.choose import build_faiss, choose_factory, faiss_error_line, tuned_search_params
+from clipspace.index.keywords import CREATE_KEYWORDS, add_keywords
 from clipspace.index.manifest import Manifest, ModelIdentity, Shard
 from clipspace.index.publish import STAGING_PREFIX, VERSIONS, fsync_tree, writing
 from clipspace.index.records import CREATE_ITEMS, INSERT_ITEM, ItemRecord, item_row
@@ -91,6 +92,7 @@ class VersionWriter:
         with writing(self.index_dir):
             self._db = sqlite3.connect(self.staging / "meta.sqlite")
             self._db.execute(CREATE_ITEMS)
+            self._db.execute(CREATE_KEYWORDS)
         self._pending: list[tuple] = []
         self.count = 0
         self.caption_count = 0
@@ -117,7 +119,7 @@ class VersionWriter:
             _add_vector(self.captions, caption)
             caption_row, self.caption_count = self.caption_count, self.caption_count + 1
         _add_vector(self.images, image)
-        self._pending.append(item_row(item, self.count, caption_row))
+        self._pending.append((item, self.count, caption_row))
         self.count += 1
         self.next_id = max(self.next_id, item.id + 1)
         if len(self._pending) >= self.RECORDS_PER_INSERT:
@@ -172,7 +174,8 @@ class VersionWriter:
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def _flush(self) -> None:
-        self._db.executemany(INSERT_ITEM, self._pending)
+        self._db.executemany(INSERT_ITEM, (item_row(*pending) for pending in self._pending))
+        add_keywords(self._db, (item for item, _, _ in self._pending))
         self._pending.clear()
 
     def _link_unchanged_indexes(self, image_shards: tuple[Shard, ...], caption_shards: tuple[Shard, ...],

@@ -8,14 +8,14 @@ hands FAISS an `IDSelector`, and a planner picks one, as Qdrant's does (its `ful
   while an ANN search with a selector has to look at ~1/selectivity items to find each selected one;
 - a larger one searches the index with a bitmap selector and a search breadth (efSearch, nprobe, and for a
   compressed index its candidates per answer) raised by selectivity ** -BREADTH_EXPONENT, then re-ranks a
-  compressed index's candidates exactly, as `IndexVersion._rerank` does for an unfiltered search. Flat, HNSW
+  compressed index's candidates exactly, as an unfiltered search does (`search_index`). Flat, HNSW
   and IVF (the 4-bit fast-scan PQ of the largest tier included, in FAISS 1.15) apply the selector while they
   rank, so all their k x k_factor candidates are selected ones (tests/test_filtered.py holds each kind to that);
 - if the index still answers fewer than min(k, selected) rows, the selection is scanned exactly: k results come
   back whenever k selected items exist.
 
 Rows are row numbers in the index and in `vectors` alike (the stored vectors of an index version, e.g. a
-`clipspace.shards.ShardedVectors`); `rows` is sorted, unique, int64.
+`clipspace.index.shards.ShardedVectors`); `rows` is sorted, unique, int64.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-from clipspace.shards import ShardedVectors
+from clipspace.index.shards import ShardedVectors
 
 # 16,384 vectors of 512 dims: the largest exact scan is about half the issue's 10 ms goal. The scan reads each selected
 # vector where it lies (no gather copy; gathering first took twice as long): 16,384 random rows took 5.1 ms (p50) of
@@ -78,7 +78,7 @@ def search_selected(index: faiss.Index, vectors: np.ndarray | ShardedVectors, qu
                     params: dict[str, int], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The k rows of `rows` with the highest inner product with `query`, best first, and their scores.
 
-    `params` are the index's tuned search parameters (`clipspace.store.tuned_search_params`). Fewer than k rows
+    `params` are the index's tuned search parameters (`clipspace.index.choose.tuned_search_params`). Fewer than k rows
     come back only when fewer than k are selected; an empty selection answers empty arrays.
     """
     rows = np.asarray(rows, dtype=np.int64)
@@ -89,7 +89,7 @@ def search_selected(index: faiss.Index, vectors: np.ndarray | ShardedVectors, qu
         raise IndexError(f"selected rows must lie in 0..{index.ntotal - 1}")
     plan = plan_search(index, params, len(rows))
     if not plan.exact:
-        found, scores = _search_index(index, vectors, query, k, plan.params, rows if plan.selective else None)
+        found, scores = search_index(index, vectors, query, k, plan.params, rows if plan.selective else None)
         if len(found) >= min(k, len(rows)):
             return found, scores
     return search_exactly(vectors, query, k, rows)
@@ -106,8 +106,8 @@ def search_exactly(vectors: np.ndarray | ShardedVectors, query: np.ndarray, k: i
     return rows[best], scores[best]
 
 
-def _search_index(index: faiss.Index, vectors: np.ndarray | ShardedVectors, query: np.ndarray, k: int,
-                  params: dict[str, int], rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def search_index(index: faiss.Index, vectors: np.ndarray | ShardedVectors, query: np.ndarray, k: int,
+                 params: dict[str, int], rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The index's answer among `rows` (None: every row, no selector), its candidates re-ranked exactly when the
     index compresses its vectors (`k_factor` in params)."""
     k_factor = params.get("k_factor", 1)

@@ -1,0 +1,83 @@
+"""One query through the vector channel, the keyword channel or both: the ranked list a page is cut from.
+
+Hybrid search fuses the two ranked lists. Both fusions measured for the default are here (benchmarks/keywords.py):
+reciprocal rank fusion (each list contributes 1 / (RRF_K + rank)) and relative score fusion (each list's scores
+scaled to 0..1, then weighted). A result says which channel found it. Every channel and mode runs inside the
+filter's selection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from clipspace.index.filters import SearchFilter
+from clipspace.index.records import SearchHit
+from clipspace.index.version import IndexVersion
+
+Mode = Literal["vector", "keyword", "hybrid"]
+Channel = Literal["vector", "keyword", "both"]
+MODES: tuple[Mode, ...] = ("vector", "keyword", "hybrid")
+RRF_K = 60  # the constant of Cormack et al.; ranks beyond ~60 count little either way
+VECTOR_WEIGHT = 0.5  # relative score fusion: the vector list's share of the fused score
+
+
+@dataclass(frozen=True)
+class Found:
+    hit: SearchHit  # its score: the cosine (vector), bm25 (keyword) or the fused score (hybrid)
+    channel: Channel
+
+
+def find(version: IndexVersion, vector: np.ndarray | None, text: str | None, depth: int, *, target: str = "image",
+         mode: Mode = "vector", search_filter: SearchFilter | None = None,
+         fusion: Callable[[list[SearchHit], list[SearchHit], int], list[Found]] | None = None) -> list[Found]:
+    """The best `depth` results of one query, best first. `vector` is needed unless the mode is keyword, `text`
+    unless it is vector (an image query has no words: its keyword channel is silent)."""
+    search_filter = search_filter or SearchFilter()
+    rows = version.select(search_filter, target)
+    if rows is not None and len(rows) == 0:
+        return []
+    seen = version.search(vector, depth, target, rows) if mode != "keyword" else []
+    if mode == "vector":
+        return [Found(hit, "vector") for hit in seen]
+    read = [SearchHit(record.id, score, record.path, record.caption, record)
+            for record, score in version.keyword_search(text or "", depth, search_filter)]
+    if mode == "keyword":
+        return [Found(hit, "keyword") for hit in read]
+    return (fusion or reciprocal_rank_fusion)(seen, read, depth)
+
+
+def reciprocal_rank_fusion(seen: list[SearchHit], read: list[SearchHit], depth: int) -> list[Found]:
+    """Each list adds 1 / (RRF_K + rank) to an item's score (ranks from 1): only the order of each list counts."""
+    return _fused(seen, read, depth, [1 / (RRF_K + rank) for rank in range(1, len(seen) + 1)],
+                  [1 / (RRF_K + rank) for rank in range(1, len(read) + 1)])
+
+
+def relative_score_fusion(seen: list[SearchHit], read: list[SearchHit], depth: int) -> list[Found]:
+    """Each list's scores scaled to 0..1 (its best 1, its worst 0), weighted VECTOR_WEIGHT : 1 - VECTOR_WEIGHT."""
+    return _fused(seen, read, depth, [VECTOR_WEIGHT * value for value in _scaled(seen)],
+                  [(1 - VECTOR_WEIGHT) * value for value in _scaled(read)])
+
+
+def _fused(seen: list[SearchHit], read: list[SearchHit], depth: int, seen_scores: list[float],
+           read_scores: list[float]) -> list[Found]:
+    score: dict[int, float] = {}
+    hits: dict[int, SearchHit] = {}
+    channels: dict[int, Channel] = {}
+    for hits_of, scores_of, channel in ((seen, seen_scores, "vector"), (read, read_scores, "keyword")):
+        for hit, value in zip(hits_of, scores_of, strict=True):
+            score[hit.id] = score.get(hit.id, 0.0) + value
+            hits.setdefault(hit.id, hit)
+            channels[hit.id] = "both" if hit.id in channels else channel
+    ranked = sorted(score, key=lambda item_id: (-score[item_id], item_id))[:depth]
+    return [Found(replace(hits[item_id], score=round(score[item_id], 6)), channels[item_id]) for item_id in ranked]
+
+
+def _scaled(hits: list[SearchHit]) -> list[float]:
+    if not hits:
+        return []
+    best, worst = hits[0].score, hits[-1].score
+    return [1.0 if best == worst else (hit.score - worst) / (best - worst) for hit in hits]
