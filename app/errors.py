@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse
 from clipspace.errors import (
     ClipspaceError,
     CorruptImage,
+    CursorExpired,
+    CursorInvalid,
     EmptyImage,
     ImageTooLarge,
     IndexCorrupt,
@@ -34,6 +36,8 @@ STATUS_FOR = {
     IndexCorrupt: 503,
     ModelMismatch: 503,
     InvalidQuery: 422,
+    CursorInvalid: 400,
+    CursorExpired: 410,
 }
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from clipspace.errors import InvalidQuery
 from clipspace.fusion.query import check_weights
+from clipspace.index.channels import Channel, Mode
+from clipspace.index.cursors import MAX_CURSOR_CHARS
+from clipspace.index.filters import FORMATS, Near, SearchFilter
 
 MAX_K = 1000
 MAX_TEXT_CHARS = 1000
@@ -17,6 +21,10 @@ MAX_TEXT_CHARS = 1000
 NOT_BLANK = r"[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
 
 MAX_ITEM_ID = 2**63 - 1  # SQLite's integer range
+MAX_FILTER_VALUES = 100
+FormatName = Literal[tuple(sorted(name.lower() for name in FORMATS))]  # the core's names, as the schema's enum
+# Hybrid measured at least as good as the better channel on every query kind (benchmarks/keywords.py).
+DEFAULT_MODE: Mode = "hybrid"
 
 Target = Literal["image", "text"]
 
@@ -27,11 +35,68 @@ def _not_blank(text: str | None) -> str | None:
     return text
 
 
+class NearPoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lat: float = Field(..., ge=-90, le=90, allow_inf_nan=False)
+    lon: float = Field(..., ge=-180, le=180, allow_inf_nan=False)
+    km: float = Field(..., gt=0, le=20_016, allow_inf_nan=False, description="great-circle distance")
+
+
+class SearchFilterBody(BaseModel):
+    """Which items a search may answer; every field given narrows it (a list matches any of its values). The filter
+    runs inside the search: a filter that keeps 0.1% of the corpus still answers k results when k match."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"path_prefix": "holiday/2019", "taken_after": "2019-07-01", "camera": "pixel"},
+        {"near": {"lat": 38.72, "lon": -9.14, "km": 25}, "tags": ["tram"], "formats": ["jpeg", "heic"]}]})
+
+    path_prefix: str | None = Field(None, max_length=1000, description="a folder relative to the image folder")
+    taken_after: date | datetime | None = Field(None, description="ISO 8601 date or date-time, inclusive; "
+                                                "compared with the clock the photographer saw (an offset is ignored)")
+    taken_before: date | datetime | None = Field(None, description="ISO 8601 date or date-time, inclusive")
+    camera: str | None = Field(None, min_length=1, max_length=100,
+                               description="case-insensitive part of the camera's make and model ('pixel')")
+    near: NearPoint | None = None
+    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=MAX_FILTER_VALUES, description="any of these keywords (case-insensitive)")
+    formats: list[FormatName] = Field(default_factory=list, max_length=MAX_FILTER_VALUES,
+                                      description="any of these formats (heic is heif, jpg is jpeg, tif is tiff)")
+    min_width: int | None = Field(None, ge=0, le=1_000_000)
+    min_height: int | None = Field(None, ge=0, le=1_000_000)
+
+    def core(self) -> SearchFilter:
+        """The core's filter (which checks dates, formats and folders: a wrong one is a 422 from there)."""
+        near = Near(self.near.lat, self.near.lon, self.near.km) if self.near else None
+        dates = {name: None if value is None else value.isoformat()
+                 for name, value in (("taken_after", self.taken_after), ("taken_before", self.taken_before))}
+        return SearchFilter(**{**self.model_dump(exclude={"near"}), **dates, "near": near, "tags": tuple(self.tags),
+                               "formats": tuple(self.formats)})
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def lower_case_formats(cls, names: object) -> object:
+        return [name.lower() if isinstance(name, str) else name for name in names] if isinstance(names, list) else names
+
+
+def core_filter(search_filter: SearchFilterBody | None) -> SearchFilter:
+    return search_filter.core() if search_filter is not None else SearchFilter()
+
+
+FILTER_FIELD = Field(None, description="only items that pass this filter (see SearchFilterBody)")
+CURSOR_FIELD = Field(None, min_length=1, max_length=MAX_CURSOR_CHARS,
+                     description="the next_cursor of the previous page: the next k results of the same query")
+
+
 class TextQuery(BaseModel):
     text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS, json_schema_extra={"pattern": NOT_BLANK},
                       description="what to look for: at least one character that is not white space")
-    k: int = Field(10, ge=1, le=MAX_K)
+    k: int = Field(10, ge=1, le=MAX_K, description="results per page")
     target: Target = Field("image", description="search image vectors, or caption vectors (captioned items)")
+    mode: Mode = Field(DEFAULT_MODE, description="vector: by meaning (the embedding); keyword: items whose file "
+                       "name, folders, caption or tags hold every word; hybrid: both, fused (docs/decisions.md)")
+    filter: SearchFilterBody | None = FILTER_FIELD
+    cursor: str | None = CURSOR_FIELD
 
     @field_validator("text")
     @classmethod
@@ -46,10 +111,18 @@ class QueryInfo(BaseModel):
 
 class SearchResult(BaseModel):
     id: int
-    score: float
+    score: float = Field(..., description="the cosine similarity (mode vector), bm25 (keyword) or fused score "
+                         "(hybrid): comparable among the results of one query, which are sorted by it")
     path: str
     url: str
     caption: str | None
+    taken_at: str | None = Field(None, description="capture time, ISO 8601 (see taken_at_source)")
+    taken_at_source: Literal["exif", "mtime"] | None = None
+    camera: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    tags: list[str] = Field(default_factory=list)
+    channel: Channel = Field("vector", description="which channel found it: vector, keyword or both")
 
 
 class SearchResponse(BaseModel):
@@ -58,6 +131,8 @@ class SearchResponse(BaseModel):
     index_version: str
     took_ms: float
     results: list[SearchResult]
+    next_cursor: str | None = Field(None, description="send it as `cursor` with the same query for the next page; "
+                                    "null when there is none")
 
 
 class RerankInfo(BaseModel):
@@ -80,6 +155,19 @@ class IndexInfo(BaseModel):
                                           "k_factor (candidates per result re-ranked by their exact cosine)")
 
 
+class FacetCount(BaseModel):
+    value: str
+    count: int
+
+
+class FacetsResponse(BaseModel):
+    index_version: str
+    folders: list[FacetCount]
+    years: list[FacetCount]
+    cameras: list[FacetCount]
+    tags: list[FacetCount]
+
+
 class Status(BaseModel):
     status: str
     detail: str | None = None
@@ -92,8 +180,10 @@ class ErrorDetail(BaseModel):
 
 
 ERROR_MEANINGS = {
-    400: "the body cannot be parsed (malformed JSON or multipart), or the image is empty, truncated or corrupt",
+    400: "the body cannot be parsed (malformed JSON or multipart), the image is empty, truncated or corrupt, or the "
+         "cursor is not one this service gave for this query",
     404: "no indexed image has this id, or its file is gone",
+    410: "the cursor belongs to an index version no longer served: start the search again without it",
     413: "the body, or the image in pixels, is larger than the limit",
     415: "not an image, or not sent as multipart/form-data",
     422: "the request is well-formed but cannot be answered as asked (the detail says which field or rule)",
@@ -149,10 +239,12 @@ class ComposedQuery(BaseModel):
         {"terms": [{"text": "a red circle on the left and a blue square on the right"}], "rerank": True}]})
 
     terms: list[Term] = Field(..., min_length=1, max_length=MAX_TERMS)
-    k: int = Field(10, ge=1, le=MAX_K)
+    k: int = Field(10, ge=1, le=MAX_K, description="results per page")
     target: Target = Field("image", description="search image vectors, or caption vectors (captioned items)")
     rerank: bool = Field(False, description="re-score the top max(k, 50) images with the model's cross-attention "
                          "matcher, reading the query's positive text terms; /info says whether it is available")
+    filter: SearchFilterBody | None = FILTER_FIELD
+    cursor: str | None = CURSOR_FIELD
 
     @model_validator(mode="after")
     def answerable(self) -> ComposedQuery:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ import numpy as np
 
 from app import metrics
 from clipspace.errors import ItemNotFound
+from clipspace.index.channels import Found, Mode, find
+from clipspace.index.cursors import MAX_WALK, PagePosition, decode_cursor, encode_cursor
+from clipspace.index.filters import SearchFilter
 from clipspace.index.records import SearchHit
 from clipspace.index.version import IndexVersion
 
@@ -32,6 +36,29 @@ class ServedIndex:
                 return self.version.search(vector, k, target)
             return await asyncio.get_running_loop().run_in_executor(self.searching, self.version.search, vector,
                                                                     k, target)
+
+    async def find(self, vector: np.ndarray | None, text: str | None, depth: int, target: str, mode: Mode,
+                   search_filter: SearchFilter) -> list[Found]:
+        """`depth` results of one query through its channels (clipspace.index.channels), on the same thread rule
+        as `search`; the filter's selection is made there too (a cached SQL query)."""
+        with metrics.timed("search"):
+            if self.version.quick_to_search(target) and search_filter.is_empty():
+                faiss.omp_set_num_threads(1)
+                return find(self.version, vector, text, depth, target=target, mode=mode, search_filter=search_filter)
+            return await asyncio.get_running_loop().run_in_executor(self.searching, functools.partial(
+                find, self.version, vector, text, depth, target=target, mode=mode, search_filter=search_filter))
+
+    def page_start(self, cursor: str | None, query: str) -> int:
+        """How many results the walk of `query` (a `query_digest`) has given: 0 without a cursor."""
+        if cursor is None:
+            return 0
+        return decode_cursor(cursor, self.version.cursor_key, version=self.version.name, query=query)
+
+    def next_cursor(self, query: str, given: int, found: int) -> str | None:
+        """The cursor of the page after the first `given` results, when more than that were `found`."""
+        if found <= given or given >= MAX_WALK:
+            return None
+        return encode_cursor(PagePosition(self.version.name, query, given), self.version.cursor_key)
 
     def image_file(self, item_id: int) -> Path:
         """The file of an indexed item; nothing else (no client path ever reaches the disk)."""

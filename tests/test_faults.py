@@ -127,7 +127,8 @@ def test_corrupting_the_serving_versions_files_answers_503_never_500_until_a_new
 
 def test_a_meta_sqlite_damaged_under_the_service_is_a_503_on_every_route_that_reads_it(index_and_images):
     index, _ = index_and_images
-    readers = {"more like this", "classify", "file", "thumb"}  # the rest answer from what the version loaded
+    # text queries are hybrid by default: their keyword channel reads meta.sqlite; the rest answer from memory
+    readers = {"text", "captions", "more like this", "classify", "file", "thumb"}
     with running_service(index_dir=index) as service:
         service.wait_ready()
         damaged = garbage_meta_sqlite(index / "versions" / "0001")

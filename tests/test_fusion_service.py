@@ -41,17 +41,18 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def test_one_text_term_answers_exactly_what_search_text_answers(served):
+def test_one_text_term_answers_exactly_what_a_vector_search_text_answers(served):
     composed = search(served, {"text": "a red circle"}, k=5).json()
-    plain = served.client.post("/search/text", json={"text": "a red circle", "k": 5}).json()
+    plain = served.client.post("/search/text", json={"text": "a red circle", "k": 5, "mode": "vector"}).json()
     assert [(r["id"], r["score"]) for r in composed["results"]] == [(r["id"], r["score"]) for r in plain["results"]]
 
 
 def test_answer_is_a_search_response_of_modality_composed(served):
     body = search(served, {"text": "a red circle"}, k=3).json()
     assert body["query"] == {"modality": "composed", "target": "image", "rerank": False}
-    assert set(body) == {"query", "model", "index_version", "took_ms", "results"}
-    assert set(body["results"][0]) == {"id", "score", "path", "url", "caption"}
+    assert set(body) == {"query", "model", "index_version", "took_ms", "results", "next_cursor"}
+    assert set(body["results"][0]) == {"id", "score", "path", "url", "caption", "taken_at", "taken_at_source",
+                                       "camera", "lat", "lon", "tags", "channel"}
     assert len(body["results"]) == 3
 
 

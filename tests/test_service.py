@@ -55,7 +55,8 @@ def test_text_query_answers_the_contract_sorted_and_at_most_k(served):
         scores = [hit["score"] for hit in body["results"]]
         assert len(scores) == min(k, len(NAMES)) and scores == sorted(scores, reverse=True)
     hit = body["results"][0]
-    assert set(hit) == {"id", "score", "path", "url", "caption"} and hit["url"] == f"/images/{hit['id']}"
+    assert set(hit) == {"id", "score", "path", "url", "caption", "taken_at", "taken_at_source", "camera", "lat", "lon",
+                        "tags", "channel"} and hit["url"] == f"/images/{hit['id']}"
     assert body["model"] == TINY_ARCH and body["index_version"] == "0001" and body["took_ms"] >= 0
 
 

@@ -5,12 +5,24 @@ from __future__ import annotations
 import time
 
 from app.serving import Serving
-from clipspace.index.records import SearchHit
+from clipspace.index.channels import Channel, Found
+from clipspace.index.records import UNKNOWN_FACTS, SearchHit
 
 
-def result(hit: SearchHit) -> dict:
-    """A `SearchResult`, as JSON-ready data."""
-    return {"id": hit.id, "score": hit.score, "path": hit.path, "url": f"/images/{hit.id}", "caption": hit.caption}
+def result(hit: SearchHit, channel: Channel = "vector") -> dict:
+    """A `SearchResult`, as JSON-ready data: with what the index knows of the photo, where it knows it."""
+    facts = hit.record.facts if hit.record is not None else UNKNOWN_FACTS
+    return {"id": hit.id, "score": hit.score, "path": hit.path, "url": f"/images/{hit.id}", "caption": hit.caption,
+            "taken_at": facts.taken_at, "taken_at_source": facts.taken_at_source, "camera": facts.camera,
+            "lat": facts.lat, "lon": facts.lon, "tags": list(facts.tags), "channel": channel}
+
+
+def page_answer(serving: Serving, query: dict, found: list[Found], given: int, k: int, digest: str,
+                started: float) -> dict:
+    """The `k` results after the first `given` of `found`, with the cursor of the next page."""
+    results = [result(each.hit, each.channel) for each in found[given:given + k]]
+    return {**search_answer(serving, query, results, started),
+            "next_cursor": serving.index.next_cursor(digest, given + k, len(found))}
 
 
 def search_answer(serving: Serving, query: dict, results: list[dict], started: float) -> dict:

@@ -11,21 +11,24 @@ import numpy as np
 from fastapi import APIRouter
 
 from app.limits import MAX_JSON_BYTES, BodyLimit
-from app.routes.answers import result, search_answer, took_ms
+from app.routes.answers import page_answer, result, search_answer, took_ms
 from app.routes.deps import Holder, Serving
 from app.schemas import (
+    MAX_RERANK_K,
     ClassifyRequest,
     ClassifyResponse,
     ComposedQuery,
     ComposedSearchResponse,
     LabelProbability,
     Term,
+    core_filter,
     error_responses,
 )
 from app.serving import Serving as ServingState
 from clipspace.errors import ImageTooLarge
 from clipspace.fusion import labels as zero_shot
 from clipspace.fusion.query import check_dimension, combine, decode_base64_image
+from clipspace.index.cursors import query_digest
 from clipspace.settings import Settings
 
 router = APIRouter(tags=["fusion"])
@@ -42,17 +45,24 @@ async def search_composed(query: ComposedQuery, holder: Holder, serving: Serving
     """
     started = time.perf_counter()
     texts = serving.fusion.rerank_texts(query.terms, query.target) if query.rerank else None
+    search_filter = core_filter(query.filter)
+    digest = query_digest(["composed", query.model_dump(exclude={"k", "cursor", "filter"}), search_filter])
+    given = serving.index.page_start(query.cursor, digest)
     max_upload = holder.settings.max_upload_bytes
     vectors = await asyncio.gather(*(_term_vector(term, serving, max_upload) for term in query.terms))
     vector = combine(vectors, [term.weight for term in query.terms])
+    info = {"modality": "composed", "target": query.target, "rerank": query.rerank}
     if texts is None:
-        results = [result(hit) for hit in await serving.index.search(vector, query.k, query.target)]
-    else:
-        candidates = await serving.index.search(vector, serving.fusion.rerank_depth(query.k), "image")
-        reranked = await serving.fusion.rerank(texts, candidates, serving.index)
-        results = [{**result(hit), "rerank_score": score} for hit, score in reranked[:query.k]]
-    return search_answer(serving, {"modality": "composed", "target": query.target, "rerank": query.rerank},
-                         results, started)
+        found = await serving.index.find(vector, None, given + query.k + 1, query.target, "vector", search_filter)
+        return page_answer(serving, info, found, given, query.k, digest, started)
+    # The matcher re-scores the dual encoder's candidates: a page is cut from them, and a walk ends at MAX_RERANK_K.
+    depth = min(serving.fusion.rerank_depth(given + query.k + 1), MAX_RERANK_K)
+    candidates = [each.hit for each in await serving.index.find(vector, None, depth, "image", "vector",
+                                                                search_filter)]
+    reranked = await serving.fusion.rerank(texts, candidates, serving.index)
+    results = [{**result(hit), "rerank_score": score} for hit, score in reranked[given:given + query.k]]
+    return {**search_answer(serving, info, results, started),
+            "next_cursor": serving.index.next_cursor(digest, given + query.k, len(reranked))}
 
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS)

@@ -1,4 +1,4 @@
-"""The indexed items and the index itself: `GET /images/{id}`, `GET /thumbs/{id}`, `GET /info`."""
+"""The indexed items and the index itself: `GET /images/{id}`, `GET /thumbs/{id}`, `GET /info`, `GET /facets`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.routes.deps import Serving, Thumbnails
-from app.schemas import MAX_ITEM_ID, IndexInfo, RerankInfo, error_responses
+from app.schemas import MAX_ITEM_ID, FacetCount, FacetsResponse, IndexInfo, RerankInfo, error_responses
 from clipspace.thumbnails import THUMB_MEDIA_TYPE, etag_for
 
 # Ids are stable per path, but a file can change at a reindex: browsers may reuse a thumbnail for an hour,
@@ -57,6 +57,17 @@ async def info(serving: Serving) -> IndexInfo:
                      created_at=manifest.created_at, search_params=version.search_params("image"),
                      rerank=RerankInfo(available=serving.fusion.rerank_available,
                                        detail=serving.fusion.rerank_detail))
+
+
+@router.get("/facets", response_model=FacetsResponse, responses=error_responses(503))
+async def facets(serving: Serving) -> FacetsResponse:
+    """What the index holds, counted, for filter controls: folders (each with what lies below it), capture years,
+    cameras and tags, the most frequent first (at most 200 of each)."""
+    version = serving.index.version
+    counted = await run_in_threadpool(lambda: version.facets)  # SQL over every record, once per version
+    return FacetsResponse(index_version=version.name, **{
+        name: [FacetCount(value=value, count=count) for value, count in getattr(counted, name)]
+        for name in ("folders", "years", "cameras", "tags")})
 
 
 def _etag_matches(if_none_match: str | None, etag: str) -> bool:

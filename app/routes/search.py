@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from app.limits import MAX_JSON_BYTES, BodyLimit
-from app.routes.answers import result, search_answer
+from app.routes.answers import page_answer
 from app.routes.deps import Serving
-from app.schemas import MAX_K, SearchResponse, Target, TextQuery, error_responses
+from app.schemas import MAX_K, SearchFilterBody, SearchResponse, Target, TextQuery, core_filter, error_responses
 from clipspace.errors import NotAnImage
+from clipspace.index.cursors import MAX_CURSOR_CHARS, query_digest
 from clipspace.settings import Settings
 
 ACCEPTED_UPLOAD_TYPES = ("image/", "application/octet-stream")
@@ -25,26 +29,51 @@ router = APIRouter(prefix="/search", tags=["search"])
 # model again, field by field, and encode it in a second pass, on the event loop. The schemathesis run checks
 # every answer against the documented `SearchResponse`. `app.shortcut` calls this very function for a JSON
 # client, and refuses to start if the route asks for anything it does not give.
-@router.post("/text", response_model=SearchResponse, responses=error_responses(400, 413, 503))
+@router.post("/text", response_model=SearchResponse, responses=error_responses(400, 410, 413, 422, 503))
 async def search_text(query: TextQuery, serving: Serving) -> JSONResponse:
     started = time.perf_counter()
-    vector = await serving.encoder.embed_text(query.text)
-    hits = await serving.index.search(vector, query.k, query.target)
-    return JSONResponse(search_answer(serving, {"modality": "text", "target": query.target},
-                                      [result(hit) for hit in hits], started))
+    search_filter = core_filter(query.filter)
+    digest = query_digest(["text", query.text, query.target, query.mode, search_filter])
+    given = serving.index.page_start(query.cursor, digest)
+    vector = await serving.encoder.embed_text(query.text) if query.mode != "keyword" else None
+    found = await serving.index.find(vector, query.text, given + query.k + 1, query.target, query.mode,
+                                     search_filter)
+    return JSONResponse(page_answer(serving, {"modality": "text", "target": query.target}, found, given, query.k,
+                                    digest, started))
 
 
-@router.post("/image", response_model=SearchResponse, responses=error_responses(400, 413, 415, 503))
+@router.post("/image", response_model=SearchResponse, responses=error_responses(400, 410, 413, 415, 422, 503))
 async def search_image(serving: Serving, file: Annotated[UploadFile, File()],
-                       k: Annotated[int, Query(ge=1, le=MAX_K)] = 10, target: Target = "image") -> JSONResponse:
+                       k: Annotated[int, Query(ge=1, le=MAX_K, description="results per page")] = 10,
+                       target: Target = "image", search_filter: Annotated[str | None, Form(
+                           alias="filter", max_length=MAX_JSON_BYTES,
+                           description="a JSON SearchFilterBody, as in the JSON routes")] = None,
+                       cursor: Annotated[str | None, Query(min_length=1, max_length=MAX_CURSOR_CHARS,
+                                                           description="the previous page's next_cursor")] = None,
+                       ) -> JSONResponse:
     started = time.perf_counter()
     declared = (file.content_type or "application/octet-stream").lower()
     if not declared.startswith(ACCEPTED_UPLOAD_TYPES):
         raise NotAnImage(f"the uploaded file is declared as {declared}, not an image")
-    vector = await serving.encoder.embed_image(await file.read())
-    hits = await serving.index.search(vector, k, target)
-    return JSONResponse(search_answer(serving, {"modality": "image", "target": target},
-                                      [result(hit) for hit in hits], started))
+    data = await file.read()
+    chosen = core_filter(_form_filter(search_filter))
+    digest = query_digest(["image", hashlib.sha256(data).hexdigest(), target, chosen])
+    given = serving.index.page_start(cursor, digest)
+    vector = await serving.encoder.embed_image(data)
+    found = await serving.index.find(vector, None, given + k + 1, target, "vector", chosen)
+    return JSONResponse(page_answer(serving, {"modality": "image", "target": target}, found, given, k, digest,
+                                    started))
+
+
+def _form_filter(text: str | None) -> SearchFilterBody | None:
+    """The multipart form's `filter` field: the same JSON object as the JSON routes' (a 422 where it is not)."""
+    if text is None or text.strip() in ("", "null"):
+        return None
+    try:
+        return SearchFilterBody.model_validate_json(text)
+    except ValidationError as error:
+        raise RequestValidationError([{**problem, "loc": ("body", "filter", *problem["loc"])}
+                                      for problem in error.errors(include_url=False)]) from None
 
 
 def body_limits(settings: Settings) -> dict[Callable, BodyLimit]:

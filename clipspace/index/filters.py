@@ -33,6 +33,7 @@ class SearchFilter:
     """What the API's `filter` object holds; None (or empty) fields do not filter."""
 
     path_prefix: str | None = None  # a folder relative to the corpus root: that folder and everything under it
+    # (leading and trailing slashes do not matter; a prefix that climbs out with `..` matches nothing)
     taken_after: str | None = None  # ISO 8601 date or date-time, inclusive; compared with the capture time's
     taken_before: str | None = None  # wall clock (its first 19 characters: see clipspace.photos)
     camera: str | None = None  # case-insensitive substring of "make model"
@@ -56,9 +57,11 @@ def where(search_filter: SearchFilter) -> tuple[str, list]:
         parameters.extend(values)
 
     if search_filter.path_prefix is not None:
-        prefix = _folder(search_filter.path_prefix)
-        if prefix:
-            add("path LIKE ? ESCAPE '\\'", _like_escaped(prefix) + "/%")
+        parts = [part for part in search_filter.path_prefix.replace("\\", "/").split("/") if part not in ("", ".")]
+        if ".." in parts:
+            add("0")
+        elif parts:
+            add("path LIKE ? ESCAPE '\\'", _like_escaped("/".join(parts)) + "/%")
     if search_filter.taken_after is not None:
         add("substr(taken_at, 1, 19) >= ?", _wall_clock(search_filter.taken_after, "taken_after", end=False))
     if search_filter.taken_before is not None:
@@ -94,13 +97,6 @@ def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dphi, dlambda = phi2 - phi1, math.radians(lon2 - lon1)
     a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlambda / 2) ** 2
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
-
-
-def _folder(prefix: str) -> str:
-    parts = [part for part in prefix.replace("\\", "/").split("/") if part not in ("", ".")]
-    if ".." in parts or prefix.startswith(("/", "\\")):
-        raise InvalidFilter(f"path_prefix must be a folder relative to the image folder, not {prefix!r}")
-    return "/".join(parts)
 
 
 def _like_escaped(text: str) -> str:

@@ -7,6 +7,7 @@ model with a matcher its patch-token shards, image.faiss, text.faiss (when capti
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import sqlite3
@@ -21,6 +22,8 @@ import numpy as np
 from clipspace.errors import IndexCorrupt
 from clipspace.identity import ModelIdentity
 from clipspace.index.choose import tuned_search_params
+from clipspace.index.cursors import cursor_key
+from clipspace.index.facets import Facets, count_facets
 from clipspace.index.filtered import search_index, search_selected
 from clipspace.index.filters import SearchFilter, register_functions, where
 from clipspace.index.keywords import bm25_order, match_expression
@@ -197,6 +200,11 @@ class IndexVersion:
         self._selections.move_to_end(key)
         return self._selections[key]
 
+    @functools.cached_property
+    def facets(self) -> Facets:
+        """Folders, years, cameras and tags with their counts: read once per version."""
+        return count_facets(self._read, f"SELECT {self._columns} FROM main.items")
+
     def keyword_search(self, text: str, k: int, search_filter: SearchFilter | None = None
                        ) -> list[tuple[ItemRecord, float]]:
         """The k items whose words match every word of `text`, best first, with FTS5's bm25 (higher is better)."""
@@ -245,7 +253,9 @@ class IndexVersion:
 
     def _verified_manifest(self) -> Manifest:
         try:
-            manifest = Manifest.from_json((self.path / "manifest.json").read_text(), str(self.path))
+            text = (self.path / "manifest.json").read_text()
+            manifest = Manifest.from_json(text, str(self.path))
+            self.cursor_key = cursor_key(text)
         except OSError as error:
             raise IndexCorrupt(f"{self.path}: unreadable manifest.json: {error}") from error
         for name, expected in manifest.checksums.items():
