@@ -9,6 +9,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import contextlib
 import io
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +73,12 @@ def write_corpus(folder: Path, names: list[str], first_seed: int = 0) -> list[Pa
 
 def build(images: Path, index: Path, encoder: DualEncoder, **options) -> BuildReport:
     return build_index(BuildOptions(images=images, index=index, progress=False, workers=2, **options), encoder)
+
+
+def run_cli(*args: str, **popen) -> subprocess.Popen:
+    """`python -m index_builder ARGS` in a child process, its output captured."""
+    return subprocess.Popen([sys.executable, "-m", "index_builder", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
 
 
 class Service(ServiceProcess):

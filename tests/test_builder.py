@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import MISSING, fields
 
 import numpy as np
 import pytest
@@ -17,11 +16,8 @@ import pytest
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.errors import InvalidBuildOptions
 from clipspace.index.publish import current_version_name, open_current
-from clipspace.settings import Settings
-from index_builder.cli import parse_args
 from index_builder.files import list_images
-from index_builder.options import BuildOptions
-from tests.conftest import ROOT, TINY_ARCH, build, encoded, make_image, write_corpus
+from tests.conftest import ROOT, TINY_ARCH, build, encoded, make_image, run_cli, write_corpus
 
 NAMES = ["a.jpg", "b.PNG", "sub dir/c.webp", "sub dir/ünïcödé 写真.jpeg", "deep/er/d.gif", "e.bmp", "f.tiff"]
 
@@ -182,38 +178,6 @@ def test_jpeg_draft_keeps_embeddings_within_cosine_0_999_of_a_full_decode(tmp_pa
     drafted, full = (np.array(open_current(tmp_path / name).image_vectors()) for name in ("drafted", "full"))
     assert not np.array_equal(drafted, full)  # the draft path really ran
     assert (drafted * full).sum(axis=1).min() >= 0.999
-
-
-def run_cli(*args: str, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "index_builder", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
-
-
-def test_cli_reports_a_missing_folder_with_exit_code_2(tmp_path):
-    process = run_cli("--images", str(tmp_path / "nope"), "--index", str(tmp_path / "index"))
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode == 2 and "image folder not found" in output
-
-
-def test_cli_builds_and_prints_what_it_did(tmp_path, corpus):
-    (corpus / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    process = run_cli("--images", str(corpus), "--index", str(tmp_path / "index"), "--model", TINY_ARCH,
-                      "--pretrained", "none", "--precision", "fp32")
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode == 0, output
-    assert f"{len(NAMES)} added" in output and "1 skipped" in output and "skipped bad.jpg" in output
-
-
-def test_cli_defaults_are_the_build_options_defaults(tmp_path):
-    args = parse_args([], Settings(images_dir=tmp_path, index_dir=tmp_path / "index"))
-    for option in fields(BuildOptions):
-        if option.default is not MISSING and option.name != "progress":  # progress is --quiet's, with the logs
-            assert getattr(args, option.name) == option.default, option.name
-
-
-def test_cli_no_flags_turn_off_what_build_options_turn_on(tmp_path):
-    args = parse_args(["--no-jpeg-draft", "--no-patch-tokens", "--verify"], Settings())
-    assert (args.jpeg_draft, args.patch_tokens, args.verify) == (False, False, True)
 
 
 @pytest.fixture(scope="module")
