@@ -27,13 +27,14 @@ from benchmarks.clustered import ClusteredSpec
 from benchmarks.corpus import copy_subset, existing_corpus, generate_corpus
 from benchmarks.faiss_search import measure_faiss
 from benchmarks.filtered import SELECTIVITIES, measure_filtered
+from benchmarks.keywords import measure_keywords
 from benchmarks.latency import measure_latency
 from benchmarks.load import measure_load
 from benchmarks.machine import describe_machine, load_average
 from benchmarks.report import progress, render
 from benchmarks.scale import measure_memory, measure_ray_overhead, measure_reindex
 from benchmarks.text import measure_text
-from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
+from clipspace.encoder import DualEncoder, ModelSpec, default_precision, load_encoder
 from clipspace.errors import ClipspaceError
 from clipspace.identity import PRECISIONS
 from clipspace.settings import EMBEDDED_MODEL
@@ -42,7 +43,7 @@ from index_builder.options import BuildOptions
 from tests.launcher import REPO_ROOT
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
-SECTIONS = ("builder", "http", "text", "load", "faiss", "reindex", "memory", "ray")
+SECTIONS = ("builder", "http", "text", "load", "faiss", "reindex", "memory", "ray", "keywords")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -75,6 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="tiny files for the reindex benchmark (issue 8: 100000)")
     parser.add_argument("--memory-sizes", default="1000,4000",
                         help="corpus sizes for the builder's peak-RSS slope (issue 8: 10000,200000)")
+    parser.add_argument("--keyword-items", type=int, default=1500, help="world scenes per keyword-channel corpus")
+    parser.add_argument("--keyword-corpora", type=int, default=3, help="keyword-channel corpora (seeds), pooled")
+    parser.add_argument("--keyword-queries", type=int, default=100, help="queries per kind and corpus")
     parser.add_argument("--ann-size", type=int, default=0,
                         help="also measure the index `auto` picks at this many clustered vectors (0: skip); "
                              "1000000 takes minutes and ~2.5 GB under --ann-cache")
@@ -185,10 +189,18 @@ def _sections(args: argparse.Namespace) -> list[str]:
 
 def _scale_sections(args: argparse.Namespace, work_dir: Path) -> dict:
     """Issue 8's reindex and memory numbers, always with the embedded model: they measure the builder's work per
-    file, not a model."""
+    file, not a model. Issue 19's keyword channel, with the embedded model at its default precision: it knows the
+    generated world that the measurement's ground truth comes from."""
     sections: dict = {}
-    wanted = [name for name in ("reindex", "memory") if name in _sections(args)]
+    wanted = [name for name in ("reindex", "memory", "keywords") if name in _sections(args)]
     if not wanted:
+        return sections
+    if "keywords" in wanted:
+        embedded = load_encoder(ModelSpec(EMBEDDED_MODEL, None, default_precision(args.device), args.device),
+                                threads=args.threads)
+        sections["keywords"] = measure_keywords(embedded, args.keyword_items, args.keyword_queries,
+                                                args.keyword_corpora)
+    if not {"reindex", "memory"} & set(wanted):
         return sections
     encoder = load_encoder(ModelSpec(EMBEDDED_MODEL, None, "fp32", args.device), threads=args.threads)
     if "reindex" in wanted and args.reindex_files:

@@ -26,6 +26,8 @@ def render(result: dict[str, Any]) -> str:
     if result.get("faiss"):
         lines += ["", *_faiss(result["faiss"], result["model"]["dim"], result["k"])]
     lines += _scale(result)
+    if result.get("keywords"):
+        lines += ["", *_keywords(result["keywords"])]
     for key, title in (("ann_probe", "issue 8's probe: 2000 equal clusters, cosine 0.8, isotropic"),
                        ("ann_hnsw", "HNSW efSearch on clustered embeddings (benchmarks/clustered.py defaults)")):
         if result.get(key):
@@ -172,6 +174,26 @@ def _scale(result: dict[str, Any]) -> list[str]:
                   _row("overhead (goal <= 15%)", f"{r['overhead']:.1%} {verdict}")]
     lines += [f"Ray section failed: {result[key]}" for key in ("memory_ray_error", "ray_error") if result.get(key)]
     return [line for line in lines if line is not None]
+
+
+def _keywords(keywords: dict[str, Any]) -> list[str]:
+    kinds = list(keywords["methods"][0]["mrr"])
+    shipped = keywords["shipped"]
+    lines = [f"12. Keyword channel (issue 19): {keywords['corpora']} generated corpora of {keywords['items']:,} world "
+             f"scenes, {keywords['queries_per_kind']} queries per kind, MRR@{keywords['depth']} pooled (per corpus "
+             f"in the JSON); p50 of channels.find, one thread, text embedding excluded; {keywords['model']} "
+             f"{keywords['precision']}; "
+             f"shipped: RRF_K={shipped['RRF_K']}, VECTOR_WEIGHT={shipped['VECTOR_WEIGHT']}",
+             f"  {'mode':<20}" + "".join(f"{kind:>20}" for kind in kinds) + f"{'p50 ms':>9}"]
+    for entry in keywords["methods"]:
+        lines.append(f"  {entry['method']:<20}" + "".join(f"{entry['mrr'][kind]:>20.3f}" for kind in kinds)
+                     + f"{entry['p50_ms']:>9.3f}")
+    lines.append(f"  {'better channel':<20}" + "".join(f"{keywords['better_channel'][kind]:>20.3f}" for kind in kinds))
+    for label, gap in keywords["gaps"].items():
+        verdict = "ok" if min(gap.values()) >= -keywords["goal_gap"] else "MISSES"
+        lines.append(f"  {'gap ' + label:<20}" + "".join(f"{gap[kind]:>+20.3f}" for kind in kinds)
+                     + f"  {verdict}")
+    return lines
 
 
 def _ef_sweep(rows: list[dict[str, Any]], title: str, k: int) -> list[str]:

@@ -22,7 +22,10 @@ Mode = Literal["vector", "keyword", "hybrid"]
 Channel = Literal["vector", "keyword", "both"]
 MODES: tuple[Mode, ...] = ("vector", "keyword", "hybrid")
 RRF_K = 60  # the constant of Cormack et al.; ranks beyond ~60 count little either way
-VECTOR_WEIGHT = 0.5  # relative score fusion: the vector list's share of the fused score
+# Relative score fusion: the vector list's share of the fused score. Below 0.5, a sole exact keyword hit (a file
+# name, a tag) outranks the vector list's first result instead of tying it; 0.3-0.45 meet issue 19's goal
+# (python -m benchmarks --only keywords).
+VECTOR_WEIGHT = 0.4
 
 
 @dataclass(frozen=True)
