@@ -126,6 +126,7 @@ def test_the_keyword_channel_runs_inside_the_filter(version):
     assert sorted(keyword_paths(version, "IMG", path_prefix="holiday")) == [
         "holiday/2019/IMG_2041.jpg", "holiday/2019/IMG_2042.jpg"]
     assert keyword_paths(version, "IMG", camera="apple") == ["holiday/2019/IMG_2042.jpg"]
+    assert keyword_paths(version, "IMG", tags=("lisbon",)) == ["holiday/2019/IMG_2041.jpg"]  # tags: both tables
 
 
 def test_punctuation_and_quotes_cannot_break_a_keyword_query(version):

@@ -298,8 +298,6 @@ def test_a_folder_picked_in_the_filters_runs_the_query_again_inside_it(page):
     assert set(shown_paths(page)) == trip("trips/lisbon")
 
 
-@pytest.mark.xfail(strict=True, reason="the core's tag condition names `tags` unqualified, which the keyword "
-                   "channel's join makes ambiguous: a tag filter in keyword or hybrid mode answers 503")
 def test_tags_checked_in_the_filters_keep_only_tagged_results(page):
     page.check("#tag-list input[value=favourite]")
     found = search_text(page, "a blue square")

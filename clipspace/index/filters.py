@@ -74,7 +74,7 @@ def where(search_filter: SearchFilter) -> tuple[str, list]:
         add("lat IS NOT NULL AND distance_km(lat, lon, ?, ?) <= ?", near.lat, near.lon, near.km)
     if search_filter.tags:
         tags = [tag.casefold() for tag in search_filter.tags]
-        add(f"EXISTS (SELECT 1 FROM json_each(tags) WHERE fold(value) IN ({', '.join('?' * len(tags))}))", *tags)
+        add(f"EXISTS (SELECT 1 FROM json_each(items.tags) WHERE fold(value) IN ({', '.join('?' * len(tags))}))", *tags)
     if search_filter.formats:
         names = sorted({_format(name) for name in search_filter.formats})
         add(f"format IN ({', '.join('?' * len(names))})", *names)
