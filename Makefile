@@ -28,7 +28,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e '.[dev,ray]'
+	$(BIN)/pip install --quiet -e '.[dev,ray,ocr]'
 	touch $@
 
 $(DEMO_IMAGES)/captions.jsonl: | $(STAMP)
@@ -42,7 +42,7 @@ $(DEMO_IMAGES)/signs/words.json: | $(STAMP) fonts
 demo: $(DEMO_IMAGES)/captions.jsonl $(DEMO_IMAGES)/signs/words.json
 
 index: setup demo
-	$(BIN)/python -m index_builder --images $(DEMO_IMAGES) --index $(DEMO_INDEX)
+	$(BIN)/python -m index_builder --images $(DEMO_IMAGES) --index $(DEMO_INDEX) --ocr
 
 run: index
 	CLIPSPACE_INDEX_DIR=$(DEMO_INDEX) $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
