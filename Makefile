@@ -11,6 +11,7 @@ DEMO_IMAGES := data/demo
 DEMO_INDEX := var/demo-index
 DEMO_SCENES := 600
 DEMO_SEED := 20261127
+DEMO_SIGNS := 12
 
 # The torch build that installs from local disk on this project's machines; elsewhere override it, e.g.
 # make setup TORCH_PIN="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
@@ -27,21 +28,26 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e '.[dev,ray]'
+	$(BIN)/pip install --quiet -e '.[dev,ray,ocr]'
 	touch $@
 
 $(DEMO_IMAGES)/captions.jsonl: | $(STAMP)
 	$(BIN)/python -m clipspace.align world --out $(DEMO_IMAGES) --n $(DEMO_SCENES) --seed $(DEMO_SEED) --split all
 
-demo: $(DEMO_IMAGES)/captions.jsonl
+# Signs, labels, receipts and slides with English and Chinese words, and a phone's EXIF and XMP keywords: the demo's
+# pictures for OCR (the index is built with --ocr), filters and keyword search.
+$(DEMO_IMAGES)/signs/words.json: | $(STAMP) fonts
+	$(BIN)/python -m clipspace.align signs --out $(DEMO_IMAGES)/signs --n $(DEMO_SIGNS) --seed $(DEMO_SEED)
+
+demo: $(DEMO_IMAGES)/captions.jsonl $(DEMO_IMAGES)/signs/words.json
 
 index: setup demo
-	$(BIN)/python -m index_builder --images $(DEMO_IMAGES) --index $(DEMO_INDEX)
+	$(BIN)/python -m index_builder --images $(DEMO_IMAGES) --index $(DEMO_INDEX) --ocr
 
 run: index
 	CLIPSPACE_INDEX_DIR=$(DEMO_INDEX) $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
 
-test: setup browser lit-extra
+test: setup browser fonts lit-extra
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 	HF_HUB_OFFLINE=1 PYTHONPATH=$(LIT_EXTRA) $(BIN)/python -m pytest -q tests/test_align_lit.py
 
@@ -66,6 +72,15 @@ browser:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 			chromium fonts-wqy-zenhei; \
 	else echo "chromium is missing and only root can install it: the browser test will be skipped"; fi
+
+# Chinese for the rendered signs (clipspace.align.signs) and the OCR tests: Debian's Noto CJK, installed as root
+# when missing (CI runs as root); elsewhere the signs fall back to WenQuanYi Zen Hei.
+.PHONY: fonts
+fonts:
+	@if [ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends fonts-noto-cjk; \
+	else echo "fonts-noto-cjk is missing and only root can install it: signs fall back to another CJK font"; fi
 
 bench: setup
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

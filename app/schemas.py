@@ -109,6 +109,9 @@ class QueryInfo(BaseModel):
     target: Target
 
 
+OCR_SHOWN_CHARS = 200  # of a picture's OCR text, in a result: enough to see why it matched
+
+
 class SearchResult(BaseModel):
     id: int
     score: float = Field(..., description="the cosine similarity (mode vector), bm25 (keyword) or fused score "
@@ -123,6 +126,8 @@ class SearchResult(BaseModel):
     lon: float | None = None
     tags: list[str] = Field(default_factory=list)
     channel: Channel = Field("vector", description="which channel found it: vector, keyword or both")
+    ocr_text: str | None = Field(None, description="the text read inside the picture (an index built with --ocr), "
+                                 f"its first {OCR_SHOWN_CHARS} characters; null when none was read")
 
 
 class SearchResponse(BaseModel):

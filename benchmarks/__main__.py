@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before open_clip imports hugging
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import shlex
@@ -31,6 +32,7 @@ from benchmarks.keywords import measure_keywords
 from benchmarks.latency import measure_latency
 from benchmarks.load import measure_load
 from benchmarks.machine import describe_machine, load_average
+from benchmarks.ocr import measure_ocr
 from benchmarks.report import progress, render
 from benchmarks.scale import measure_memory, measure_ray_overhead, measure_reindex
 from benchmarks.text import measure_text
@@ -43,7 +45,7 @@ from index_builder.options import BuildOptions
 from tests.launcher import REPO_ROOT
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
-SECTIONS = ("builder", "http", "text", "load", "faiss", "reindex", "memory", "ray", "keywords")
+SECTIONS = ("builder", "http", "text", "load", "faiss", "reindex", "memory", "ray", "keywords", "ocr")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -94,6 +96,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "the goals: 200000 (HNSW tier) and 1000000 (IVF-PQ tier)")
     parser.add_argument("--filtered-kind", default="auto",
                         help="the index of the filtered section: auto (the tier for its size) or a factory string")
+    parser.add_argument("--ocr-pictures", type=int, default=60, help="rendered signs in the ocr section (its extra)")
     parser.add_argument("--skip", action="append", choices=SECTIONS, default=[], help="leave a section out")
     parser.add_argument("--only", action="append", choices=SECTIONS, default=[],
                         help="run only this section (repeatable), e.g. --only load")
@@ -173,6 +176,8 @@ def run(args: argparse.Namespace) -> dict:
             result["faiss"] = [asdict(entry) for entry in measure_faiss(args.faiss_sizes, encoder.dim,
                                                                         args.faiss_queries, args.k, work_dir)]
         result.update(_scale_sections(args, work_dir))
+        if "ocr" in sections and importlib.util.find_spec("rapidocr_onnxruntime"):
+            result["ocr"] = asdict(measure_ocr(encoder, work_dir, args.ocr_pictures, args.workers))
         if "ray" in sections:
             with _ray_may_fail(result, "ray_error"):  # a busy machine can miss Ray's start-up deadline
                 result["ray"] = asdict(measure_ray_overhead(encoder, corpus.root, corpus.count, warmup.root, work_dir,

@@ -36,6 +36,8 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", *_ann(result["ann"], result["k"])]
     if result.get("filtered"):
         lines += ["", *_filtered(result["filtered"])]
+    if result.get("ocr"):
+        lines += ["", *_ocr(result["ocr"])]
     return "\n".join(lines)
 
 
@@ -252,3 +254,18 @@ def _p50_p95(summary: dict[str, float]) -> str:
 
 def _row(label: str, value: str) -> str:
     return f"  {label:<56} {value}"
+
+
+def _ocr(result: dict[str, Any]) -> list[str]:
+    return [f"OCR on {result['pictures']} rendered pictures ({result['words']} words; goals: recall >= 0.9, "
+            "rank 1 >= 90%)",
+            f"  word recall {result['word_recall']:.3f} (by kind {_named_shares(result['recall_by_kind'])}; "
+            f"by language {_named_shares(result['recall_by_language'])})",
+            f"  one-word keyword queries with their picture first: {result['rank1']:.1%} of {result['queries']}",
+            f"  OCR {result['ocr_s_per_image']:.3f} s per image (one thread); build {result['build_s']:.1f} s, "
+            f"with --ocr {result['build_ocr_s']:.1f} s ({result['slowdown']:.1f}x)",
+            *(f"  not read: {miss}" for miss in result["missed"])]
+
+
+def _named_shares(shares: dict[str, float]) -> str:
+    return ", ".join(f"{name} {share:.2f}" for name, share in shares.items())

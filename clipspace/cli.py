@@ -38,6 +38,14 @@ def run_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_signs(args: argparse.Namespace) -> int:
+    from clipspace.align import signs
+
+    listing = signs.write_signs(Path(args.out), args.n, args.seed, metadata=not args.no_metadata)
+    print(f"wrote {args.n} pictures with words (seed {args.seed}) to {args.out}; their words in {listing}")
+    return 0
+
+
 def run_heldout(args: argparse.Namespace) -> int:
     from clipspace.align import heldout
 
@@ -136,6 +144,15 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--split", choices=world.SPLITS, default="test")
     make.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     make.set_defaults(command=run_world)
+
+    signed = commands.add_parser("signs", help="write signs, labels, receipts and slides with known English and "
+                                               "Chinese words (for OCR) + words.json")
+    signed.add_argument("--out", required=True)
+    signed.add_argument("--n", type=int, required=True)
+    signed.add_argument("--seed", type=int, required=True)
+    signed.add_argument("--no-metadata", action="store_true",
+                        help="no EXIF (time, camera, GPS) or XMP keywords in the photographs")
+    signed.set_defaults(command=run_signs)
 
     other = commands.add_parser("heldout", help="write pictures by the independent held-out renderer "
                                                 "(never used in training) + captions.jsonl")

@@ -59,6 +59,8 @@ class BuildReport:
     not_images: Counter[str] = field(default_factory=Counter)  # files listed but not read, by extension
     captions_embedded: int = 0
     captions_reused: int = 0
+    texts_read: int = 0  # images whose text OCR read in this build (--ocr); the others kept theirs, or have none
+    texts_found: int = 0  # of `texts_read`: those with text in them
     full_reembed_reason: str | None = None
     seconds: float = 0.0
     embedded_per_s: float = 0.0
@@ -75,6 +77,7 @@ class BuildReport:
                     {"path": path, "reason": reason} for path, reason in self.skipped],
                 "not_images": dict(sorted(self.not_images.items())),
                 "captions_embedded": self.captions_embedded, "captions_reused": self.captions_reused,
+                "texts_read": self.texts_read, "texts_found": self.texts_found,
                 "full_reembed_reason": self.full_reembed_reason, "seconds": round(self.seconds, 3),
                 "embedded_per_s": round(self.embedded_per_s, 2)}
 
@@ -141,10 +144,12 @@ def _build(options: BuildOptions, encoder: DualEncoder, embedder: Embedder, prev
 
     def unchanged_on_disk(row: PlanRow) -> bool:
         return (trust_stat and row.complete and row.previous is not None
-                and (row.size, row.mtime_ns) == (row.previous.bytes, row.previous.mtime_ns))
+                and (row.size, row.mtime_ns) == (row.previous.bytes, row.previous.mtime_ns)
+                and not (options.ocr and row.previous.ocr_text is None))  # OCR wanted, never run: read it once
 
-    work = (Work(row.seq, row.path, row.sha256 if vectors_valid else None) for row in plan.rows()
-            if row.rejected is None and not unchanged_on_disk(row))
+    work = (Work(row.seq, row.path, row.sha256 if vectors_valid else None, options.ocr,
+                 row.previous is not None and row.previous.ocr_text is not None)
+            for row in plan.rows() if row.rejected is None and not unchanged_on_disk(row))
     processed = embedder.process(work, plan.movable() if vectors_valid else {}, writer.staging / SCRATCH,
                                  writer.token_shape)
     items = _PendingItems(writer, encoder, report)
@@ -168,8 +173,11 @@ def _build(options: BuildOptions, encoder: DualEncoder, embedder: Embedder, prev
             _add_processed(found, row, item_id, caption, items, report, vectors_valid)
             if bar.n % 256 == 0:
                 bar.set_postfix_str(f"embedded {report.added + report.updated}, reused {report.reused}, "
-                                    f"skipped {report.skipped_count}")
+                                    f"skipped {report.skipped_count}"
+                                    + (f", text read in {report.texts_read}" if options.ocr else ""))
     items.flush()
+    if options.ocr:
+        log.info("OCR read %d images, %d with text in them", report.texts_read, report.texts_found)
 
 
 def _add_processed(found: Processed, row: PlanRow, item_id: int, caption: str | None, items: _PendingItems,
@@ -178,14 +186,19 @@ def _add_processed(found: Processed, row: PlanRow, item_id: int, caption: str | 
     if found.rejected is not None:
         report.skip(row.path, found.rejected)
         return
+    text = found.ocr_text
+    if found.unchanged and not found.text_read:  # the same bytes: the text read before (if any) still holds
+        text = row.previous.ocr_text
+    report.texts_read += found.text_read
+    report.texts_found += found.text_read and bool(text)
     if found.unchanged:  # touched, copied back or restored: same bytes, same vector
         record = ItemRecord(item_id, row.path, found.sha256, found.size, found.mtime_ns, row.previous.width,
-                            row.previous.height, caption, found.facts)
+                            row.previous.height, caption, found.facts, text)
         report.reused += 1
         items.add(record, row.row, row, vectors_valid)
         return
     record = ItemRecord(item_id, row.path, found.sha256, found.size, found.mtime_ns, found.width, found.height,
-                        caption, found.facts)
+                        caption, found.facts, text)
     if found.reuse_row is not None:
         report.reused += 1
         report.moved += 1

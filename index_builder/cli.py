@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     parser.add_argument("--ray-actors", type=int, default=1,
                         help="model replicas in the Ray actor pool (one GPU each when the cluster has GPUs)")
     option("verify")
+    option("ocr")
     option("patch_tokens", "--no-patch-tokens",
            help="do not keep the image tower's patch tokens for re-ranking (kept by default when the model has a "
                 "matcher; without them a re-ranked query embeds its candidates again)")
@@ -140,6 +141,8 @@ def _summary(report: BuildReport, index: Path) -> str:
     if report.not_images:
         lines.append("  not read, not image files: " + ", ".join(f"{count} {suffix}" for suffix, count
                                                                   in report.not_images.most_common()))
+    if report.texts_read:
+        lines.append(f"  text read in {report.texts_read} images by OCR, {report.texts_found} with text in them")
     if report.full_reembed_reason:
         lines.append(f"  full embed: {report.full_reembed_reason}")
     lines += [f"  skipped {path}: {reason}" for path, reason in report.skipped[:20]]

@@ -6,6 +6,7 @@ very same ones in Ray tasks on any node.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections import Counter
@@ -15,10 +16,12 @@ from pathlib import Path
 from stat import S_ISLNK, S_ISREG
 
 import numpy as np
+from PIL import Image
 
 from clipspace.errors import ImageRejected
 from clipspace.images import IMAGE_SUFFIXES, load_image, open_header
 from clipspace.photos import PhotoFacts, read_photo_facts
+from index_builder.ocr import read_text
 from index_builder.options import FileLimits
 
 CAPTION_SUFFIX = ".txt"
@@ -43,6 +46,8 @@ class Work:
     seq: int
     path: str
     known_sha256: str | None
+    ocr: bool = False  # read the text in its bytes, unless they are the known ones and `known_text`
+    known_text: bool = False  # the known bytes' text was read before (their record's ocr_text is not None)
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Movable:
     row: int
     width: int
     height: int
+    ocr_text: str | None = None
 
 
 @dataclass
@@ -71,6 +77,8 @@ class Processed:
     reuse_row: int | None = None  # the vector of a moved file: its row in the previous version
     rejected: str | None = None
     facts: PhotoFacts | None = None  # capture time, camera, place, keywords: read from every file that is read
+    ocr_text: str | None = None  # the text in it (read now, or known of a moved file's bytes); None when unknown
+    text_read: bool = False  # OCR read `ocr_text` in this build
 
 
 def list_images(root: Path, max_file_bytes: int, not_images: Counter[str] | None = None) -> Iterator[Listed]:
@@ -147,6 +155,14 @@ def _read_file(root: Path, work: Work, movable: dict[str, Movable], limits: File
         if not found.unchanged:
             moved = movable[sha256]
             found.reuse_row, found.width, found.height = moved.row, moved.width, moved.height
+            found.ocr_text = moved.ocr_text
+        text_known = work.known_text if found.unchanged else found.ocr_text is not None
+        if work.ocr and not text_known:  # decoded for its text alone; a picture that fails to decode keeps its vector
+            with contextlib.suppress(ImageRejected):
+                image = load_image(data, max_pixels=limits.max_pixels, draft_size=limits.draft_size)
+                found.facts = read_photo_facts(image, mtime_ns=stat.st_mtime_ns)
+                found.ocr_text, found.text_read = _text_in(image), True
+                return found
         found.facts = read_photo_facts(open_header(data), mtime_ns=stat.st_mtime_ns)
         return found
     try:
@@ -156,7 +172,17 @@ def _read_file(root: Path, work: Work, movable: dict[str, Movable], limits: File
     found.width, found.height = image.info["original_size"]
     found.facts = read_photo_facts(image, mtime_ns=stat.st_mtime_ns)
     found.pixels = preprocess(image).numpy()
+    if work.ocr:
+        found.ocr_text, found.text_read = _text_in(image), True
     return found
+
+
+def _text_in(image: Image.Image) -> str:
+    """The text OCR reads in `image`; "" when it reads none, or fails on this picture (which never costs it)."""
+    try:
+        return read_text(image)
+    except Exception:  # ONNX Runtime and OpenCV raise assorted types on shapes they cannot take
+        return ""
 
 
 def read_caption(image_file: Path) -> str | None:

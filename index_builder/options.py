@@ -8,6 +8,7 @@ from pathlib import Path
 
 from clipspace.errors import InvalidBuildOptions
 from clipspace.images import DEFAULT_MAX_PIXELS
+from index_builder.ocr import OCR_SIDE, check_ocr_available
 
 
 def _help(text: str) -> dict[str, str]:
@@ -42,10 +43,15 @@ class BuildOptions:
         "read and hash every file, even those whose path, size and mtime are unchanged (after restoring a backup "
         "that kept mtimes, or editing tools that preserve them)"))
     patch_tokens: bool = True  # keep the image tower's patch tokens when the model has a re-ranker (matcher)
+    ocr: bool = field(default=False, metadata=_help(
+        "read the text inside pictures (signs, receipts, slides) into the keyword channel, with RapidOCR: "
+        "pip install 'clipspace[ocr]'; text once read is kept while the file is unchanged"))
 
     def limits(self, image_size: int) -> FileLimits:
-        """The limits of reading one file for a model whose input is `image_size` pixels square."""
-        return FileLimits(self.max_file_bytes, self.max_pixels, image_size if self.jpeg_draft else None)
+        """The limits of reading one file for a model whose input is `image_size` pixels square (or, with OCR, a
+        JPEG decoded large enough for the text reader)."""
+        draft = max(image_size, OCR_SIDE) if self.ocr else image_size
+        return FileLimits(self.max_file_bytes, self.max_pixels, draft if self.jpeg_draft else None)
 
 
 def check_options(options: BuildOptions) -> None:
@@ -54,3 +60,5 @@ def check_options(options: BuildOptions) -> None:
         raise InvalidBuildOptions(f"image folder not found: {options.images}")
     if min(options.batch_size, options.workers, options.keep_versions, options.max_file_bytes) < 1:
         raise InvalidBuildOptions("batch size, workers, versions kept and file size limit must be positive")
+    if options.ocr:
+        check_ocr_available()

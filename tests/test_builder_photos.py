@@ -7,9 +7,10 @@ import shutil
 import pytest
 from pillow_heif import register_heif_opener
 
+from clipspace.align.photo_metadata import camera_exif, xmp_packet
 from clipspace.index.publish import open_current
 from tests.conftest import ROOT, build, make_image, write_corpus
-from tests.photo_files import LISBON, camera_exif, write, xmp_packet
+from tests.photo_files import LISBON, write
 
 register_heif_opener()
 

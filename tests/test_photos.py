@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
+from clipspace.align.photo_metadata import camera_exif, xmp_packet
 from clipspace.images import load_image
 from clipspace.photos import TAKEN_AT_SOURCES, PhotoFacts, read_photo_facts
 from tests.conftest import make_image
-from tests.photo_files import LISBON, camera_exif, iptc_segment, write, xmp_packet
+from tests.photo_files import LISBON, iptc_segment, write
 
 
 def facts_of(path: Path) -> PhotoFacts:

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from clipspace.align.photo_metadata import camera_exif, xmp_packet
 from tests.conftest import build, encoded, make_image, running_service, write_corpus
-from tests.photo_files import LISBON, camera_exif, write, xmp_packet
+from tests.photo_files import LISBON, write
 
 PLAIN = [f"plain/{n:02d}.png" for n in range(30)]
 PHOTOS = {"trip/IMG_2041.jpg", "trip/IMG_2042.heic", "work/deck.png"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from app.schemas import OCR_SHOWN_CHARS
 from app.serving import Serving
 from clipspace.index.channels import Channel, Found
 from clipspace.index.records import UNKNOWN_FACTS, SearchHit
@@ -12,9 +13,11 @@ from clipspace.index.records import UNKNOWN_FACTS, SearchHit
 def result(hit: SearchHit, channel: Channel = "vector") -> dict:
     """A `SearchResult`, as JSON-ready data: with what the index knows of the photo, where it knows it."""
     facts = hit.record.facts if hit.record is not None else UNKNOWN_FACTS
+    text = hit.record.ocr_text if hit.record is not None else None
     return {"id": hit.id, "score": hit.score, "path": hit.path, "url": f"/images/{hit.id}", "caption": hit.caption,
             "taken_at": facts.taken_at, "taken_at_source": facts.taken_at_source, "camera": facts.camera,
-            "lat": facts.lat, "lon": facts.lon, "tags": list(facts.tags), "channel": channel}
+            "lat": facts.lat, "lon": facts.lon, "tags": list(facts.tags), "channel": channel,
+            "ocr_text": text[:OCR_SHOWN_CHARS] if text else None}
 
 
 def page_answer(serving: Serving, query: dict, found: list[Found], given: int, k: int, digest: str,

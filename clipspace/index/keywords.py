@@ -1,4 +1,4 @@
-"""The keyword channel: SQLite FTS5 over what a person types exactly: file names, folders, captions and tags.
+"""The keyword channel: SQLite FTS5 over what a person types exactly: file names, folders, captions, tags, OCR text.
 
 Latin words go through FTS5's unicode61 tokenizer (case and accents folded; `_`, `-` and `.` split words), so
 `IMG_2041.jpg` is the words img, 2041 and jpg, and a query for `IMG_2041` finds it. Chinese, Japanese and Korean
@@ -22,9 +22,11 @@ from pathlib import PurePosixPath
 
 from clipspace.index.records import ItemRecord
 
-FIELDS = ("name", "folders", "caption", "tags")
-# bm25 weights per field, in FIELDS order: a file name or a tag typed exactly says more than one word of a caption.
-WEIGHTS = (8.0, 3.0, 1.0, 5.0)
+FIELDS = ("name", "folders", "caption", "tags", "ocr")
+# bm25 weights per field, in FIELDS order: a file name or a tag typed exactly says more than one word of a caption;
+# a word read in the picture (a sign's, a slide's title) more than one of a caption, though OCR can misread it.
+# A version built before a field existed has fewer columns: FTS5 ignores the weights past its last one.
+WEIGHTS = (8.0, 3.0, 1.0, 5.0, 2.0)
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _CJK_CHAR = re.compile(f"([{_CJK}])")
@@ -42,12 +44,13 @@ class KeywordText:
     folders: str
     caption: str
     tags: str
+    ocr: str
 
     @classmethod
     def of(cls, item: ItemRecord) -> KeywordText:
         parts = PurePosixPath(item.path).parts
         return cls(name=parts[-1] if parts else "", folders=" ".join(parts[:-1]), caption=item.caption or "",
-                   tags=" ; ".join(item.facts.tags))
+                   tags=" ; ".join(item.facts.tags), ocr=item.ocr_text or "")
 
 
 def separated(text: str) -> str:

@@ -30,6 +30,7 @@ class ItemRecord:
     height: int
     caption: str | None
     facts: PhotoFacts = UNKNOWN_FACTS
+    ocr_text: str | None = None  # the text read in the picture (--ocr): "" when it holds none, None when never read
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,13 @@ def _columns(kind: type) -> tuple[tuple[str, object], ...]:
 
 
 _FIELDS = _columns(ItemRecord)
-_FACT_FIELDS = _columns(PhotoFacts)
+_NESTED = {name: kind for name, kind in typing.get_type_hints(ItemRecord).items() if dataclasses.is_dataclass(kind)}
+# Each field of ItemRecord in order: its nested dataclass (None for a plain value) and how many columns it takes.
+_LAYOUT = tuple((_NESTED.get(field.name), len(dataclasses.fields(_NESTED[field.name])) if field.name in _NESTED
+                 else 1) for field in dataclasses.fields(ItemRecord))
+# Columns whose NULL means "not done yet" rather than "unknown": a version built before one existed holds all that
+# it knows without it, and the builder fills it when asked to (the OCR text, with --ocr).
+_DONE_ON_DEMAND = frozenset({"ocr_text"})
 _JSON_COLUMNS = {index for index, (_, kind) in enumerate(_FIELDS) if kind == tuple[str, ...]}
 COLUMNS = ", ".join(name for name, _ in _FIELDS)
 # Besides its record, each item stores its row in the image vectors and, when captioned, in the caption vectors.
@@ -69,7 +76,9 @@ INSERT_ITEM = f"INSERT INTO items ({COLUMNS}, row, caption_row) VALUES ({', '.jo
 
 def item_row(item: ItemRecord, row: int, caption_row: int | None) -> tuple:
     """The values of INSERT_ITEM for one item, in COLUMNS order."""
-    values = [*list(vars(item).values())[:-1], *vars(item.facts).values()]  # astuple deep-copies: slow at 1M items
+    values = []  # not dataclasses.astuple: it deep-copies, slow at 1M items
+    for name, value in vars(item).items():
+        values.extend(vars(value).values() if name in _NESTED else (value,))
     for index in _JSON_COLUMNS:
         values[index] = json.dumps(values[index], ensure_ascii=False)
     return (*values, row, caption_row)
@@ -80,8 +89,11 @@ def record_from_row(values: Sequence) -> ItemRecord:
     values = list(values)
     for index in _JSON_COLUMNS:
         values[index] = tuple(json.loads(values[index]))
-    plain = len(_FIELDS) - len(_FACT_FIELDS)
-    return ItemRecord(*values[:plain], PhotoFacts(*values[plain:]))
+    given, start = [], 0
+    for nested, width in _LAYOUT:
+        given.append(nested(*values[start:start + width]) if nested else values[start])
+        start += width
+    return ItemRecord(*given)
 
 
 def select_list(existing: Sequence[str], prefix: str = "") -> str:
@@ -93,5 +105,6 @@ def select_list(existing: Sequence[str], prefix: str = "") -> str:
 
 
 def complete_columns(existing: Sequence[str]) -> bool:
-    """Whether a table with the columns `existing` holds every field of today's records."""
-    return {name for name, _ in _FIELDS} <= set(existing)
+    """Whether a table with the columns `existing` holds every field of today's records (those done on demand
+    aside: their absence is the truth, "not done yet")."""
+    return {name for name, _ in _FIELDS} - _DONE_ON_DEMAND <= set(existing)
