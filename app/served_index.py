@@ -17,7 +17,6 @@ from clipspace.errors import ItemNotFound
 from clipspace.index.channels import Found, Mode, find
 from clipspace.index.cursors import MAX_WALK, PagePosition, decode_cursor, encode_cursor
 from clipspace.index.filters import SearchFilter
-from clipspace.index.records import SearchHit
 from clipspace.index.version import IndexVersion
 
 
@@ -26,21 +25,12 @@ class ServedIndex:
     version: IndexVersion
     searching: Executor  # threads that run FAISS searches, each with one OpenMP thread (`search_executor`)
 
-    async def search(self, vector: np.ndarray, k: int, target: str) -> list[SearchHit]:
-        """Nearest items; a small exact index is searched right here, on the event loop, any other on a
-        search thread. Handing a search to a thread and back cost ~0.1 ms a query here, more than scanning
-        a few thousand vectors (docs/decisions.md, "The service as fast as its encoder")."""
-        with metrics.timed("search"):
-            if self.version.quick_to_search(target):
-                faiss.omp_set_num_threads(1)  # this thread's FAISS team: none, as on the search threads
-                return self.version.search(vector, k, target)
-            return await asyncio.get_running_loop().run_in_executor(self.searching, self.version.search, vector,
-                                                                    k, target)
-
     async def find(self, vector: np.ndarray | None, text: str | None, depth: int, target: str, mode: Mode,
                    search_filter: SearchFilter) -> list[Found]:
-        """`depth` results of one query through its channels (clipspace.index.channels), on the same thread rule
-        as `search`; the filter's selection is made there too (a cached SQL query)."""
+        """`depth` results of one query through its channels (clipspace.index.channels). An unfiltered query of a
+        small exact index runs right here, on the event loop, any other on a search thread: handing a search to a
+        thread and back cost ~0.1 ms a query, more than scanning a few thousand vectors (docs/decisions.md,
+        "Where searches run")."""
         with metrics.timed("search"):
             if self.version.quick_to_search(target) and search_filter.is_empty():
                 faiss.omp_set_num_threads(1)
