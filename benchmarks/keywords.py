@@ -34,6 +34,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from benchmarks.report import progress
 from clipspace.align import world
+from clipspace.align.photo_metadata import xmp_packet
 from clipspace.encoder import DualEncoder
 from clipspace.index import channels
 from clipspace.index.channels import Found, find, reciprocal_rank_fusion, relative_score_fusion
@@ -42,7 +43,6 @@ from clipspace.index.records import SearchHit
 from clipspace.index.version import IndexVersion
 from index_builder.build import build_index
 from index_builder.options import BuildOptions
-from tests.photo_files import xmp_packet
 
 DEPTH = 10  # a page: MRR is counted in the top 10, and each channel is asked for as many
 FOLDERS = ("DCIM/100PHONE", "DCIM/101PHONE", "Scans", "Export")

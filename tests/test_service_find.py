@@ -165,3 +165,10 @@ def test_a_cursor_of_a_version_no_longer_served_is_a_410(tmp_path, tiny_encoder)
         service.wait_until(lambda: service.client.get("/info").json().get("index_version") == "0002")
         gone = service.client.post("/search/text", json={"text": "x", "k": 2, "cursor": cursor})
         assert gone.status_code == 410 and "0001" in gone.json()["detail"]
+
+
+def test_a_heic_photo_is_thumbnailed_and_served_like_a_jpeg(served):
+    (result,) = text(served, filter={"formats": ["heic"]}).json()["results"]
+    thumb = served.client.get(f"/thumbs/{result['id']}")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"
+    assert served.client.get(result["url"]).content == (served.root / "images" / result["path"]).read_bytes()

@@ -15,10 +15,10 @@ from PIL import Image, PngImagePlugin
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from clipspace import settings
+from clipspace.align.photo_metadata import camera_exif, xmp_packet
 from clipspace.align.world import write_world
 from clipspace.encoder import ModelSpec, load_encoder
 from tests.conftest import ROOT, build, running_service
-from tests.photo_files import camera_exif, xmp_packet
 
 SCREENSHOTS = ROOT / "var" / "screenshots"
 EMBEDDED_MODEL = f"local-dir:{ROOT / settings.EMBEDDED_MODEL.removeprefix('local-dir:')}"
