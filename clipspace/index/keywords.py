@@ -60,9 +60,9 @@ def separated(text: str) -> str:
 
 def add_keywords(db: sqlite3.Connection, items: Iterable[ItemRecord]) -> None:
     """Index the words of `items` by item id (their rowid in the FTS table)."""
+    texts = ((item.id, KeywordText.of(item)) for item in items)
     db.executemany(f"INSERT INTO keywords (rowid, {', '.join(FIELDS)}) VALUES (?, {', '.join('?' * len(FIELDS))})",
-                   ((item.id, *(separated(getattr(KeywordText.of(item), field)) for field in FIELDS))
-                    for item in items))
+                   ((item_id, *(separated(getattr(text, field)) for field in FIELDS)) for item_id, text in texts))
 
 
 def match_expression(query: str) -> str | None:

@@ -88,7 +88,7 @@ def record_from_row(values: Sequence) -> ItemRecord:
     """An ItemRecord from the values of COLUMNS, as item_row stored them."""
     values = list(values)
     for index in _JSON_COLUMNS:
-        values[index] = tuple(json.loads(values[index]))
+        values[index] = () if values[index] == "[]" else tuple(json.loads(values[index]))  # most have none
     given, start = [], 0
     for nested, width in _LAYOUT:
         given.append(nested(*values[start:start + width]) if nested else values[start])
