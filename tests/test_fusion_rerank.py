@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from app.schemas import RerankedResult
 from clipspace.align import world
 from clipspace.align.export import architecture_config, export_local_dir
 from clipspace.encoder import ModelSpec, load_encoder
@@ -90,7 +91,7 @@ def test_reranked_results_keep_score_add_rerank_score_and_are_sorted_by_it(tiny_
     assert body["query"] == {"modality": "composed", "target": "image", "rerank": True}
     results = body["results"]
     assert len(results) == 5
-    assert all(set(r) == {"id", "score", "path", "url", "caption", "rerank_score"} for r in results)
+    assert all(set(r) == set(RerankedResult.model_fields) for r in results)
     assert [r["rerank_score"] for r in results] == sorted((r["rerank_score"] for r in results), reverse=True)
 
 

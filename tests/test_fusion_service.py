@@ -8,6 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
+from app.schemas import SearchResult
 from clipspace.fusion.query import combine
 from clipspace.index.publish import open_current
 from tests.conftest import build, encoded, make_image, running_service, write_corpus
@@ -51,8 +52,7 @@ def test_answer_is_a_search_response_of_modality_composed(served):
     body = search(served, {"text": "a red circle"}, k=3).json()
     assert body["query"] == {"modality": "composed", "target": "image", "rerank": False}
     assert set(body) == {"query", "model", "index_version", "took_ms", "results", "next_cursor"}
-    assert set(body["results"][0]) == {"id", "score", "path", "url", "caption", "taken_at", "taken_at_source",
-                                       "camera", "lat", "lon", "tags", "channel"}
+    assert set(body["results"][0]) == set(SearchResult.model_fields)
     assert len(body["results"]) == 3
 
 

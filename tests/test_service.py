@@ -11,6 +11,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from app.schemas import SearchResult
 from clipspace.align.export import architecture_config, export_local_dir
 from clipspace.encoder import ModelSpec, load_encoder
 from tests.conftest import TINY_ARCH, build, encoded, make_image, running_service, write_corpus
@@ -55,8 +56,7 @@ def test_text_query_answers_the_contract_sorted_and_at_most_k(served):
         scores = [hit["score"] for hit in body["results"]]
         assert len(scores) == min(k, len(NAMES)) and scores == sorted(scores, reverse=True)
     hit = body["results"][0]
-    assert set(hit) == {"id", "score", "path", "url", "caption", "taken_at", "taken_at_source", "camera", "lat", "lon",
-                        "tags", "channel"} and hit["url"] == f"/images/{hit['id']}"
+    assert set(hit) == set(SearchResult.model_fields) and hit["url"] == f"/images/{hit['id']}"
     assert body["model"] == TINY_ARCH and body["index_version"] == "0001" and body["took_ms"] >= 0
 
 
