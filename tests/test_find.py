@@ -166,3 +166,10 @@ def test_facets_count_folders_with_what_is_below_them_years_cameras_and_tags(ver
     assert facets.years == [("2020", 1), ("2019", 2), ("2018", 1)]
     assert dict(facets.cameras) == {"Google Pixel 8": 1, "Apple iPhone 15": 1, "NIKON D750": 1}
     assert dict(facets.tags) == {"Lisbon": 1, "tram": 1, "Porto": 1, "咖啡店的招牌": 1}
+
+
+def test_hybrid_with_no_keyword_match_answers_the_vector_search_unchanged(version):
+    query = unit_rows(len(ITEMS))[2]
+    hybrid = find(version, query, "nothing here matches", 5, mode="hybrid")
+    vector = find(version, query, "nothing here matches", 5, mode="vector")
+    assert hybrid == vector and {result.channel for result in hybrid} == {"vector"}

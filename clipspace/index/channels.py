@@ -49,8 +49,10 @@ def find(version: IndexVersion, vector: np.ndarray | None, text: str | None, dep
         return [Found(hit, "vector") for hit in seen]
     read = [SearchHit(record.id, score, record.path, record.caption, record)
             for record, score in version.keyword_search(text or "", depth, search_filter)]
-    if mode == "keyword":
+    if mode == "keyword" or not seen:
         return [Found(hit, "keyword") for hit in read]
+    if not read:  # nothing to fuse: the vector answer as it is, its scores still cosines
+        return [Found(hit, "vector") for hit in seen]
     return (fusion or relative_score_fusion)(seen, read, depth)
 
 
