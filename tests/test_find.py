@@ -173,3 +173,9 @@ def test_hybrid_with_no_keyword_match_answers_the_vector_search_unchanged(versio
     hybrid = find(version, query, "nothing here matches", 5, mode="hybrid")
     vector = find(version, query, "nothing here matches", 5, mode="vector")
     assert hybrid == vector and {result.channel for result in hybrid} == {"vector"}
+
+
+def test_the_words_around_what_is_looked_for_are_not_required(version):
+    assert keyword_paths(version, "the tram") == keyword_paths(version, "tram") == ["holiday/2019/IMG_2041.jpg"]
+    # a query of such words alone still searches for them: "a" is a word of two captions
+    assert sorted(keyword_paths(version, "a")) == ["holiday/2019/IMG_2041.jpg", "holidays/2020/beach.png"]

@@ -5,11 +5,12 @@ Latin words go through FTS5's unicode61 tokenizer (case and accents folded; `_`,
 write words without spaces: each of their characters is stored as a token of its own, and a run of them in a
 query is searched as a phrase of those characters, which matches a word of any length. FTS5's trigram tokenizer
 was the other candidate; it cannot match words of one or two characters, which most Chinese words are
-(docs/decisions.md, "Keywords: SQLite FTS5, one token per CJK character").
+(docs/decisions.md, "Keywords: SQLite FTS5, one token per CJK character, every word must match").
 
-Every word of a query must match somewhere in the item (AND): the channel answers for exact words and stays
-silent otherwise, which is what lets hybrid search fall back to the vector channel for a description of a
-picture (an OR over "a", "on", "the" would match everything weakly and push the real hits down).
+Every word of a query (but the English STOPWORDS around it) must match somewhere in the item (AND): the channel
+answers for exact words and stays silent otherwise, which is what lets hybrid search fall back to the vector
+channel for a description of a picture (an OR over "a", "on", "the" would match everything weakly and push the
+real hits down).
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ WEIGHTS = (8.0, 3.0, 1.0, 5.0, 2.0)
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _CJK_CHAR = re.compile(f"([{_CJK}])")
 _WORDS = re.compile(rf"[{_CJK}]+|[^\W_]+")
+
+# Words a person writes around what they look for ("a receipt", "photos of the sea"): required, they would make
+# every such query match nothing. English only: the model's other language, Chinese, is searched by character.
+STOPWORDS = frozenset({"a", "an", "the", "of", "on", "in", "at", "to", "and", "or", "with", "without", "for",
+    "from", "by", "near", "next", "this", "that", "these", "those", "is", "are", "was", "were", "be", "some",
+    "any", "photo", "photos", "picture", "pictures", "image", "images"})
 
 CREATE_KEYWORDS = (f"CREATE VIRTUAL TABLE keywords USING fts5({', '.join(FIELDS)}, "
                    "tokenize = 'unicode61 remove_diacritics 2')")
@@ -66,9 +73,12 @@ def add_keywords(db: sqlite3.Connection, items: Iterable[ItemRecord]) -> None:
 
 
 def match_expression(query: str) -> str | None:
-    """The FTS5 query for `query`: each word (or run of CJK characters) a quoted phrase, all of them required.
-    None when the query holds no word at all (only punctuation or symbols)."""
-    phrases = [" ".join(word) if _CJK_CHAR.match(word) else word for word in _WORDS.findall(query)]
+    """The FTS5 query for `query`: each word (or run of CJK characters) a quoted phrase, all of them required, the
+    English words that only hold a sentence together (STOPWORDS) left out unless nothing else is left. None when
+    the query holds no word at all (only punctuation or symbols)."""
+    words = _WORDS.findall(query)
+    meaningful = [word for word in words if word.casefold() not in STOPWORDS] or words
+    phrases = [" ".join(word) if _CJK_CHAR.match(word) else word for word in meaningful]
     return " AND ".join(f'"{phrase}"' for phrase in phrases) or None
 
 
