@@ -19,6 +19,10 @@ class MicroBatcher:
     No waiting window: a lone request goes straight through, and under load the queue fills while the
     previous batch runs, so batches form exactly when they pay off. All model work runs on `executor`
     (one thread), which keeps concurrent requests from fighting over the CPU cores.
+
+    The worker ends when the queue is empty and the next request starts another. A worker left waiting on its
+    queue is a reference cycle (task, queue, waiter) that kept the encoder alive after a model switch until a
+    full garbage collection: the old model's memory stayed beside the new one's (tests/test_model_switch.py).
     """
 
     def __init__(self, embed: Callable[[Sequence[Any]], np.ndarray], executor: Executor, max_batch: int,
@@ -31,18 +35,19 @@ class MicroBatcher:
         self._worker: asyncio.Task | None = None
 
     async def embed(self, item: Any) -> np.ndarray:
-        if self._worker is None or self._worker.done():
+        if self._queue is None:
             self._queue = asyncio.Queue()
-            self._worker = asyncio.create_task(self._run())
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future, time.perf_counter()))
+        self._queue.put_nowait((item, future, time.perf_counter()))
         metrics.set_queue_depth(self.name, self._queue.qsize())
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run())
         return await future
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
+        while not self._queue.empty():
+            batch = [self._queue.get_nowait()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             metrics.set_queue_depth(self.name, self._queue.qsize())

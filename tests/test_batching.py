@@ -1,9 +1,12 @@
-"""Micro-batching: concurrent requests share forward passes, errors reach their callers, the worker survives."""
+"""Micro-batching: concurrent requests share forward passes, errors reach their callers, the worker survives, and
+an idle batcher holds nothing alive."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -56,3 +59,28 @@ def test_a_failing_batch_fails_its_callers_and_the_next_request_still_works():
         return await batcher.embed("good")
 
     assert asyncio.run(scenario()).tolist() == [1.0]
+
+
+class Model:
+    def embed(self, items):
+        return np.ones((len(items), 1))
+
+
+def test_an_idle_batcher_dropped_frees_its_model_at_once_without_a_garbage_collection():
+    """After a model switch the old encoder's batchers are dropped: the model must go with them then, not at some
+    full GC (a worker task waiting on its queue is a reference cycle), or its memory stays beside the new one."""
+
+    async def scenario():
+        model = Model()
+        batcher = MicroBatcher(model.embed, ThreadPoolExecutor(1), max_batch=8)
+        await asyncio.gather(*(batcher.embed(n) for n in range(5)))
+        await asyncio.sleep(0.05)
+        gone = weakref.ref(model)
+        del model, batcher
+        return gone() is None
+
+    gc.disable()
+    try:
+        assert asyncio.run(scenario())
+    finally:
+        gc.enable()
