@@ -69,6 +69,11 @@ class ServiceProcess:
                 found[fields[key]] = round(int(value.split()[0]) / 1024, 1)
         return found
 
+    def reset_peak_memory(self) -> None:
+        """Restart the peak (VmHWM) at the present resident memory (Linux's clear_refs "5"): `peak_rss_mb` then
+        measures one phase, such as a model switch, not the start-up that loaded and fingerprinted a model."""
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
