@@ -109,8 +109,9 @@ def test_a_model_switch_under_load_answers_every_query_from_one_model_and_lets_t
             for thread in clients:
                 thread.join()
         peak = service.memory_mb()["peak_rss_mb"]
-        # The old model's ~109 MiB go back as the last request holding its state ends: wait for them, briefly.
-        service.wait_until(lambda: service.memory_mb()["rss_mb"] < settled_old - old_bytes / 2, timeout=15)
+        # The old model's ~109 MiB go back once the last request holding its state has ended, and the C heap's
+        # freed pages with them (the service trims at its next poll of `current`): wait for them, briefly.
+        service.wait_until(lambda: service.memory_mb()["rss_mb"] < settled_old - 3 * old_bytes / 4, timeout=15)
         settled_new = service.memory_mb()["rss_mb"]
 
         after = service.client.get("/info").json()
@@ -137,4 +138,4 @@ def test_a_model_switch_under_load_answers_every_query_from_one_model_and_lets_t
     # the switch holds the new model beside the old and nothing the old's size more, and the old one goes.
     assert peak <= 2 * settled_new
     assert peak <= settled_old + new_bytes + old_bytes / 2, (peak, settled_old, new_bytes, old_bytes)
-    assert settled_new < settled_old - old_bytes / 2, (settled_new, settled_old, old_bytes)
+    assert settled_new < settled_old - 3 * old_bytes / 4, (settled_new, settled_old, old_bytes)
