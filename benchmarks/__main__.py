@@ -35,6 +35,7 @@ from benchmarks.machine import describe_machine, load_average
 from benchmarks.ocr import measure_ocr
 from benchmarks.report import progress, render
 from benchmarks.scale import measure_memory, measure_ray_overhead, measure_reindex
+from benchmarks.switch import measure_switch
 from benchmarks.text import measure_text
 from clipspace.encoder import DualEncoder, ModelSpec, default_precision, load_encoder
 from clipspace.errors import ClipspaceError
@@ -45,7 +46,7 @@ from index_builder.options import BuildOptions
 from tests.launcher import REPO_ROOT
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
-SECTIONS = ("builder", "http", "text", "load", "faiss", "reindex", "memory", "ray", "keywords", "ocr")
+SECTIONS = ("builder", "http", "text", "load", "switch", "faiss", "reindex", "memory", "ray", "keywords", "ocr")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,6 +75,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--captions", type=int, default=2000, help="generated captions in the text section")
     parser.add_argument("--load-clients", type=int, default=16, help="clients in the load test")
     parser.add_argument("--load-seconds", type=float, default=60.0, help="how long the load test runs")
+    parser.add_argument("--switch-model", default="ViT-B-32",
+                        help="the model built into the served folder under load in the switch section")
+    parser.add_argument("--switch-pretrained", default="none", help="its weights ('none': random, no download)")
+    parser.add_argument("--switch-clients", type=int, default=4, help="clients in the switch section")
     parser.add_argument("--reindex-files", type=int, default=2000,
                         help="tiny files for the reindex benchmark (issue 8: 100000)")
     parser.add_argument("--memory-sizes", default="1000,4000",
@@ -158,7 +163,7 @@ def run(args: argparse.Namespace) -> dict:
             builder, serving_index = measure_builder(encoder, corpus, warmup, work_dir, args.batch_size,
                                                      args.workers, args.repeats)
             result["builder"] = asdict(builder)
-        else:
+        elif {"http", "load"} & set(sections):
             progress(f"building the index to serve ({corpus.count} images)")
             serving_index = work_dir / "index"
             build_index(BuildOptions(images=corpus.root, index=serving_index, batch_size=args.batch_size,
@@ -172,6 +177,11 @@ def run(args: argparse.Namespace) -> dict:
             result["load"] = asdict(measure_load(serving_index, [corpus.root / path for path in corpus.paths[:32]],
                                                  _service_env(args), args.load_clients, args.load_seconds,
                                                  work_dir / "load-uvicorn.log"))
+        if "switch" in sections:
+            result["switch"] = asdict(measure_switch(
+                corpus.root, [(corpus.root / path).read_bytes() for path in corpus.paths[:32]], work_dir,
+                _service_env(args), args.switch_clients, (args.switch_model, args.switch_pretrained),
+                _builder_args(args)))
         if "faiss" in sections and args.faiss_sizes:
             result["faiss"] = [asdict(entry) for entry in measure_faiss(args.faiss_sizes, encoder.dim,
                                                                         args.faiss_queries, args.k, work_dir)]
@@ -251,6 +261,11 @@ def _service_env(args: argparse.Namespace) -> dict[str, str]:
     if args.threads:
         env["CLIPSPACE_THREADS"] = str(args.threads)
     return env
+
+
+def _builder_args(args: argparse.Namespace) -> list[str]:
+    """The builder's flags for this machine: its device and threads, as the service is given them."""
+    return ["--device", args.device, *(["--threads", str(args.threads)] if args.threads else [])]
 
 
 def _model_identity(encoder: DualEncoder) -> dict:

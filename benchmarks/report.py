@@ -23,6 +23,8 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", *_text(result["text"])]
     if result.get("load"):
         lines += ["", *_load(result["load"])]
+    if result.get("switch"):
+        lines += ["", *_switch(result["switch"])]
     if result.get("faiss"):
         lines += ["", *_faiss(result["faiss"], result["model"]["dim"], result["k"])]
     lines += _scale(result)
@@ -131,6 +133,23 @@ def _load(load: dict[str, Any]) -> list[str]:
               _row("RSS growth", f"{load['rss_growth'] * 100:+.1f}% {verdict}")]
     lines += [f"  error: {sample}" for sample in load["error_samples"]]
     return lines
+
+
+def _switch(switch: dict[str, Any]) -> list[str]:
+    old, new = switch["models"].values()
+    goals = "all goals met" if switch["goals_met"] else "GOALS MISSED"
+    lines = [f"Model switch under load: {switch['clients']} clients ({', '.join(switch['kinds'])}) while {new} is "
+             f"built into the folder serving {old} ({goals}: 0 errors, no mix, peak <= 2x one model)",
+             _row("requests / errors during the switch", f"{switch['requests']} / {switch['errors']}"),
+             _row("answers by version", ", ".join(f"{v}: {n}" for v, n in switch["answers_by_version"].items())),
+             _row("published / first new answer / last old answer",
+                  f"{switch['published_s']:.1f} s / {switch['first_new_s']:.1f} s / {switch['last_old_s']:.1f} s"),
+             _row("mixed answers (wrong model, or old after new)", str(switch["mixed"])),
+             _row("service memory, the old model alone", _memory(switch["memory_old"])),
+             _row("service memory, the new model alone", _memory(switch["memory_new"])),
+             _row("peak RSS during the switch", f"{switch['switch_peak_rss_mb']:.0f} MB, "
+                                                f"{switch['peak_ratio']:.2f}x the new model alone")]
+    return lines + [f"  error: {sample}" for sample in switch["error_samples"]]
 
 
 def _memory(memory: dict[str, float]) -> str:
