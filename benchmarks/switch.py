@@ -16,6 +16,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,10 @@ from clipspace.index.publish import current_version_name
 from tests.launcher import REPO_ROOT, launched
 
 MAX_PEAK_RATIO = 2.0
-AFTER_SWITCH_S = 5.0  # the clients go on this long after the new model's first answer: any old answer would show
+# After the new model's first answer the clients go on this long, and until each has had this many answers from it:
+# an old answer among them would be a mix.
+AFTER_SWITCH_S = 5.0
+AFTER_SWITCH_ANSWERS = 3
 SWITCH_TIMEOUT_S = 600.0
 ERROR_SAMPLES = 5
 
@@ -105,8 +109,9 @@ def _build(args: list[str], log: Path) -> None:
 
 async def _switch_under_load(base_url: str, kinds: list[str], uploads: list[bytes], clients: int, index: Path,
                              command: list[str], log: Path) -> tuple[list[Answer], float]:
-    """Start the builder, and query until the new version has answered for AFTER_SWITCH_S seconds. Answers the
-    answers and when `current` moved, both in seconds since the builder started."""
+    """Start the builder, and query until the new version has answered for AFTER_SWITCH_S seconds and
+    AFTER_SWITCH_ANSWERS times to each client. Answers the answers and when `current` moved, both in seconds
+    since the builder started."""
     old_version = current_version_name(index)
     answers: list[Answer] = []
     stop = asyncio.Event()
@@ -128,17 +133,28 @@ async def _switch_under_load(base_url: str, kinds: list[str], uploads: list[byte
             clients_done = asyncio.gather(*(loop(number) for number in range(clients)))
             try:
                 published = await _published(index, old_version, builder, started, log)
-                while not any(answer.version not in (None, old_version) for answer in answers):
-                    if time.monotonic() - started > SWITCH_TIMEOUT_S:
-                        raise RuntimeError(f"no answer from the new version {SWITCH_TIMEOUT_S:.0f} s after the build")
-                    await asyncio.sleep(0.05)
+                await _until(lambda: _new_answers(answers, old_version, clients) >= 1, started)
                 await asyncio.sleep(AFTER_SWITCH_S)
+                await _until(lambda: _new_answers(answers, old_version, clients) >= AFTER_SWITCH_ANSWERS, started)
             finally:
                 stop.set()
                 await clients_done
                 if builder.returncode is None:
                     await builder.wait()
     return answers, published
+
+
+def _new_answers(answers: list[Answer], old_version: str | None, clients: int) -> int:
+    """The fewest answers any client has had from a version other than `old_version`."""
+    return min(sum(answer.client == number and answer.version not in (None, old_version) for answer in answers)
+               for number in range(clients))
+
+
+async def _until(condition: Callable[[], bool], started: float) -> None:
+    while not condition():
+        if time.monotonic() - started > SWITCH_TIMEOUT_S:
+            raise RuntimeError(f"the new version did not answer every client within {SWITCH_TIMEOUT_S:.0f} s")
+        await asyncio.sleep(0.05)
 
 
 async def _published(index: Path, old_version: str | None, builder: asyncio.subprocess.Process, started: float,

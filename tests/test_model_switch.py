@@ -8,6 +8,7 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -42,7 +43,7 @@ def model_bytes(encoder: DualEncoder) -> int:
                for tensor in itertools.chain(encoder.model.parameters(), encoder.model.buffers()))
 
 
-def queries(images, image_id: int) -> list[tuple[str, dict]]:
+def queries(images: Path, image_id: int) -> list[tuple[str, dict]]:
     """Text, image and composed queries, each asking for the whole corpus, so an answer is a map id -> score."""
     k = len(CORPUS)
     upload = (images / CORPUS[3]).read_bytes()
@@ -121,9 +122,7 @@ def test_a_model_switch_under_load_answers_every_query_from_one_model_and_lets_t
 
     failures = [f"client {a.client}: {a.status} {a.detail}" for a in answers if a.status != 200]
     assert failures == [], failures[:5]
-    # Each version answers its own way, so a mix of old and new would show.
-    assert all(reference["0001"][query].keys() == reference["0002"][query].keys() for query in range(len(routes)))
-    assert reference["0001"] != reference["0002"]
+    assert reference["0001"] != reference["0002"]  # each version answers its own way, so a mix would show
     model_of = {"0001": WEIGHTY_ARCH, "0002": TINY_ARCH}
     for answer in answers:  # wholly one version's: its model, and its index searched with that model's vectors
         assert answer.model == model_of[answer.version], answer
