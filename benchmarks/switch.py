@@ -34,6 +34,7 @@ MAX_PEAK_RATIO = 2.0
 AFTER_SWITCH_S = 5.0
 AFTER_SWITCH_ANSWERS = 3
 SWITCH_TIMEOUT_S = 600.0
+SETTLE_S = 5.0  # quiet after the clients stop: the old model is freed, and trimmed at the next poll of `current`
 ERROR_SAMPLES = 5
 
 
@@ -74,7 +75,7 @@ def measure_switch(images: Path, uploads: list[bytes], work_dir: Path, service_e
     index = work_dir / "switch-index"
     progress("switch: building the first index with the embedded model")
     _build(["--images", str(images), "--index", str(index), *builder_args], work_dir / "switch-build-old.log")
-    env = {**service_env, "CLIPSPACE_INDEX_DIR": str(index), "CLIPSPACE_RELOAD_INTERVAL_S": "0.5"}
+    env = {**service_env, "CLIPSPACE_INDEX_DIR": str(index)}  # `current` polled every 2 s, as by default
     with launched(env, work_dir / "switch-uvicorn.log", uvicorn_args=("--log-level", "warning",
                                                                      "--no-access-log")) as service:
         service.wait_for("/readyz", READY_TIMEOUT_S)
@@ -91,7 +92,7 @@ def measure_switch(images: Path, uploads: list[bytes], work_dir: Path, service_e
         answers, published = asyncio.run(_switch_under_load(
             service.url, kinds, uploads, clients, index, command, work_dir / "switch-build-new.log"))
         peak = service.memory_mb()["peak_rss_mb"]
-        time.sleep(3)  # quiet: the last requests holding the old state end, their memory goes back
+        time.sleep(SETTLE_S)
         memory_new = service.memory_mb()
         after = httpx.get(f"{service.url}/info", timeout=REQUEST_TIMEOUT_S).json()
     return _judged(answers, published, clients, kinds, {before["index_version"]: before["model"]["model"],
