@@ -99,19 +99,18 @@ def fit_calibration(images: np.ndarray, captions: np.ndarray, captioned: Sequenc
                         dtype=np.float32)
     bank = np.asarray(embed_texts(PROMPT_BANK), dtype=np.float32)
     unrelated_lists = np.sort(bank @ sample.T, axis=1)[:, ::-1][:, :AUTOCUT_DEPTH]
-    maps: dict[Key, RelevanceMap] = {}
+    maps: dict[Key, RelevanceMap | None] = {}
     cross = _platt_map(images, captioned, embed_texts, rng) if len(captioned) >= MIN_PAIRS else None
     maps["text-image"] = cross or _null_tail_map((bank @ sample.T).ravel())
     pairs = sample[: min(len(sample), 500)]
-    between = pairs @ pairs.T
-    maps["image-image"] = _null_tail_map(between[~np.eye(len(pairs), dtype=bool)])
+    maps["image-image"] = _null_tail_map((pairs @ pairs.T)[~np.eye(len(pairs), dtype=bool)])
     if len(captions):
         some = np.asarray(captions[np.sort(rng.choice(len(captions), min(len(captions), SAMPLE_ROWS),
                                                       replace=False))], dtype=np.float32)
         maps["text-text"] = _null_tail_map((bank @ some.T).ravel())
     return Calibration(fingerprint=fingerprint, maps={
         key: mapping.model_copy(update={"autocut_drop": _autocut_drop(mapping, unrelated_lists)})
-        for key, mapping in maps.items()})
+        for key, mapping in maps.items() if mapping is not None})
 
 
 def caption_texts(caption: str) -> list[str]:
@@ -204,7 +203,10 @@ def _targets(y: np.ndarray) -> np.ndarray:
     return np.where(y > 0, (positives + 1) / (positives + 2), 1 / (negatives + 2))
 
 
-def _null_tail_map(unrelated: np.ndarray) -> RelevanceMap:
+def _null_tail_map(unrelated: np.ndarray) -> RelevanceMap | None:
+    """None with fewer than MIN_PAIRS scores (a version of one image has no pair of images): no relevance there."""
+    if len(unrelated) < MIN_PAIRS:
+        return None
     low, high = (float(value) for value in np.quantile(unrelated, NULL_QUANTILES))
     slope = math.log(9) / max(high - low, 1e-4)  # 0.1 at `low` (log-odds -ln 9), 0.5 at `high`
     return RelevanceMap(method="null-tail", slope=slope, intercept=-slope * high, autocut_drop=0.0,
