@@ -8,6 +8,7 @@ from app.schemas import OCR_SHOWN_CHARS
 from app.serving import Serving
 from clipspace.index.channels import Channel, Found
 from clipspace.index.records import UNKNOWN_FACTS, SearchHit
+from clipspace.index.relevance import DIGITS as relevance_digits
 
 
 def result(hit: SearchHit, channel: Channel = "vector", relevance: float | None = None) -> dict:
@@ -18,7 +19,7 @@ def result(hit: SearchHit, channel: Channel = "vector", relevance: float | None 
             "taken_at": facts.taken_at, "taken_at_source": facts.taken_at_source, "camera": facts.camera,
             "lat": facts.lat, "lon": facts.lon, "tags": list(facts.tags), "channel": channel,
             "ocr_text": text[:OCR_SHOWN_CHARS] if text else None,
-            "relevance": None if relevance is None else round(relevance, 4)}
+            "relevance": None if relevance is None else round(relevance, relevance_digits)}
 
 
 def page_answer(serving: Serving, query: dict, found: list[Found], given: int, k: int, digest: str,

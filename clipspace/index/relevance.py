@@ -19,6 +19,8 @@ from clipspace.index.calibration import Key, RelevanceMap
 from clipspace.index.channels import Found
 from clipspace.index.version import IndexVersion
 
+DIGITS = 4  # answers show relevance rounded to this; min_relevance compares what they show
+
 
 @dataclass(frozen=True)
 class RelevanceCut:
@@ -52,7 +54,7 @@ def _with_relevance(version: IndexVersion, found: list[Found], query: np.ndarray
 
 def apply_cut(found: list[Found], cut: RelevanceCut, mapping: RelevanceMap) -> list[Found]:
     """The results that pass `cut`, in their order."""
-    kept = [each for each in found if each.relevance is None or each.relevance >= cut.min_relevance]
+    kept = [each for each in found if each.relevance is None or round(each.relevance, DIGITS) >= cut.min_relevance]
     if not cut.autocut:
         return kept
     return kept[:autocut_length([each.relevance for each in kept], mapping.autocut_drop)]
