@@ -144,3 +144,10 @@ def test_without_captions_relevance_is_monotone_in_the_cosine_and_bounded(tiny_e
         relevance = mapping.relevance(np.linspace(-1, 1, 401))
         assert mapping.method == "null-tail"
         assert np.all(np.diff(relevance) >= 0) and np.all((relevance >= 0) & (relevance <= 1))
+
+
+def test_a_hybrid_word_match_is_kept_by_min_relevance_and_carries_its_pictures_relevance(served):
+    answer = served.client.post("/search/text", json={"text": "00007", "k": 5, "mode": "hybrid", "min_relevance": 1})
+    assert answer.status_code == 200, answer.text
+    [result] = answer.json()["results"]
+    assert result["path"] == "00007.png" and result["channel"] == "keyword" and 0 <= result["relevance"] < 1

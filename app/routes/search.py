@@ -93,7 +93,7 @@ def _form_filter(text: str | None) -> SearchFilterBody | None:
         return SearchFilterBody.model_validate_json(text)
     except ValidationError as error:
         raise RequestValidationError([{**problem, "loc": ("body", "filter", *problem["loc"])}
-                                      for problem in error.errors(include_url=False)]) from None
+                                      for problem in error.errors(include_url=False, include_input=False)]) from None
 
 
 def body_limits(settings: Settings) -> dict[Callable, BodyLimit]:

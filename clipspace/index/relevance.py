@@ -3,7 +3,8 @@
 The pipeline is find -> fuse -> relevance -> collapse duplicates -> page: the cuts run on the whole list a walk is
 cut from, before paging, so every page of a walk sees the same cut and the last page gives no cursor. Relevance
 comes from each result's cosine with the query: the list's own score where it is one (mode vector), the stored
-vector's cosine where it is not (a fused or keyword-only hit of a hybrid search). A keyword-mode query is never
+vector's cosine where it is not (a fused or keyword-only hit of a hybrid search; min_relevance keeps those the
+keyword channel found: they hold the query's words). A keyword-mode query is never
 embedded: its results carry no relevance and no cut applies. A version without a calibration (built before there
 was one) serves the same way.
 """
@@ -53,8 +54,10 @@ def _with_relevance(version: IndexVersion, found: list[Found], query: np.ndarray
 
 
 def apply_cut(found: list[Found], cut: RelevanceCut, mapping: RelevanceMap) -> list[Found]:
-    """The results that pass `cut`, in their order."""
-    kept = [each for each in found if each.relevance is None or round(each.relevance, DIGITS) >= cut.min_relevance]
+    """The results that pass `cut`, in their order. A result the keyword channel found holds every word of the query
+    (a file name, a tag): min_relevance never drops it, its relevance only says how much the picture looks it."""
+    kept = [each for each in found if each.relevance is None or each.channel != "vector"
+            or round(each.relevance, DIGITS) >= cut.min_relevance]
     if not cut.autocut:
         return kept
     return kept[:autocut_length([each.relevance for each in kept], mapping.autocut_drop)]
