@@ -151,3 +151,11 @@ def test_a_hybrid_word_match_is_kept_by_min_relevance_and_carries_its_pictures_r
     assert answer.status_code == 200, answer.text
     [result] = answer.json()["results"]
     assert result["path"] == "00007.png" and result["channel"] == "keyword" and 0 <= result["relevance"] < 1
+
+
+def test_a_composed_query_carries_relevance_and_takes_the_same_cut(served):
+    body = {"terms": [{"text": "a red circle"}, {"text": "blue", "weight": -0.5}], "k": 50}
+    uncut = served.client.post("/search", json=body).json()["results"]
+    middle = uncut[10]["relevance"]
+    cut = served.client.post("/search", json={**body, "min_relevance": middle}).json()["results"]
+    assert [result["id"] for result in cut] == [result["id"] for result in uncut if result["relevance"] >= middle]
