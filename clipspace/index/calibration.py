@@ -4,8 +4,7 @@ Stored in the version's manifest (tied to the model's fingerprint), so every ans
 the same way, and a rebuild with another model or corpus fits it again. Two ways to fit, one stored form (a logistic
 curve: monotone in the cosine and bounded in (0, 1)):
 - "platt": where captions exist, texts taken from them (each caption and its clauses) are searched among captioned
-  images; each of their first results is a labelled pair (a match when its caption contains the text), and the
-  first results of the prompt bank below are pairs that do not match. Platt
+  images; each of their first results is a labelled pair (a match when its caption contains the text). Platt
   scaling on those pairs, at even odds (matches and others weigh half each, however many of each a corpus has),
   answers the probability that a result of a first page matches; a fifth of the texts is held out, and the
   calibration error on them is stored beside the curve.
@@ -35,7 +34,9 @@ MAX_TEXTS = 600  # caption texts embedded per build (a few seconds of a ViT-B-32
 MIN_PAIRS = 20  # fewer positives or negatives than this: the Platt fit is not trusted, the null tail is used
 HELD_OUT_EVERY = 5  # every fifth text is held out to measure the calibration error
 NULL_QUANTILES = (0.99, 0.999)  # the unrelated-pair scores that map to relevance 0.1 and 0.5
-AUTOCUT_QUANTILE = 0.99  # a "large" drop: larger than 99% of the drops between neighbours among unrelated results
+# A "large" drop: larger than 999 in 1,000 drops between neighbours in the first 50 results of unrelated prompts.
+# The 99th percentile cut present concepts' first pages (recall@10 0.58 against 0.95 uncut, benchmarks' relevance).
+AUTOCUT_QUANTILE = 0.999
 AUTOCUT_DEPTH = 50
 ECE_BINS = 10
 
@@ -72,7 +73,7 @@ class RelevanceMap(BaseModel):
         return self.slope * np.asarray(cosines, dtype=np.float64) + self.intercept
 
     def relevance(self, cosines: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.log_odds(cosines)))
+        return 0.5 * (1.0 + np.tanh(0.5 * self.log_odds(cosines)))  # the logistic, without exp's overflow
 
 
 class Calibration(BaseModel):
@@ -105,7 +106,7 @@ def fit_calibration(images: np.ndarray, captions: np.ndarray, captioned: Sequenc
     bank = np.asarray(embed_texts(PROMPT_BANK), dtype=np.float32)
     unrelated_lists = np.sort(bank @ sample.T, axis=1)[:, ::-1][:, :AUTOCUT_DEPTH]
     maps: dict[Key, RelevanceMap | None] = {}
-    cross = _platt_map(images, captioned, embed_texts, bank, rng) if len(captioned) >= MIN_PAIRS else None
+    cross = _platt_map(images, captioned, embed_texts, rng) if len(captioned) >= MIN_PAIRS else None
     maps["text-image"] = cross or _null_tail_map((bank @ sample.T).ravel())
     pairs = sample[: min(len(sample), 500)]
     maps["image-image"] = _null_tail_map((pairs @ pairs.T)[~np.eye(len(pairs), dtype=bool)])
@@ -144,7 +145,7 @@ def expected_calibration_error(predicted: np.ndarray, labels: np.ndarray, bins: 
 def labelled_pairs(texts: Sequence[str], text_vectors: np.ndarray, pool: np.ndarray, pool_captions: Sequence[str],
                    depth: int) -> tuple[np.ndarray, np.ndarray]:
     """The cosines of each text's first `depth` results in `pool`, and whether each result's caption holds the
-    text (no caption holds a text of the prompt bank: pass empty captions)."""
+    text."""
     scores = text_vectors @ pool.T
     top = np.argsort(-scores, axis=1)[:, :depth]
     lowered = [caption.lower() for caption in pool_captions]
@@ -155,8 +156,8 @@ def labelled_pairs(texts: Sequence[str], text_vectors: np.ndarray, pool: np.ndar
 
 
 def _platt_map(images: np.ndarray, captioned: Sequence[tuple[int, int, str]],
-               embed_texts: Callable[[Sequence[str]], np.ndarray], bank: np.ndarray,
-               rng: np.random.Generator) -> RelevanceMap | None:
+               embed_texts: Callable[[Sequence[str]], np.ndarray], rng: np.random.Generator
+               ) -> RelevanceMap | None:
     chosen = [captioned[i] for i in np.sort(rng.choice(len(captioned), min(len(captioned), SAMPLE_ROWS),
                                                        replace=False))]
     pool = np.asarray(images[[row for row, _, _ in chosen]], dtype=np.float32)
@@ -168,8 +169,6 @@ def _platt_map(images: np.ndarray, captioned: Sequence[tuple[int, int, str]],
     depth = max(1, round(TOP_SHARE * len(pool)))
     fit_x, fit_y = labelled_pairs([t for t, h in zip(texts, held, strict=True) if not h], vectors[~held], pool,
                                   pool_captions, depth)
-    unrelated, _ = labelled_pairs(PROMPT_BANK, bank, pool, [""] * len(pool), depth)
-    fit_x, fit_y = np.concatenate([fit_x, unrelated]), np.concatenate([fit_y, np.zeros(len(unrelated))])
     positives, negatives = int(fit_y.sum()), int(len(fit_y) - fit_y.sum())
     if min(positives, negatives) < MIN_PAIRS:
         return None
