@@ -3,12 +3,16 @@ relevance on every result, min_relevance and autocut cuts before paging, and ver
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from clipspace.align import world
 from clipspace.encoder import ModelSpec, load_encoder
+from clipspace.errors import IndexCorrupt
 from clipspace.index.calibration import fit_calibration
+from clipspace.index.manifest import Manifest
 from clipspace.index.publish import open_current, publish_version
 from clipspace.index.records import ItemRecord
 from clipspace.index.relevance import autocut_length
@@ -159,3 +163,12 @@ def test_a_composed_query_carries_relevance_and_takes_the_same_cut(served):
     middle = uncut[10]["relevance"]
     cut = served.client.post("/search", json={**body, "min_relevance": middle}).json()["results"]
     assert [result["id"] for result in cut] == [result["id"] for result in uncut if result["relevance"] >= middle]
+
+
+def test_a_manifest_whose_calibration_names_another_model_is_refused(served):
+    version = open_current(served.index)
+    version.close()
+    raw = json.loads(version.manifest.to_json())
+    raw["calibration"]["fingerprint"] = "another model"
+    with pytest.raises(IndexCorrupt, match="fitted for another model"):
+        Manifest.from_json(json.dumps(raw), "test")
