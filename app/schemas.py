@@ -168,6 +168,10 @@ class IndexInfo(BaseModel):
     search_params: dict[str, int] = Field(
         default_factory=dict, description="what every image query runs with: FAISS's efSearch / nprobe, and "
                                           "k_factor (candidates per result re-ranked by their exact cosine)")
+    relevance: dict | None = Field(None, description="the version's relevance calibration: per query kind "
+                                   "(text-image, image-image, text-text) its method (platt: fitted on caption "
+                                   "pairs; null-tail: no captions, a ranking), curve and held-out error; null "
+                                   "for a version built before relevance")
 
 
 class FacetCount(BaseModel):

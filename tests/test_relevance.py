@@ -172,3 +172,8 @@ def test_a_manifest_whose_calibration_names_another_model_is_refused(served):
     raw["calibration"]["fingerprint"] = "another model"
     with pytest.raises(IndexCorrupt, match="fitted for another model"):
         Manifest.from_json(json.dumps(raw), "test")
+
+
+def test_info_says_how_the_version_is_calibrated(served):
+    relevance = served.client.get("/info").json()["relevance"]
+    assert relevance["text-image"]["method"] == "platt" and relevance["image-image"]["method"] == "null-tail"
