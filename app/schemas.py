@@ -86,6 +86,11 @@ def core_filter(search_filter: SearchFilterBody | None) -> SearchFilter:
 FILTER_FIELD = Field(None, description="only items that pass this filter (see SearchFilterBody)")
 CURSOR_FIELD = Field(None, min_length=1, max_length=MAX_CURSOR_CHARS,
                      description="the next_cursor of the previous page: the next k results of the same query")
+MIN_RELEVANCE_HELP = ("drop results whose relevance is below this (0: no cut); answers 200 with no results when "
+                      "none passes")
+AUTOCUT_HELP = "cut the results at the first large drop in relevance (docs/decisions.md, \"Calibrated relevance\")"
+MIN_RELEVANCE_FIELD = Field(0.0, ge=0, le=1, description=MIN_RELEVANCE_HELP)
+AUTOCUT_FIELD = Field(False, description=AUTOCUT_HELP)
 
 
 class TextQuery(BaseModel):
@@ -97,6 +102,8 @@ class TextQuery(BaseModel):
                        "name, folders, caption or tags hold every word; hybrid: both, fused (docs/decisions.md)")
     filter: SearchFilterBody | None = FILTER_FIELD
     cursor: str | None = CURSOR_FIELD
+    min_relevance: float = MIN_RELEVANCE_FIELD
+    autocut: bool = AUTOCUT_FIELD
 
     @field_validator("text")
     @classmethod
@@ -126,6 +133,9 @@ class SearchResult(BaseModel):
     lon: float | None = None
     tags: list[str] = Field(default_factory=list)
     channel: Channel = Field("vector", description="which channel found it: vector, keyword or both")
+    relevance: float | None = Field(None, ge=0, le=1, description="the estimated probability that it matches "
+                                    "the query, from the model's calibration stored in the index version; null "
+                                    "in keyword mode and in versions built without a calibration")
     ocr_text: str | None = Field(None, description="the text read inside the picture (an index built with --ocr), "
                                  f"its first {OCR_SHOWN_CHARS} characters; null when none was read")
 
@@ -158,6 +168,10 @@ class IndexInfo(BaseModel):
     search_params: dict[str, int] = Field(
         default_factory=dict, description="what every image query runs with: FAISS's efSearch / nprobe, and "
                                           "k_factor (candidates per result re-ranked by their exact cosine)")
+    relevance: dict | None = Field(None, description="the version's relevance calibration: per query kind "
+                                   "(text-image, image-image, text-text) its method (platt: fitted on caption "
+                                   "pairs; null-tail: no captions, a ranking), curve and held-out error; null "
+                                   "for a version built before relevance")
 
 
 class FacetCount(BaseModel):
@@ -250,6 +264,8 @@ class ComposedQuery(BaseModel):
                          "matcher, reading the query's positive text terms; /info says whether it is available")
     filter: SearchFilterBody | None = FILTER_FIELD
     cursor: str | None = CURSOR_FIELD
+    min_relevance: float = MIN_RELEVANCE_FIELD
+    autocut: bool = AUTOCUT_FIELD
 
     @model_validator(mode="after")
     def answerable(self) -> ComposedQuery:

@@ -33,6 +33,7 @@ from benchmarks.latency import measure_latency
 from benchmarks.load import measure_load
 from benchmarks.machine import describe_machine, load_average
 from benchmarks.ocr import measure_ocr
+from benchmarks.relevance import measure_relevance
 from benchmarks.report import progress, render
 from benchmarks.scale import measure_memory, measure_ray_overhead, measure_reindex
 from benchmarks.switch import measure_switch
@@ -46,7 +47,8 @@ from index_builder.options import BuildOptions
 from tests.launcher import REPO_ROOT
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
-SECTIONS = ("builder", "http", "text", "load", "switch", "faiss", "reindex", "memory", "ray", "keywords", "ocr")
+SECTIONS = ("builder", "http", "text", "load", "switch", "faiss", "reindex", "memory", "ray", "keywords", "ocr",
+            "relevance")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -106,6 +108,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", action="append", choices=SECTIONS, default=[],
                         help="run only this section (repeatable), e.g. --only load")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
+    parser.add_argument("--plots", type=Path, default=REPO_ROOT / "var" / "benchmarks",
+                        help="folder for the pictures a section draws (the relevance reliability plot)")
+    parser.add_argument("--relevance-no-captions-model", default="ViT-B-32",
+                        help="the open_clip model (random weights) of the relevance section's corpus without "
+                             "captions; 'none' leaves it out")
     parser.add_argument("--note", default=None, help="a label kept with the results, e.g. 'contended'")
     args = parser.parse_args(argv)
     try:
@@ -186,6 +193,8 @@ def run(args: argparse.Namespace) -> dict:
             result["faiss"] = [asdict(entry) for entry in measure_faiss(args.faiss_sizes, encoder.dim,
                                                                         args.faiss_queries, args.k, work_dir)]
         result.update(_scale_sections(args, work_dir))
+        if "relevance" in sections:
+            result["relevance"] = _relevance_section(args, work_dir)
         if "ocr" in sections and importlib.util.find_spec("rapidocr_onnxruntime"):
             result["ocr"] = asdict(measure_ocr(encoder, work_dir, args.ocr_pictures, args.workers))
         if "ray" in sections:
@@ -195,6 +204,15 @@ def run(args: argparse.Namespace) -> dict:
     result.update(run_ann(args))
     result["machine"]["load_avg_end"] = load_average()
     return result
+
+
+def _relevance_section(args: argparse.Namespace, work_dir: Path) -> dict:
+    """Issue 22's relevance numbers on the embedded model's world, and a model without captions (random weights)."""
+    embedded = load_encoder(ModelSpec(EMBEDDED_MODEL, None, "fp32", args.device), threads=args.threads)
+    other = args.relevance_no_captions_model
+    uncaptioned = None if other == "none" else load_encoder(ModelSpec(other, "none", "fp32", args.device),
+                                                            threads=args.threads)
+    return asdict(measure_relevance(embedded, uncaptioned, work_dir / "relevance", args.plots))
 
 
 def _sections(args: argparse.Namespace) -> list[str]:

@@ -30,6 +30,8 @@ def render(result: dict[str, Any]) -> str:
     lines += _scale(result)
     if result.get("keywords"):
         lines += ["", *_keywords(result["keywords"])]
+    if result.get("relevance"):
+        lines += ["", *_relevance(result["relevance"])]
     for key, title in (("ann_probe", "issue 8's probe: 2000 equal clusters, cosine 0.8, isotropic"),
                        ("ann_hnsw", "HNSW efSearch on clustered embeddings (benchmarks/clustered.py defaults)")):
         if result.get(key):
@@ -288,3 +290,28 @@ def _ocr(result: dict[str, Any]) -> list[str]:
 
 def _named_shares(shares: dict[str, float]) -> str:
     return ", ".join(f"{name} {share:.2f}" for name, share in shares.items())
+
+
+def _relevance(bench: dict[str, Any]) -> list[str]:
+    fit = bench["calibration"]
+    no_captions = bench["no_captions"]
+    lines = [f"Calibrated relevance (issue 22): {bench['model']}, {fit['method']} fit on {fit['positives']} matches "
+             f"and {fit['negatives']} others; {bench['seconds']} s",
+             f"  absent concepts, min_relevance 0.5: {bench['absent_empty_share']:.0%} of "
+             f"{len(bench['absent'])} queries answer nothing (goal >= 90%; corpora of {bench['absent_items']})",
+             "    best relevance per absent concept: " + ", ".join(
+                 f"{text} {value:.2f}" for text, value in bench["absent"].items()),
+             "    counts of one shape (not in the goal): " + ", ".join(
+                 f"{text} {value:.2f}" for text, value in bench["absent_counts_of_a_shape"].items()),
+             f"  present concepts ({bench['present_queries']} on {bench['present_items']} scenes): recall@10 uncut "
+             f"{bench['recall_uncut']:.3f}, min_relevance 0.5 {bench['recall_cut']:.3f}, autocut "
+             f"{bench['recall_autocut']:.3f} (goal: cut within 0.05 of uncut)",
+             f"  autocut on absent counts: keeps {bench['autocut_kept_absent']} of 50 on average",
+             f"  calibration error at even odds: concept queries' top 10 {bench['ece_concept_pairs']:.3f}, held-out "
+             f"caption pairs {bench['ece_caption_pairs']} (goal <= 0.05); plot {bench['reliability_plot']}"]
+    if no_captions:
+        lines.append(f"  without captions, {no_captions['model']}: " + ", ".join(
+            f"{key} {check['method']} monotone={check['monotone']} bounded={check['bounded']}"
+            for key, check in no_captions["maps"].items())
+            + f"; 'a star' top 50 relevance {no_captions['a_star_top50_relevance']}")
+    return lines

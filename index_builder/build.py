@@ -9,6 +9,7 @@ threads and one model here (index_builder.local), Ray tasks and an actor pool on
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -25,9 +26,11 @@ from clipspace.encoder import DualEncoder
 from clipspace.errors import ClipspaceError, IndexNotReady
 from clipspace.fusion.rerank import find_reranker
 from clipspace.images import IMAGE_SUFFIXES
+from clipspace.index.calibration import Calibration, fit_calibration
 from clipspace.index.choose import check_factory, choose_factory
 from clipspace.index.publish import build_lock, open_current, publish_version
 from clipspace.index.records import ItemRecord
+from clipspace.index.shards import ShardedVectors
 from clipspace.index.version import IndexVersion
 from clipspace.index.writer import VersionWriter
 from index_builder.files import Movable, Processed, Work, list_images, read_caption
@@ -115,7 +118,8 @@ def build_index(options: BuildOptions, encoder: DualEncoder, embedder: Embedder 
             factory = choose_factory(options.index_type, writer.count, encoder.dim)
             staging = writer.finish(model=encoder.identity, factory=factory,
                                     corpus_root=options.images, report=report.as_dict(),
-                                    next_id=previous.next_id if previous else 0, build=embedder.write_faiss)
+                                    next_id=previous.next_id if previous else 0, build=embedder.write_faiss,
+                                    calibrate=functools.partial(_calibrate, encoder))
         except BaseException:
             plan.close()
             writer.abandon()
@@ -245,6 +249,17 @@ class _PendingItems:
             self.writer.add(record, image, next(vectors) if isinstance(caption, str) else caption, tokens)
         self.items.clear()
         self.texts = 0
+
+
+def _calibrate(encoder: DualEncoder, images: ShardedVectors, captions: ShardedVectors,
+               captioned: list[tuple[int, int, str]]) -> Calibration | None:
+    """Every build fits the relevance calibration again, on the new version's vectors, for this model."""
+    started = time.perf_counter()
+    calibration = fit_calibration(images, captions, captioned, encoder.embed_texts, encoder.identity.fingerprint)
+    if calibration is not None:
+        log.info("relevance calibrated in %.1f s: %s", time.perf_counter() - started, ", ".join(
+            f"{key} {mapping.method}" for key, mapping in calibration.maps.items()))
+    return calibration
 
 
 def _token_shape(options: BuildOptions, encoder: DualEncoder) -> tuple[int, int] | None:

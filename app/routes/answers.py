@@ -8,22 +8,24 @@ from app.schemas import OCR_SHOWN_CHARS
 from app.serving import Serving
 from clipspace.index.channels import Channel, Found
 from clipspace.index.records import UNKNOWN_FACTS, SearchHit
+from clipspace.index.relevance import DIGITS as relevance_digits
 
 
-def result(hit: SearchHit, channel: Channel = "vector") -> dict:
+def result(hit: SearchHit, channel: Channel = "vector", relevance: float | None = None) -> dict:
     """A `SearchResult`, as JSON-ready data: with what the index knows of the photo, where it knows it."""
     facts = hit.record.facts if hit.record is not None else UNKNOWN_FACTS
     text = hit.record.ocr_text if hit.record is not None else None
     return {"id": hit.id, "score": hit.score, "path": hit.path, "url": f"/images/{hit.id}", "caption": hit.caption,
             "taken_at": facts.taken_at, "taken_at_source": facts.taken_at_source, "camera": facts.camera,
             "lat": facts.lat, "lon": facts.lon, "tags": list(facts.tags), "channel": channel,
-            "ocr_text": text[:OCR_SHOWN_CHARS] if text else None}
+            "ocr_text": text[:OCR_SHOWN_CHARS] if text else None,
+            "relevance": None if relevance is None else round(relevance, relevance_digits)}
 
 
 def page_answer(serving: Serving, query: dict, found: list[Found], given: int, k: int, digest: str,
                 started: float) -> dict:
-    """The `k` results after the first `given` of `found`, with the cursor of the next page."""
-    results = [result(each.hit, each.channel) for each in found[given:given + k]]
+    """The `k` results after the first `given` of `found` (already cut by relevance), with the next page's cursor."""
+    results = [result(each.hit, each.channel, each.relevance) for each in found[given:given + k]]
     return {**search_answer(serving, query, results, started),
             "next_cursor": serving.index.next_cursor(digest, given + k, len(found))}
 

@@ -28,7 +28,10 @@ from app.serving import Serving as ServingState
 from clipspace.errors import ImageTooLarge
 from clipspace.fusion import labels as zero_shot
 from clipspace.fusion.query import check_dimension, combine, decode_base64_image
+from clipspace.index.calibration import map_key
+from clipspace.index.channels import Found
 from clipspace.index.cursors import query_digest
+from clipspace.index.relevance import RelevanceCut, judged
 from clipspace.settings import Settings
 
 router = APIRouter(tags=["fusion"])
@@ -52,17 +55,26 @@ async def search_composed(query: ComposedQuery, holder: Holder, serving: Serving
     vectors = await asyncio.gather(*(_term_vector(term, serving, max_upload) for term in query.terms))
     vector = combine(vectors, [term.weight for term in query.terms])
     info = {"modality": "composed", "target": query.target, "rerank": query.rerank}
+    # A composed query is scored as an image query as soon as one term is not a text.
+    key = map_key("text" if all(term.text is not None for term in query.terms) else "image", query.target)
+    cut = RelevanceCut(query.min_relevance, query.autocut)
     if texts is None:
         found = await serving.index.find(vector, None, given + query.k + 1, query.target, "vector", search_filter)
+        found = judged(serving.index.version, found, vector, key=key, target=query.target, cosines_in_list=True,
+                       cut=cut)
         return page_answer(serving, info, found, given, query.k, digest, started)
     # The matcher re-scores the dual encoder's candidates: a page is cut from them, and a walk ends at MAX_RERANK_K.
     depth = min(serving.fusion.rerank_depth(given + query.k + 1), MAX_RERANK_K)
     candidates = [each.hit for each in await serving.index.find(vector, None, depth, "image", "vector",
                                                                 search_filter)]
     reranked = await serving.fusion.rerank(texts, candidates, serving.index)
-    results = [{**result(hit), "rerank_score": score} for hit, score in reranked[given:given + query.k]]
+    scores = {hit.id: score for hit, score in reranked}  # relevance still reads each candidate's cosine
+    kept = judged(serving.index.version, [Found(hit, "vector") for hit, _ in reranked], vector, key=key,
+                  target="image", cosines_in_list=True, cut=cut)
+    results = [{**result(each.hit, each.channel, each.relevance), "rerank_score": scores[each.hit.id]}
+               for each in kept[given:given + query.k]]
     return {**search_answer(serving, info, results, started),
-            "next_cursor": serving.index.next_cursor(digest, given + query.k, len(reranked))}
+            "next_cursor": serving.index.next_cursor(digest, given + query.k, len(kept))}
 
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS)

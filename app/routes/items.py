@@ -55,6 +55,7 @@ async def info(serving: Serving) -> IndexInfo:
                      count=version.count, caption_count=manifest.caption_count, dim=version.dim,
                      index_type=version.index_type("image"), faiss_factory=manifest.faiss_factory,
                      created_at=manifest.created_at, search_params=version.search_params("image"),
+                     relevance=manifest.calibration.model_dump()["maps"] if manifest.calibration else None,
                      rerank=RerankInfo(available=serving.fusion.rerank_available,
                                        detail=serving.fusion.rerank_detail))
 

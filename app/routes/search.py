@@ -15,9 +15,21 @@ from pydantic import ValidationError
 from app.limits import MAX_JSON_BYTES, BodyLimit
 from app.routes.answers import page_answer
 from app.routes.deps import Serving
-from app.schemas import MAX_K, SearchFilterBody, SearchResponse, Target, TextQuery, core_filter, error_responses
+from app.schemas import (
+    AUTOCUT_HELP,
+    MAX_K,
+    MIN_RELEVANCE_HELP,
+    SearchFilterBody,
+    SearchResponse,
+    Target,
+    TextQuery,
+    core_filter,
+    error_responses,
+)
 from clipspace.errors import NotAnImage
+from clipspace.index.calibration import map_key
 from clipspace.index.cursors import MAX_CURSOR_CHARS, query_digest
+from clipspace.index.relevance import RelevanceCut, judged
 from clipspace.settings import Settings
 
 ACCEPTED_UPLOAD_TYPES = ("image/", "application/octet-stream")
@@ -33,11 +45,14 @@ router = APIRouter(prefix="/search", tags=["search"])
 async def search_text(query: TextQuery, serving: Serving) -> JSONResponse:
     started = time.perf_counter()
     search_filter = core_filter(query.filter)
-    digest = query_digest(["text", query.text, query.target, query.mode, search_filter])
+    cut = RelevanceCut(query.min_relevance, query.autocut)
+    digest = query_digest(["text", query.text, query.target, query.mode, search_filter, cut])
     given = serving.index.page_start(query.cursor, digest)
     vector = await serving.encoder.embed_text(query.text) if query.mode != "keyword" else None
     found = await serving.index.find(vector, query.text, given + query.k + 1, query.target, query.mode,
                                      search_filter)
+    found = judged(serving.index.version, found, vector, key=map_key("text", query.target), target=query.target,
+                   cosines_in_list=query.mode == "vector", cut=cut)
     return JSONResponse(page_answer(serving, {"modality": "text", "target": query.target}, found, given, query.k,
                                     digest, started))
 
@@ -50,6 +65,8 @@ async def search_image(serving: Serving, file: Annotated[UploadFile, File()],
                            description="a JSON SearchFilterBody, as in the JSON routes")] = None,
                        cursor: Annotated[str | None, Query(min_length=1, max_length=MAX_CURSOR_CHARS,
                                                            description="the previous page's next_cursor")] = None,
+                       min_relevance: Annotated[float, Query(ge=0, le=1, description=MIN_RELEVANCE_HELP)] = 0.0,
+                       autocut: Annotated[bool, Query(description=AUTOCUT_HELP)] = False,
                        ) -> JSONResponse:
     started = time.perf_counter()
     declared = (file.content_type or "application/octet-stream").lower()
@@ -57,10 +74,13 @@ async def search_image(serving: Serving, file: Annotated[UploadFile, File()],
         raise NotAnImage(f"the uploaded file is declared as {declared}, not an image")
     data = await file.read()
     chosen = core_filter(_form_filter(search_filter))
-    digest = query_digest(["image", hashlib.sha256(data).hexdigest(), target, chosen])
+    cut = RelevanceCut(min_relevance, autocut)
+    digest = query_digest(["image", hashlib.sha256(data).hexdigest(), target, chosen, cut])
     given = serving.index.page_start(cursor, digest)
     vector = await serving.encoder.embed_image(data)
     found = await serving.index.find(vector, None, given + k + 1, target, "vector", chosen)
+    found = judged(serving.index.version, found, vector, key=map_key("image", target), target=target,
+                   cosines_in_list=True, cut=cut)
     return JSONResponse(page_answer(serving, {"modality": "image", "target": target}, found, given, k, digest,
                                     started))
 
@@ -73,7 +93,7 @@ def _form_filter(text: str | None) -> SearchFilterBody | None:
         return SearchFilterBody.model_validate_json(text)
     except ValidationError as error:
         raise RequestValidationError([{**problem, "loc": ("body", "filter", *problem["loc"])}
-                                      for problem in error.errors(include_url=False)]) from None
+                                      for problem in error.errors(include_url=False, include_input=False)]) from None
 
 
 def body_limits(settings: Settings) -> dict[Callable, BodyLimit]:

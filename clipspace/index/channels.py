@@ -33,6 +33,7 @@ VECTOR_WEIGHT = 0.4
 class Found:
     hit: SearchHit  # its score: the cosine (vector), bm25 (keyword) or the fused score (hybrid)
     channel: Channel
+    relevance: float | None = None  # set by clipspace.index.relevance: None where the version has no calibration
 
 
 def find(version: IndexVersion, vector: np.ndarray | None, text: str | None, depth: int, *, target: str = "image",

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clipspace.errors import IndexCorrupt
 from clipspace.identity import ModelIdentity
+from clipspace.index.calibration import Calibration
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)  # 1: one vectors.npy / captions.npy per version, no shards
@@ -53,6 +54,15 @@ class Manifest(BaseModel):
     # model has a cross-attention matcher, so re-ranking reads them instead of decoding and embedding candidates.
     token_shape: tuple[int, int] | None = None
     token_shards: tuple[Shard, ...] = ()
+    # cosine -> relevance, fitted on this version's vectors for this model (clipspace.index.calibration); None in
+    # versions written before it was, which serve with relevance null.
+    calibration: Calibration | None = None
+
+    @model_validator(mode="after")
+    def _calibration_of_this_model(self) -> Manifest:
+        if self.calibration is not None and self.calibration.fingerprint != self.model.fingerprint:
+            raise ValueError("the relevance calibration was fitted for another model")
+        return self
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"

@@ -130,6 +130,18 @@ class IndexVersion:
         found = self._read("SELECT row FROM items WHERE id = ?", (item_id,))
         return np.array(self.image_vectors()[found[0][0]], dtype=np.float32) if found else None
 
+    def cosines(self, query: np.ndarray, item_ids: Sequence[int], target: str = "image") -> dict[int, float]:
+        """The cosine of `query` with the stored `target` vector of each item (a fused or keyword score is none)."""
+        if not item_ids:
+            return {}
+        column = "caption_row" if target == "text" else "row"
+        found = [(item_id, row) for item_id, row in self._read(
+            f"SELECT id, {column} FROM items WHERE id IN ({', '.join('?' * len(item_ids))})", list(item_ids))
+            if row is not None]
+        vectors = self._vectors[target][[row for _, row in found]] if found else np.zeros((0, self.dim))
+        scores = np.asarray(vectors, dtype=np.float32) @ np.asarray(query, dtype=np.float32).reshape(-1)
+        return {item_id: min(float(score), 1.0) for (item_id, _), score in zip(found, scores, strict=True)}
+
     def items(self) -> list[tuple[ItemRecord, int, int | None]]:
         """Every item with its row in vectors.npy and in captions.npy, for reuse by the next build."""
         rows = self._read(f"SELECT {self._columns}, row, caption_row FROM items ORDER BY row")

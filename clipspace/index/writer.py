@@ -17,6 +17,7 @@ import numpy as np
 
 from clipspace import __version__
 from clipspace.errors import IndexWriteFailed
+from clipspace.index.calibration import Calibration
 from clipspace.index.choose import build_faiss, choose_factory, faiss_error_line, tuned_search_params
 from clipspace.index.keywords import CREATE_KEYWORDS, add_keywords
 from clipspace.index.manifest import Manifest, ModelIdentity, Shard
@@ -44,6 +45,9 @@ def write_version(index_dir: Path, items: Sequence[ItemRecord], image_vectors: n
     except BaseException:
         writer.abandon()
         raise
+
+
+Calibrate = Callable[[ShardedVectors, ShardedVectors, list[tuple[int, int, str]]], Calibration | None]
 
 
 def write_faiss(folder: Path, target: str, shards: Sequence[Shard], dim: int, factory: str) -> dict[str, int]:
@@ -126,17 +130,23 @@ class VersionWriter:
             self._flush()
 
     def finish(self, *, model: ModelIdentity, factory: str, corpus_root: Path, report: dict[str, Any],
-               next_id: int = 0, build: Callable[..., dict[str, int]] = write_faiss) -> Path:
-        """Close the shards, build the FAISS indexes (with `build`), write the manifest, fsync and verify."""
+               next_id: int = 0, build: Callable[..., dict[str, int]] = write_faiss,
+               calibrate: Calibrate | None = None) -> Path:
+        """Close the shards, build the FAISS indexes (with `build`), fit the relevance calibration (with
+        `calibrate`, given the staged vectors and the captioned items), write the manifest, fsync and verify."""
         with writing(self.index_dir):
-            return self._finish(model, factory, corpus_root, report, next_id, build)
+            return self._finish(model, factory, corpus_root, report, next_id, build, calibrate)
 
     def _finish(self, model: ModelIdentity, factory: str, corpus_root: Path, report: dict[str, Any], next_id: int,
-                build: Callable[..., dict[str, int]]) -> Path:
+                build: Callable[..., dict[str, int]], calibrate: Calibrate | None) -> Path:
         self._flush()
         self._db.commit()
-        self._db.close()
         image_shards, caption_shards = tuple(self.images.close()), tuple(self.captions.close())
+        calibration = calibrate(ShardedVectors(self.staging, image_shards, self.dim),
+                                ShardedVectors(self.staging, caption_shards, self.dim),
+                                self._db.execute("SELECT row, caption_row, caption FROM items WHERE caption_row "
+                                                 "IS NOT NULL ORDER BY row").fetchall()) if calibrate else None
+        self._db.close()
         token_shards = tuple(self.tokens.close()) if self.tokens else ()
         linked = self._link_unchanged_indexes(image_shards, caption_shards, factory)
         search_params = {target: params for target, params in self.previous.manifest.search_params.items()
@@ -155,7 +165,7 @@ class VersionWriter:
             corpus_root=str(Path(corpus_root).resolve()),
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), builder_version=__version__,
             build_report=report, image_shards=image_shards, caption_shards=caption_shards,
-            token_shape=self.token_shape, token_shards=token_shards,
+            token_shape=self.token_shape, token_shards=token_shards, calibration=calibration,
             checksums={path.name: known[path.name] if path.name in reused else sha256_file(path)
                        for path in sorted(self.staging.iterdir())})
         (self.staging / "manifest.json").write_text(manifest.to_json())

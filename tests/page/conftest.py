@@ -98,13 +98,22 @@ def served(tmp_path_factory):
 
 
 @pytest.fixture
-def page(browser: Browser, served) -> Page:
+def default_page(browser: Browser, served) -> Page:
+    """The page as a person first sees it (text queries ask for likely matches only)."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     opened = context.new_page()
     opened.goto(served.url + "/")
     expect(opened.locator("body")).to_have_attribute("data-ready", "true")
     yield opened
     context.close()
+
+
+@pytest.fixture
+def page(default_page: Page) -> Page:
+    """The page showing every result: the tests of order, paging and filters walk all of them
+    (test_relevance_page.py covers the default cut)."""
+    default_page.uncheck("#likely")
+    return default_page
 
 
 @pytest.fixture
