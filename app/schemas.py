@@ -86,6 +86,9 @@ def core_filter(search_filter: SearchFilterBody | None) -> SearchFilter:
 FILTER_FIELD = Field(None, description="only items that pass this filter (see SearchFilterBody)")
 CURSOR_FIELD = Field(None, min_length=1, max_length=MAX_CURSOR_CHARS,
                      description="the next_cursor of the previous page: the next k results of the same query")
+COLLAPSE_DESCRIPTION = ("show each group of duplicates once, as its best-ranked member, which lists the others in "
+                        "`duplicates` (default false: every item; the page at / sends true)")
+COLLAPSE_FIELD = Field(False, description=COLLAPSE_DESCRIPTION)
 
 
 class TextQuery(BaseModel):
@@ -97,6 +100,7 @@ class TextQuery(BaseModel):
                        "name, folders, caption or tags hold every word; hybrid: both, fused (docs/decisions.md)")
     filter: SearchFilterBody | None = FILTER_FIELD
     cursor: str | None = CURSOR_FIELD
+    collapse_duplicates: bool = COLLAPSE_FIELD
 
     @field_validator("text")
     @classmethod
@@ -128,6 +132,8 @@ class SearchResult(BaseModel):
     channel: Channel = Field("vector", description="which channel found it: vector, keyword or both")
     ocr_text: str | None = Field(None, description="the text read inside the picture (an index built with --ocr), "
                                  f"its first {OCR_SHOWN_CHARS} characters; null when none was read")
+    duplicates: list[int] | None = Field(None, description="with collapse_duplicates: the ids of the other members "
+                                         "of its duplicate group, which this result stands for ([] when none)")
 
 
 class SearchResponse(BaseModel):
@@ -171,6 +177,32 @@ class FacetsResponse(BaseModel):
     years: list[FacetCount]
     cameras: list[FacetCount]
     tags: list[FacetCount]
+
+
+class DuplicateItem(BaseModel):
+    id: int
+    path: str
+    url: str
+    thumb_url: str
+    bytes: int
+    width: int
+    height: int
+    taken_at: str | None = None
+
+
+class DuplicateGroup(BaseModel):
+    id: int = Field(..., description="the group's representative: every member is within the duplicate threshold "
+                    "of it (docs/decisions.md, Duplicates)")
+    size: int
+    items: list[DuplicateItem] = Field(..., description="the representative first, then by id")
+
+
+class DuplicatesResponse(BaseModel):
+    index_version: str
+    took_ms: float
+    total_groups: int = Field(..., description="groups of two or more items in this index version")
+    groups: list[DuplicateGroup] = Field(..., description="largest first, then by representative id")
+    next_cursor: str | None = Field(None, description="send it as `cursor` for the next page; null when none")
 
 
 class Status(BaseModel):
@@ -250,6 +282,7 @@ class ComposedQuery(BaseModel):
                          "matcher, reading the query's positive text terms; /info says whether it is available")
     filter: SearchFilterBody | None = FILTER_FIELD
     cursor: str | None = CURSOR_FIELD
+    collapse_duplicates: bool = COLLAPSE_FIELD
 
     @model_validator(mode="after")
     def answerable(self) -> ComposedQuery:

@@ -16,6 +16,7 @@ from app import metrics
 from clipspace.errors import ItemNotFound
 from clipspace.index.channels import Found, Mode, find
 from clipspace.index.cursors import MAX_WALK, PagePosition, decode_cursor, encode_cursor
+from clipspace.index.duplicates import collapse
 from clipspace.index.filters import SearchFilter
 from clipspace.index.version import IndexVersion
 
@@ -37,6 +38,24 @@ class ServedIndex:
                 return find(self.version, vector, text, depth, target=target, mode=mode, search_filter=search_filter)
             return await asyncio.get_running_loop().run_in_executor(self.searching, functools.partial(
                 find, self.version, vector, text, depth, target=target, mode=mode, search_filter=search_filter))
+
+    async def find_page(self, vector: np.ndarray | None, text: str | None, wanted: int, target: str, mode: Mode,
+                        search_filter: SearchFilter, collapse_duplicates: bool
+                        ) -> tuple[list[Found], dict[int, tuple[int, ...]] | None]:
+        """The first `wanted` results of a query and, when collapsed, the ids each result stands for.
+
+        Collapsing comes after ranking and before paging: a walk counts collapsed results, so `wanted` (the
+        results up to the end of the page, plus one to know a next page exists) is reached by searching deeper,
+        doubling the depth until it is, or until the index has no more, or MAX_WALK."""
+        if not collapse_duplicates:
+            return await self.find(vector, text, wanted, target, mode, search_filter), None
+        groups, depth = self.version.duplicates, wanted
+        while True:
+            found = await self.find(vector, text, depth, target, mode, search_filter)
+            kept = collapse(found, lambda each: each.hit.id, groups)
+            if len(kept) >= wanted or len(found) < depth or depth >= MAX_WALK:
+                return [each for each, _ in kept], {each.hit.id: others for each, others in kept}
+            depth = min(MAX_WALK, depth * 2)
 
     def page_start(self, cursor: str | None, query: str) -> int:
         """How many results the walk of `query` (a `query_digest`) has given: 0 without a cursor."""

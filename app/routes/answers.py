@@ -21,11 +21,19 @@ def result(hit: SearchHit, channel: Channel = "vector") -> dict:
 
 
 def page_answer(serving: Serving, query: dict, found: list[Found], given: int, k: int, digest: str,
-                started: float) -> dict:
-    """The `k` results after the first `given` of `found`, with the cursor of the next page."""
-    results = [result(each.hit, each.channel) for each in found[given:given + k]]
+                started: float, stands_for: dict[int, tuple[int, ...]] | None = None) -> dict:
+    """The `k` results after the first `given` of `found`, with the cursor of the next page; with `stands_for`
+    (a collapsed search), each result lists the duplicates it stands for."""
+    results = [with_duplicates(result(each.hit, each.channel), stands_for) for each in found[given:given + k]]
     return {**search_answer(serving, query, results, started),
             "next_cursor": serving.index.next_cursor(digest, given + k, len(found))}
+
+
+def with_duplicates(answer: dict, stands_for: dict[int, tuple[int, ...]] | None) -> dict:
+    """A result of a collapsed search says which duplicates it stands for; any other leaves the field out."""
+    if stands_for is not None:
+        answer["duplicates"] = list(stands_for.get(answer["id"], ()))
+    return answer
 
 
 def search_answer(serving: Serving, query: dict, results: list[dict], started: float) -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter
 
 from app.limits import MAX_JSON_BYTES, BodyLimit
-from app.routes.answers import page_answer, result, search_answer, took_ms
+from app.routes.answers import page_answer, result, search_answer, took_ms, with_duplicates
 from app.routes.deps import Holder, Serving
 from app.schemas import (
     MAX_RERANK_K,
@@ -29,6 +29,7 @@ from clipspace.errors import ImageTooLarge
 from clipspace.fusion import labels as zero_shot
 from clipspace.fusion.query import check_dimension, combine, decode_base64_image
 from clipspace.index.cursors import query_digest
+from clipspace.index.duplicates import collapse
 from clipspace.settings import Settings
 
 router = APIRouter(tags=["fusion"])
@@ -53,14 +54,20 @@ async def search_composed(query: ComposedQuery, holder: Holder, serving: Serving
     vector = combine(vectors, [term.weight for term in query.terms])
     info = {"modality": "composed", "target": query.target, "rerank": query.rerank}
     if texts is None:
-        found = await serving.index.find(vector, None, given + query.k + 1, query.target, "vector", search_filter)
-        return page_answer(serving, info, found, given, query.k, digest, started)
+        found, stands_for = await serving.index.find_page(vector, None, given + query.k + 1, query.target, "vector",
+                                                          search_filter, query.collapse_duplicates)
+        return page_answer(serving, info, found, given, query.k, digest, started, stands_for)
     # The matcher re-scores the dual encoder's candidates: a page is cut from them, and a walk ends at MAX_RERANK_K.
     depth = min(serving.fusion.rerank_depth(given + query.k + 1), MAX_RERANK_K)
     candidates = [each.hit for each in await serving.index.find(vector, None, depth, "image", "vector",
                                                                 search_filter)]
     reranked = await serving.fusion.rerank(texts, candidates, serving.index)
-    results = [{**result(hit), "rerank_score": score} for hit, score in reranked[given:given + query.k]]
+    stands_for = None
+    if query.collapse_duplicates:  # after the re-rank: the best-ranked member is the matcher's best
+        kept = collapse(reranked, lambda each: each[0].id, serving.index.version.duplicates)
+        reranked, stands_for = [each for each, _ in kept], {each[0].id: others for each, others in kept}
+    results = [with_duplicates({**result(hit), "rerank_score": score}, stands_for)
+               for hit, score in reranked[given:given + query.k]]
     return {**search_answer(serving, info, results, started),
             "next_cursor": serving.index.next_cursor(digest, given + query.k, len(reranked))}
 

@@ -15,7 +15,16 @@ from pydantic import ValidationError
 from app.limits import MAX_JSON_BYTES, BodyLimit
 from app.routes.answers import page_answer
 from app.routes.deps import Serving
-from app.schemas import MAX_K, SearchFilterBody, SearchResponse, Target, TextQuery, core_filter, error_responses
+from app.schemas import (
+    COLLAPSE_DESCRIPTION,
+    MAX_K,
+    SearchFilterBody,
+    SearchResponse,
+    Target,
+    TextQuery,
+    core_filter,
+    error_responses,
+)
 from clipspace.errors import NotAnImage
 from clipspace.index.cursors import MAX_CURSOR_CHARS, query_digest
 from clipspace.settings import Settings
@@ -33,13 +42,13 @@ router = APIRouter(prefix="/search", tags=["search"])
 async def search_text(query: TextQuery, serving: Serving) -> JSONResponse:
     started = time.perf_counter()
     search_filter = core_filter(query.filter)
-    digest = query_digest(["text", query.text, query.target, query.mode, search_filter])
+    digest = query_digest(["text", query.text, query.target, query.mode, search_filter, query.collapse_duplicates])
     given = serving.index.page_start(query.cursor, digest)
     vector = await serving.encoder.embed_text(query.text) if query.mode != "keyword" else None
-    found = await serving.index.find(vector, query.text, given + query.k + 1, query.target, query.mode,
-                                     search_filter)
+    found, stands_for = await serving.index.find_page(vector, query.text, given + query.k + 1, query.target,
+                                                      query.mode, search_filter, query.collapse_duplicates)
     return JSONResponse(page_answer(serving, {"modality": "text", "target": query.target}, found, given, query.k,
-                                    digest, started))
+                                    digest, started, stands_for))
 
 
 @router.post("/image", response_model=SearchResponse, responses=error_responses(400, 410, 413, 415, 422, 503))
@@ -50,6 +59,7 @@ async def search_image(serving: Serving, file: Annotated[UploadFile, File()],
                            description="a JSON SearchFilterBody, as in the JSON routes")] = None,
                        cursor: Annotated[str | None, Query(min_length=1, max_length=MAX_CURSOR_CHARS,
                                                            description="the previous page's next_cursor")] = None,
+                       collapse_duplicates: Annotated[bool, Query(description=COLLAPSE_DESCRIPTION)] = False,
                        ) -> JSONResponse:
     started = time.perf_counter()
     declared = (file.content_type or "application/octet-stream").lower()
@@ -57,12 +67,13 @@ async def search_image(serving: Serving, file: Annotated[UploadFile, File()],
         raise NotAnImage(f"the uploaded file is declared as {declared}, not an image")
     data = await file.read()
     chosen = core_filter(_form_filter(search_filter))
-    digest = query_digest(["image", hashlib.sha256(data).hexdigest(), target, chosen])
+    digest = query_digest(["image", hashlib.sha256(data).hexdigest(), target, chosen, collapse_duplicates])
     given = serving.index.page_start(cursor, digest)
     vector = await serving.encoder.embed_image(data)
-    found = await serving.index.find(vector, None, given + k + 1, target, "vector", chosen)
+    found, stands_for = await serving.index.find_page(vector, None, given + k + 1, target, "vector", chosen,
+                                                      collapse_duplicates)
     return JSONResponse(page_answer(serving, {"modality": "image", "target": target}, found, given, k, digest,
-                                    started))
+                                    started, stands_for))
 
 
 def _form_filter(text: str | None) -> SearchFilterBody | None:
