@@ -40,12 +40,13 @@ class Generated:
     families: np.ndarray  # the family of each path
     transforms: list[str]  # "original", "lookalike_original", a transform name, or "unrelated"
     lookalike_of: dict[int, int]  # look-alike family -> the family it looks like
+    scenes: list[Scene]  # the scene each family's original draws
 
 
 def generate(folder: Path, count: int, seed: int = 0) -> Generated:
     """About `count` images in `folder`: families of near-duplicates, look-alikes and unrelated scenes."""
     rng = np.random.default_rng(seed)
-    paths, families, transforms, lookalike_of = [], [], [], {}
+    paths, families, transforms, lookalike_of, scenes = [], [], [], {}, []
     family, scene_index, drawn = 0, 0, set()
 
     def add(image_bytes: bytes, name: str, kind: str, of_family: int) -> None:
@@ -59,22 +60,31 @@ def generate(folder: Path, count: int, seed: int = 0) -> Generated:
     while len(paths) < count:
         scene = sample_scene(seed, "all", scene_index)
         scene_index += 1
-        if scene.objects in drawn:  # the same objects in the same places: the same picture to a background-blind
-            continue  # model (the world's few words make such repeats common); not a duplicate the corpus names
-        drawn.add(scene.objects)
+        if _content(scene) in drawn:  # the same picture to the embedded model, which sees neither backgrounds nor
+            continue  # sizes well (the world's few words make such repeats common): not a look-alike the issue names
+        drawn.add(_content(scene))
         if rng.random() < 0.3:  # an unrelated scene, alone
             add(_jpeg(render_scene(scene, RENDER_SIZE)), "unrelated", "unrelated", family)
+            scenes.append(scene)
             family += 1
             continue
         _add_family(scene, family, "original", rng, add)
+        scenes.append(scene)
         lookalike = _lookalike(scene, rng)
-        if rng.random() < 0.5 and lookalike.objects not in drawn:
-            drawn.add(lookalike.objects)
+        if rng.random() < 0.5 and _content(lookalike) not in drawn:
+            drawn.add(_content(lookalike))
             lookalike_of[family + 1] = family
             _add_family(lookalike, family + 1, "lookalike_original", rng, add, most=1)
+            scenes.append(lookalike)
             family += 1
         family += 1
-    return Generated(paths, np.array(families), transforms, lookalike_of)
+    return Generated(paths, np.array(families), transforms, lookalike_of, scenes)
+
+
+def _content(scene: Scene) -> tuple[tuple[str, str, str], ...]:
+    """What tells scenes apart in the corpus: each object's shape, colour and place (not its size, nor the
+    background)."""
+    return tuple((obj.shape, obj.colour, obj.position) for obj in scene.objects)
 
 
 def _add_family(scene: Scene, family: int, kind: str, rng: np.random.Generator, add, most: int = 3) -> None:

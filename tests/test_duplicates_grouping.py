@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from clipspace.index import duplicates
 from clipspace.index.duplicates import DuplicateGroups, collapse, group_items
 
 
@@ -75,3 +76,15 @@ def test_collapse_keeps_the_best_ranked_member_and_lists_the_others_representati
 def test_groups_page_largest_first():
     groups = DuplicateGroups.from_pairs({1: 1, 2: 1, 3: 3, 4: 3, 8: 3}.items())
     assert groups.largest_first == [(3, 4, 8), (1, 2)]
+
+
+def test_a_large_corpus_searched_through_an_ivf_finds_the_same_groups_as_an_exact_scan(monkeypatch):
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((3000, 64)).astype(np.float32)
+    vectors[2800:] = vectors[:200] + 0.05 * rng.standard_normal((200, 64)).astype(np.float32)  # near copies
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids, hashes = np.arange(3000), [str(row) for row in range(3000)]
+    exact = group_items(ids, hashes, vectors)
+    monkeypatch.setattr(duplicates, "EXACT_ROWS", 1000)
+    assert group_items(ids, hashes, vectors) == exact
+    assert exact == {**{row: row for row in range(200)}, **{2800 + row: row for row in range(200)}}

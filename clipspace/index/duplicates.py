@@ -29,6 +29,7 @@ THRESHOLD = 0.98  # cosine between a member and its representative (benchmarks/d
 NEIGHBOURS = 16  # candidates looked at per item; a representative is among them unless a group is this large
 EXACT_ROWS = 20_000  # up to this many vectors, the neighbours come from an exact scan
 IVF_NPROBE = 8
+IVF_TRAINING_ROUNDS = 10  # rough lists do: a near-duplicate lies far closer to its original than to a list's border
 QUERY_BATCH = 8192
 
 CREATE_DUPLICATES = ("CREATE TABLE duplicates (id INTEGER PRIMARY KEY, representative INTEGER NOT NULL); "
@@ -143,8 +144,9 @@ def _neighbour_index(vectors: np.ndarray) -> faiss.Index:
     if count <= EXACT_ROWS:
         index = faiss.IndexFlatIP(dim)
     else:
-        lists = int(4 * math.sqrt(count))
+        lists = int(2 * math.sqrt(count))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = IVF_TRAINING_ROUNDS
         sample = np.random.default_rng(0).choice(count, min(count, lists * 40), replace=False)
         index.train(vectors[np.sort(sample)])
         index.nprobe = IVF_NPROBE
