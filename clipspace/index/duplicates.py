@@ -25,7 +25,7 @@ from typing import TypeVar
 import faiss
 import numpy as np
 
-THRESHOLD = 0.98  # cosine between a member and its representative (benchmarks/duplicates.py)
+THRESHOLD = 0.988  # cosine between a member and its representative: benchmarks/duplicates.py, decisions.md
 NEIGHBOURS = 16  # candidates looked at per item; a representative is among them unless a group is this large
 EXACT_ROWS = 20_000  # up to this many vectors, the neighbours come from an exact scan
 IVF_NPROBE = 8
