@@ -5,8 +5,8 @@ The rule is star-shaped (leader clustering): items are placed in id order; an it
 already-placed representative it is most similar to, when that cosine is at least THRESHOLD (or when both have the
 same content hash), and otherwise becomes a representative itself. Every member is then within THRESHOLD of its
 group's representative, so look-alikes cannot chain a group together through intermediaries, as single-link
-(connected components of the pairs above threshold) does. Neighbours come from a k-NN search (exact below
-EXACT_ROWS, an IVF beyond), not a range search: its memory is bounded whatever the corpus.
+(connected components of the pairs above threshold) does. Neighbours come from a k-NN search (`nearest`), not a
+range search: its memory is bounded whatever the corpus.
 
 A reindex keeps the groups of the items it keeps (same id, same content hash) and places only new or changed
 items, and the members of a group whose representative is gone; a group of one is no group.
@@ -28,8 +28,9 @@ import numpy as np
 THRESHOLD = 0.988  # cosine between a member and its representative: benchmarks/duplicates.py, decisions.md
 NEIGHBOURS = 16  # candidates looked at per item; a representative is among them unless a group is this large
 EXACT_ROWS = 20_000  # up to this many vectors, the neighbours come from an exact scan
+EXACT_QUERIES = 1_000  # and for up to this many items to place, whatever the corpus
 IVF_NPROBE = 8
-IVF_TRAINING_ROUNDS = 10  # rough lists do: a near-duplicate lies far closer to its original than to a list's border
+IVF_TRAINING_ROUNDS = 10
 QUERY_BATCH = 8192
 
 CREATE_DUPLICATES = ("CREATE TABLE duplicates (id INTEGER PRIMARY KEY, representative INTEGER NOT NULL); "
@@ -122,34 +123,38 @@ def group_items(ids: np.ndarray, hashes: Sequence[Hashable], vectors: np.ndarray
 
 
 def nearest(vectors: np.ndarray, rows: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """The NEIGHBOURS nearest rows (by inner product) of each row in `rows`, -1 where none reaches `threshold`."""
+    """The NEIGHBOURS nearest rows (by inner product) of each row in `rows`, -1 where none reaches `threshold`.
+
+    An exact scan for a small corpus, or for a few queries (a reindex that adds a few files scans once rather than
+    build an IVF over every vector); else an IVF (`_ivf_index`)."""
     if len(rows) == 0:
         return np.zeros((0, NEIGHBOURS), np.int64), np.zeros((0, NEIGHBOURS), np.float32)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    index = _neighbour_index(vectors)
     k = min(NEIGHBOURS, len(vectors))
+    if len(vectors) <= EXACT_ROWS or len(rows) <= EXACT_QUERIES:
+        def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            return faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+    else:
+        search = _ivf_index(vectors).search
     found_rows, found_scores = [], []
     for start in range(0, len(rows), QUERY_BATCH):
-        scores, neighbours = index.search(vectors[rows[start:start + QUERY_BATCH]], k)
+        scores, neighbours = search(vectors[rows[start:start + QUERY_BATCH]], k)
         neighbours[scores < threshold] = -1
         found_rows.append(neighbours)
         found_scores.append(scores)
     return np.concatenate(found_rows), np.concatenate(found_scores)
 
 
-def _neighbour_index(vectors: np.ndarray) -> faiss.Index:
-    """An exact inner-product index for a small corpus; an IVF (probing IVF_NPROBE lists) for a larger one:
-    near-duplicates sit far closer to each other than to a list's border, so they are found all the same."""
+def _ivf_index(vectors: np.ndarray) -> faiss.Index:
+    """An inverted-file index probing IVF_NPROBE of 2 sqrt(n) lists: near-duplicates sit far closer to each other
+    than to a list's border, so rough lists find them all the same."""
     count, dim = vectors.shape
-    if count <= EXACT_ROWS:
-        index = faiss.IndexFlatIP(dim)
-    else:
-        lists = int(2 * math.sqrt(count))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
-        index.cp.niter = IVF_TRAINING_ROUNDS
-        sample = np.random.default_rng(0).choice(count, min(count, lists * 40), replace=False)
-        index.train(vectors[np.sort(sample)])
-        index.nprobe = IVF_NPROBE
+    lists = int(2 * math.sqrt(count))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = IVF_TRAINING_ROUNDS
+    sample = np.random.default_rng(0).choice(count, min(count, lists * 40), replace=False)
+    index.train(vectors[np.sort(sample)])
+    index.nprobe = IVF_NPROBE
     index.add(vectors)
     return index
 
