@@ -17,7 +17,7 @@ def result(hit: SearchHit, channel: Channel = "vector") -> dict:
     return {"id": hit.id, "score": hit.score, "path": hit.path, "url": f"/images/{hit.id}", "caption": hit.caption,
             "taken_at": facts.taken_at, "taken_at_source": facts.taken_at_source, "camera": facts.camera,
             "lat": facts.lat, "lon": facts.lon, "tags": list(facts.tags), "channel": channel,
-            "ocr_text": text[:OCR_SHOWN_CHARS] if text else None}
+            "ocr_text": text[:OCR_SHOWN_CHARS] if text else None, "duplicates": None}
 
 
 def page_answer(serving: Serving, query: dict, found: list[Found], given: int, k: int, digest: str,
@@ -30,7 +30,7 @@ def page_answer(serving: Serving, query: dict, found: list[Found], given: int, k
 
 
 def with_duplicates(answer: dict, stands_for: dict[int, tuple[int, ...]] | None) -> dict:
-    """A result of a collapsed search says which duplicates it stands for; any other leaves the field out."""
+    """A result of a collapsed search lists the duplicates it stands for; any other says null."""
     if stands_for is not None:
         answer["duplicates"] = list(stands_for.get(answer["id"], ()))
     return answer
