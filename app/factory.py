@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse
 from app.errors import install_error_handlers
 from app.limits import BodyGuard
 from app.metrics import RequestMetrics
-from app.routes import fusion, health, items, search
+from app.routes import duplicates, fusion, health, items, search
 from app.served_routes import served_route
 from app.serving import ServingHolder
 from app.shortcut import TextSearchShortcut, plan_shortcut
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.thumbnails = ThumbnailCache(settings.thumb_dir or Path(settings.index_dir) / "thumbs",
                                           settings.max_image_pixels)
     install_error_handlers(app)
-    for router in (search.router, items.router, health.router, fusion.router):
+    for router in (search.router, items.router, health.router, fusion.router, duplicates.router):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)

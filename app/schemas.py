@@ -91,6 +91,9 @@ MIN_RELEVANCE_HELP = ("drop results whose relevance is below this (0: no cut); a
 AUTOCUT_HELP = "cut the results at the first large drop in relevance (docs/decisions.md, \"Calibrated relevance\")"
 MIN_RELEVANCE_FIELD = Field(0.0, ge=0, le=1, description=MIN_RELEVANCE_HELP)
 AUTOCUT_FIELD = Field(False, description=AUTOCUT_HELP)
+COLLAPSE_DESCRIPTION = ("show each group of duplicates once, as its best-ranked member, which lists the others in "
+                        "`duplicates` (default false: every item; the page at / sends true)")
+COLLAPSE_FIELD = Field(False, description=COLLAPSE_DESCRIPTION)
 
 
 class TextQuery(BaseModel):
@@ -104,6 +107,7 @@ class TextQuery(BaseModel):
     cursor: str | None = CURSOR_FIELD
     min_relevance: float = MIN_RELEVANCE_FIELD
     autocut: bool = AUTOCUT_FIELD
+    collapse_duplicates: bool = COLLAPSE_FIELD
 
     @field_validator("text")
     @classmethod
@@ -138,6 +142,8 @@ class SearchResult(BaseModel):
                                     "in keyword mode and in versions built without a calibration")
     ocr_text: str | None = Field(None, description="the text read inside the picture (an index built with --ocr), "
                                  f"its first {OCR_SHOWN_CHARS} characters; null when none was read")
+    duplicates: list[int] | None = Field(None, description="with collapse_duplicates: the ids of the other members "
+                                         "of its duplicate group, which this result stands for ([] when none)")
 
 
 class SearchResponse(BaseModel):
@@ -185,6 +191,32 @@ class FacetsResponse(BaseModel):
     years: list[FacetCount]
     cameras: list[FacetCount]
     tags: list[FacetCount]
+
+
+class DuplicateItem(BaseModel):
+    id: int
+    path: str
+    url: str
+    thumb_url: str
+    bytes: int
+    width: int
+    height: int
+    taken_at: str | None = None
+
+
+class DuplicateGroup(BaseModel):
+    id: int = Field(..., description="the group's representative: every member is within the duplicate threshold "
+                    "of it (docs/decisions.md, Duplicates)")
+    size: int
+    items: list[DuplicateItem] = Field(..., description="the representative first, then by id")
+
+
+class DuplicatesResponse(BaseModel):
+    index_version: str
+    took_ms: float
+    total_groups: int = Field(..., description="groups of two or more items in this index version")
+    groups: list[DuplicateGroup] = Field(..., description="largest first, then by representative id")
+    next_cursor: str | None = Field(None, description="send it as `cursor` for the next page; null when none")
 
 
 class Status(BaseModel):
@@ -266,6 +298,7 @@ class ComposedQuery(BaseModel):
     cursor: str | None = CURSOR_FIELD
     min_relevance: float = MIN_RELEVANCE_FIELD
     autocut: bool = AUTOCUT_FIELD
+    collapse_duplicates: bool = COLLAPSE_FIELD
 
     @model_validator(mode="after")
     def answerable(self) -> ComposedQuery:

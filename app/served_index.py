@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from app import metrics
 from clipspace.errors import ItemNotFound
 from clipspace.index.channels import Found, Mode, find
 from clipspace.index.cursors import MAX_WALK, PagePosition, decode_cursor, encode_cursor
+from clipspace.index.duplicates import collapse
 from clipspace.index.filters import SearchFilter
 from clipspace.index.version import IndexVersion
 
@@ -37,6 +39,28 @@ class ServedIndex:
                 return find(self.version, vector, text, depth, target=target, mode=mode, search_filter=search_filter)
             return await asyncio.get_running_loop().run_in_executor(self.searching, functools.partial(
                 find, self.version, vector, text, depth, target=target, mode=mode, search_filter=search_filter))
+
+    async def find_page(self, vector: np.ndarray | None, text: str | None, wanted: int, target: str, mode: Mode,
+                        search_filter: SearchFilter, collapse_duplicates: bool,
+                        judge: Callable[[list[Found]], list[Found]] = list,
+                        ) -> tuple[list[Found], dict[int, tuple[int, ...]] | None]:
+        """The first `wanted` results of a query and, when collapsed, the ids each result stands for.
+
+        Collapsing comes after ranking and before paging: a walk counts collapsed results, so `wanted` (the
+        results up to the end of the page, plus one to know a next page exists) is reached by searching deeper,
+        doubling the depth until it is, or until the index has no more, or MAX_WALK. `judge` (relevance and its
+        cuts, clipspace.index.relevance) runs on each ranked list before it is collapsed: a list it shortened has
+        lost its tail, and searching deeper would only find more of what it cut."""
+        if not collapse_duplicates:
+            return judge(await self.find(vector, text, wanted, target, mode, search_filter)), None
+        groups, depth = self.version.duplicates, wanted
+        while True:
+            found = await self.find(vector, text, depth, target, mode, search_filter)
+            judged = judge(found)
+            kept = collapse(judged, lambda each: each.hit.id, groups)
+            if len(kept) >= wanted or len(found) < depth or len(judged) < len(found) or depth >= MAX_WALK:
+                return [each for each, _ in kept], {each.hit.id: others for each, others in kept}
+            depth = min(MAX_WALK, depth * 2)
 
     def page_start(self, cursor: str | None, query: str) -> int:
         """How many results the walk of `query` (a `query_digest`) has given: 0 without a cursor."""

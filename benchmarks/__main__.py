@@ -26,6 +26,8 @@ from benchmarks.ann_scale import measure_ann, measure_hnsw_ef
 from benchmarks.builder import measure_builder
 from benchmarks.clustered import ClusteredSpec
 from benchmarks.corpus import copy_subset, existing_corpus, generate_corpus
+from benchmarks.duplicates import measure_grouping_time
+from benchmarks.duplicates import measure_quality as measure_duplicates
 from benchmarks.faiss_search import measure_faiss
 from benchmarks.filtered import SELECTIVITIES, measure_filtered
 from benchmarks.keywords import measure_keywords
@@ -48,7 +50,7 @@ from tests.launcher import REPO_ROOT
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
 SECTIONS = ("builder", "http", "text", "load", "switch", "faiss", "reindex", "memory", "ray", "keywords", "ocr",
-            "relevance")
+            "relevance", "duplicates")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -88,6 +90,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keyword-items", type=int, default=1500, help="world scenes per keyword-channel corpus")
     parser.add_argument("--keyword-corpora", type=int, default=3, help="keyword-channel corpora (seeds), pooled")
     parser.add_argument("--keyword-queries", type=int, default=100, help="queries per kind and corpus")
+    parser.add_argument("--duplicate-images", type=int, default=10_000,
+                        help="generated images of the duplicates section (issue 22's goal: at least 10000)")
+    parser.add_argument("--duplicate-vectors", type=int, default=100_000,
+                        help="synthetic vectors (dim 512) the duplicates section groups for its timing (0: skip)")
     parser.add_argument("--ann-size", type=int, default=0,
                         help="also measure the index `auto` picks at this many clustered vectors (0: skip); "
                              "1000000 takes minutes and ~2.5 GB under --ann-cache")
@@ -146,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> dict:
     """Every section in order (the HTTP one serves the index the builder section built); answers the result."""
+    if _sections(args) == ["duplicates"]:  # no corpus to build, no model but the embedded one
+        result = {"command": shlex.join([sys.executable, "-m", "benchmarks", *sys.argv[1:]]), "cwd": os.getcwd(),
+                  "note": args.note, "machine": describe_machine(), "k": args.k, "duplicates": _duplicates(args)}
+        result["machine"]["load_avg_end"] = load_average()
+        return result
     if args.ann_only:
         result = {"command": shlex.join([sys.executable, "-m", "benchmarks", *sys.argv[1:]]), "cwd": os.getcwd(),
                   "note": args.note, "machine": describe_machine(), "k": args.k, **run_ann(args)}
@@ -201,6 +212,8 @@ def run(args: argparse.Namespace) -> dict:
             with _ray_may_fail(result, "ray_error"):  # a busy machine can miss Ray's start-up deadline
                 result["ray"] = asdict(measure_ray_overhead(encoder, corpus.root, corpus.count, warmup.root, work_dir,
                                                             args.batch_size, args.workers))
+    if "duplicates" in sections:
+        result["duplicates"] = _duplicates(args)
     result.update(run_ann(args))
     result["machine"]["load_avg_end"] = load_average()
     return result
@@ -213,6 +226,20 @@ def _relevance_section(args: argparse.Namespace, work_dir: Path) -> dict:
     uncaptioned = None if other == "none" else load_encoder(ModelSpec(other, "none", "fp32", args.device),
                                                             threads=args.threads)
     return asdict(measure_relevance(embedded, uncaptioned, work_dir / "relevance", args.plots))
+
+
+def _duplicates(args: argparse.Namespace) -> dict:
+    """Issue 22's duplicate grouping: vectors against pHash on a generated corpus, with the embedded model (it knows
+    the world the corpus is drawn from), then the time to group --duplicate-vectors synthetic vectors."""
+    embedded = load_encoder(ModelSpec(EMBEDDED_MODEL, None, default_precision(args.device), args.device),
+                            threads=args.threads)
+    with tempfile.TemporaryDirectory(prefix="clipspace-duplicates-") as scratch:
+        progress(f"duplicates: generating and embedding {args.duplicate_images} images")
+        section = measure_duplicates(Path(scratch), embedded, args.duplicate_images)
+    if args.duplicate_vectors:
+        progress(f"duplicates: grouping {args.duplicate_vectors} synthetic vectors")
+        section["grouping_time"] = measure_grouping_time(args.duplicate_vectors)
+    return section
 
 
 def _sections(args: argparse.Namespace) -> list[str]:

@@ -32,6 +32,8 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", *_keywords(result["keywords"])]
     if result.get("relevance"):
         lines += ["", *_relevance(result["relevance"])]
+    if result.get("duplicates"):
+        lines += ["", *_duplicates(result["duplicates"])]
     for key, title in (("ann_probe", "issue 8's probe: 2000 equal clusters, cosine 0.8, isotropic"),
                        ("ann_hnsw", "HNSW efSearch on clustered embeddings (benchmarks/clustered.py defaults)")):
         if result.get(key):
@@ -197,6 +199,24 @@ def _scale(result: dict[str, Any]) -> list[str]:
                   _row("overhead (goal <= 15%)", f"{r['overhead']:.1%} {verdict}")]
     lines += [f"Ray section failed: {result[key]}" for key in ("memory_ray_error", "ray_error") if result.get(key)]
     return [line for line in lines if line is not None]
+
+
+def _duplicates(section: dict[str, Any]) -> list[str]:
+    lines = [f"Duplicates (issue 22): {section['images']:,} generated images, {section['families']:,} families, "
+             f"{section['lookalike_families']:,} look-alike families; pairwise precision / recall (goals: >= 0.95 / "
+             f">= 0.9); the service groups by vectors at cosine {section['default_threshold']}",
+             f"  {'method':8} {'threshold':>9} {'precision':>9} {'recall':>7} {'pairs':>7} {'look-alikes joined':>18}"
+             "  recall per transform"]
+    for row in section["table"]:
+        shown = f"{row['threshold']}" if row["method"] == "vectors" else f"<= {row['threshold']} bits"
+        per = " ".join(f"{kind[:6]} {value:.2f}" for kind, value in row["recall_by_transform"].items())
+        lines.append(f"  {row['method']:8} {shown:>9} {row['precision']:9.3f} {row['recall']:7.3f} "
+                     f"{row['predicted_pairs']:7,} {row['lookalikes_joined']:18,}  {per}")
+    timing = section.get("grouping_time")
+    if timing:
+        lines.append(f"  grouping {timing['vectors']:,} vectors of dim {timing['dim']}: {timing['seconds']} s "
+                     f"(goal <= 60 s on 2 cores), {timing['copies_grouped']:.3f} of the planted copies grouped")
+    return lines
 
 
 def _keywords(keywords: dict[str, Any]) -> list[str]:

@@ -40,6 +40,7 @@ def every_answer(service) -> dict[str, httpx.Response]:
         "thumb": client.get("/thumbs/0"),
         "info": client.get("/info"),
         "ready": client.get("/readyz"),
+        "duplicates": client.get("/duplicates"),
     }
 
 
@@ -128,7 +129,7 @@ def test_corrupting_the_serving_versions_files_answers_503_never_500_until_a_new
 def test_a_meta_sqlite_damaged_under_the_service_is_a_503_on_every_route_that_reads_it(index_and_images):
     index, _ = index_and_images
     # text queries are hybrid by default: their keyword channel reads meta.sqlite; the rest answer from memory
-    readers = {"text", "captions", "more like this", "classify", "file", "thumb"}
+    readers = {"text", "captions", "more like this", "classify", "file", "thumb", "duplicates"}
     with running_service(index_dir=index) as service:
         service.wait_ready()
         damaged = garbage_meta_sqlite(index / "versions" / "0001")

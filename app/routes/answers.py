@@ -19,15 +19,24 @@ def result(hit: SearchHit, channel: Channel = "vector", relevance: float | None 
             "taken_at": facts.taken_at, "taken_at_source": facts.taken_at_source, "camera": facts.camera,
             "lat": facts.lat, "lon": facts.lon, "tags": list(facts.tags), "channel": channel,
             "ocr_text": text[:OCR_SHOWN_CHARS] if text else None,
-            "relevance": None if relevance is None else round(relevance, relevance_digits)}
+            "relevance": None if relevance is None else round(relevance, relevance_digits), "duplicates": None}
 
 
 def page_answer(serving: Serving, query: dict, found: list[Found], given: int, k: int, digest: str,
-                started: float) -> dict:
-    """The `k` results after the first `given` of `found` (already cut by relevance), with the next page's cursor."""
-    results = [result(each.hit, each.channel, each.relevance) for each in found[given:given + k]]
+                started: float, stands_for: dict[int, tuple[int, ...]] | None = None) -> dict:
+    """The `k` results after the first `given` of `found` (already cut by relevance), with the cursor of the next
+    page; with `stands_for` (a collapsed search), each result lists the duplicates it stands for."""
+    results = [with_duplicates(result(each.hit, each.channel, each.relevance), stands_for)
+               for each in found[given:given + k]]
     return {**search_answer(serving, query, results, started),
             "next_cursor": serving.index.next_cursor(digest, given + k, len(found))}
+
+
+def with_duplicates(answer: dict, stands_for: dict[int, tuple[int, ...]] | None) -> dict:
+    """A result of a collapsed search lists the duplicates it stands for; any other says null."""
+    if stands_for is not None:
+        answer["duplicates"] = list(stands_for.get(answer["id"], ()))
+    return answer
 
 
 def search_answer(serving: Serving, query: dict, results: list[dict], started: float) -> dict:

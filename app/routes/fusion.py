@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter
 
 from app.limits import MAX_JSON_BYTES, BodyLimit
-from app.routes.answers import page_answer, result, search_answer, took_ms
+from app.routes.answers import page_answer, result, search_answer, took_ms, with_duplicates
 from app.routes.deps import Holder, Serving
 from app.schemas import (
     MAX_RERANK_K,
@@ -31,6 +31,7 @@ from clipspace.fusion.query import check_dimension, combine, decode_base64_image
 from clipspace.index.calibration import map_key
 from clipspace.index.channels import Found
 from clipspace.index.cursors import query_digest
+from clipspace.index.duplicates import collapse
 from clipspace.index.relevance import RelevanceCut, judged
 from clipspace.settings import Settings
 
@@ -59,10 +60,11 @@ async def search_composed(query: ComposedQuery, holder: Holder, serving: Serving
     key = map_key("text" if all(term.text is not None for term in query.terms) else "image", query.target)
     cut = RelevanceCut(query.min_relevance, query.autocut)
     if texts is None:
-        found = await serving.index.find(vector, None, given + query.k + 1, query.target, "vector", search_filter)
-        found = judged(serving.index.version, found, vector, key=key, target=query.target, cosines_in_list=True,
-                       cut=cut)
-        return page_answer(serving, info, found, given, query.k, digest, started)
+        judge = functools.partial(judged, serving.index.version, query=vector, key=key, target=query.target,
+                                  cosines_in_list=True, cut=cut)
+        found, stands_for = await serving.index.find_page(vector, None, given + query.k + 1, query.target, "vector",
+                                                          search_filter, query.collapse_duplicates, judge)
+        return page_answer(serving, info, found, given, query.k, digest, started, stands_for)
     # The matcher re-scores the dual encoder's candidates: a page is cut from them, and a walk ends at MAX_RERANK_K.
     depth = min(serving.fusion.rerank_depth(given + query.k + 1), MAX_RERANK_K)
     candidates = [each.hit for each in await serving.index.find(vector, None, depth, "image", "vector",
@@ -71,7 +73,12 @@ async def search_composed(query: ComposedQuery, holder: Holder, serving: Serving
     scores = {hit.id: score for hit, score in reranked}  # relevance still reads each candidate's cosine
     kept = judged(serving.index.version, [Found(hit, "vector") for hit, _ in reranked], vector, key=key,
                   target="image", cosines_in_list=True, cut=cut)
-    results = [{**result(each.hit, each.channel, each.relevance), "rerank_score": scores[each.hit.id]}
+    stands_for = None
+    if query.collapse_duplicates:  # after the re-rank: the best-ranked member is the matcher's best
+        collapsed = collapse(kept, lambda each: each.hit.id, serving.index.version.duplicates)
+        kept, stands_for = [each for each, _ in collapsed], {each.hit.id: others for each, others in collapsed}
+    results = [with_duplicates({**result(each.hit, each.channel, each.relevance),
+                                "rerank_score": scores[each.hit.id]}, stands_for)
                for each in kept[given:given + query.k]]
     return {**search_answer(serving, info, results, started),
             "next_cursor": serving.index.next_cursor(digest, given + query.k, len(kept))}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from app.routes.answers import page_answer
 from app.routes.deps import Serving
 from app.schemas import (
     AUTOCUT_HELP,
+    COLLAPSE_DESCRIPTION,
     MAX_K,
     MIN_RELEVANCE_HELP,
     SearchFilterBody,
@@ -46,15 +48,16 @@ async def search_text(query: TextQuery, serving: Serving) -> JSONResponse:
     started = time.perf_counter()
     search_filter = core_filter(query.filter)
     cut = RelevanceCut(query.min_relevance, query.autocut)
-    digest = query_digest(["text", query.text, query.target, query.mode, search_filter, cut])
+    digest = query_digest(["text", query.text, query.target, query.mode, search_filter, cut,
+                           query.collapse_duplicates])
     given = serving.index.page_start(query.cursor, digest)
     vector = await serving.encoder.embed_text(query.text) if query.mode != "keyword" else None
-    found = await serving.index.find(vector, query.text, given + query.k + 1, query.target, query.mode,
-                                     search_filter)
-    found = judged(serving.index.version, found, vector, key=map_key("text", query.target), target=query.target,
-                   cosines_in_list=query.mode == "vector", cut=cut)
+    judge = functools.partial(judged, serving.index.version, query=vector, key=map_key("text", query.target),
+                              target=query.target, cosines_in_list=query.mode == "vector", cut=cut)
+    found, stands_for = await serving.index.find_page(vector, query.text, given + query.k + 1, query.target,
+                                                      query.mode, search_filter, query.collapse_duplicates, judge)
     return JSONResponse(page_answer(serving, {"modality": "text", "target": query.target}, found, given, query.k,
-                                    digest, started))
+                                    digest, started, stands_for))
 
 
 @router.post("/image", response_model=SearchResponse, responses=error_responses(400, 410, 413, 415, 422, 503))
@@ -67,6 +70,7 @@ async def search_image(serving: Serving, file: Annotated[UploadFile, File()],
                                                            description="the previous page's next_cursor")] = None,
                        min_relevance: Annotated[float, Query(ge=0, le=1, description=MIN_RELEVANCE_HELP)] = 0.0,
                        autocut: Annotated[bool, Query(description=AUTOCUT_HELP)] = False,
+                       collapse_duplicates: Annotated[bool, Query(description=COLLAPSE_DESCRIPTION)] = False,
                        ) -> JSONResponse:
     started = time.perf_counter()
     declared = (file.content_type or "application/octet-stream").lower()
@@ -75,14 +79,15 @@ async def search_image(serving: Serving, file: Annotated[UploadFile, File()],
     data = await file.read()
     chosen = core_filter(_form_filter(search_filter))
     cut = RelevanceCut(min_relevance, autocut)
-    digest = query_digest(["image", hashlib.sha256(data).hexdigest(), target, chosen, cut])
+    digest = query_digest(["image", hashlib.sha256(data).hexdigest(), target, chosen, cut, collapse_duplicates])
     given = serving.index.page_start(cursor, digest)
     vector = await serving.encoder.embed_image(data)
-    found = await serving.index.find(vector, None, given + k + 1, target, "vector", chosen)
-    found = judged(serving.index.version, found, vector, key=map_key("image", target), target=target,
-                   cosines_in_list=True, cut=cut)
+    judge = functools.partial(judged, serving.index.version, query=vector, key=map_key("image", target),
+                              target=target, cosines_in_list=True, cut=cut)
+    found, stands_for = await serving.index.find_page(vector, None, given + k + 1, target, "vector", chosen,
+                                                      collapse_duplicates, judge)
     return JSONResponse(page_answer(serving, {"modality": "image", "target": target}, found, given, k, digest,
-                                    started))
+                                    started, stands_for))
 
 
 def _form_filter(text: str | None) -> SearchFilterBody | None:

@@ -23,6 +23,7 @@ from clipspace.errors import IndexCorrupt
 from clipspace.identity import ModelIdentity
 from clipspace.index.choose import tuned_search_params
 from clipspace.index.cursors import cursor_key
+from clipspace.index.duplicates import NO_GROUPS, DuplicateGroups, read_groups
 from clipspace.index.facets import Facets, count_facets
 from clipspace.index.filtered import search_index, search_selected
 from clipspace.index.filters import SearchFilter, register_functions, where
@@ -68,6 +69,7 @@ class IndexVersion:
             rows = self._read("SELECT count(*) FROM items")[0][0]
             self._columns = select_list([column for _, column, *_ in self._read("PRAGMA table_info(items)")])
             self.has_keywords = bool(self._read("SELECT 1 FROM sqlite_master WHERE name = 'keywords'"))
+            self.has_duplicate_groups = bool(self._read("SELECT 1 FROM sqlite_master WHERE name = 'duplicates'"))
             register_functions(self._db)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, sqlite3.Error) as error:
             raise IndexCorrupt(f"{self.path}: cannot open this index version: {error}") from error
@@ -229,6 +231,24 @@ class IndexVersion:
                            f"WHERE keywords MATCH ? AND {condition} ORDER BY 1 LIMIT ?",
                            [expression, *parameters, k])
         return [(record_from_row(values), -score) for score, *values in found]
+
+    @functools.cached_property
+    def duplicates(self) -> DuplicateGroups:
+        """The duplicate groups (clipspace.index.duplicates), read once per version; none in a version built
+        before groups existed."""
+        return read_groups(self._read) if self.has_duplicate_groups else NO_GROUPS
+
+    def content_hashes(self) -> dict[int, str]:
+        """Every item's content hash by id: what the next build compares to keep a group without regrouping."""
+        return dict(self._read("SELECT id, sha256 FROM items"))
+
+    def records(self, item_ids: Sequence[int]) -> dict[int, ItemRecord]:
+        """The records of the given items, by id (unknown ids are left out)."""
+        if not item_ids:
+            return {}
+        marks = ",".join("?" * len(item_ids))
+        found = self._read(f"SELECT {self._columns} FROM items WHERE id IN ({marks})", list(item_ids))
+        return {record.id: record for record in map(record_from_row, found)}
 
     def close(self) -> None:
         self._db.close()

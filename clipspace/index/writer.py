@@ -19,6 +19,7 @@ from clipspace import __version__
 from clipspace.errors import IndexWriteFailed
 from clipspace.index.calibration import Calibration
 from clipspace.index.choose import build_faiss, choose_factory, faiss_error_line, tuned_search_params
+from clipspace.index.duplicates import THRESHOLD, group_items, write_groups
 from clipspace.index.keywords import CREATE_KEYWORDS, add_keywords
 from clipspace.index.manifest import Manifest, ModelIdentity, Shard
 from clipspace.index.publish import STAGING_PREFIX, VERSIONS, fsync_tree, writing
@@ -146,8 +147,10 @@ class VersionWriter:
                                 ShardedVectors(self.staging, caption_shards, self.dim),
                                 self._db.execute("SELECT row, caption_row, caption FROM items WHERE caption_row "
                                                  "IS NOT NULL ORDER BY row").fetchall()) if calibrate else None
-        self._db.close()
         token_shards = tuple(self.tokens.close()) if self.tokens else ()
+        report = {**report, "duplicates": self._group_duplicates(image_shards)}
+        self._db.commit()
+        self._db.close()
         linked = self._link_unchanged_indexes(image_shards, caption_shards, factory)
         search_params = {target: params for target, params in self.previous.manifest.search_params.items()
                          if f"{target}.faiss" in linked} if self.previous else {}
@@ -187,6 +190,27 @@ class VersionWriter:
         self._db.executemany(INSERT_ITEM, (item_row(*pending) for pending in self._pending))
         add_keywords(self._db, (item for item, _, _ in self._pending))
         self._pending.clear()
+
+    def _group_duplicates(self, image_shards: tuple[Shard, ...]) -> dict[str, Any]:
+        """Group the duplicates (clipspace.index.duplicates) into meta.sqlite; what was done, for the report.
+
+        Items unchanged since the previous version (same id, same content hash) keep their groups when that
+        version has groups: only new and changed items (and the members of a group whose representative is gone)
+        are searched for and placed."""
+        started = time.perf_counter()
+        found = self._db.execute("SELECT id, sha256 FROM items ORDER BY row").fetchall()
+        ids, hashes = np.array([item_id for item_id, _ in found], dtype=np.int64), [digest for _, digest in found]
+        previous = kept = None
+        if self.previous is not None and self.previous.has_duplicate_groups:
+            before = self.previous.content_hashes()
+            previous = self.previous.duplicates
+            kept = np.array([before.get(item_id) == digest for item_id, digest in zip(ids, hashes, strict=True)])
+        vectors = np.asarray(ShardedVectors(self.staging, image_shards, self.dim), dtype=np.float32)
+        groups = group_items(ids, hashes, vectors.reshape(-1, self.dim), previous=previous, kept=kept)
+        write_groups(self._db, groups)
+        return {"threshold": THRESHOLD, "groups": len(set(groups.values())), "grouped_items": len(groups),
+                "unchanged_items": int(kept.sum()) if kept is not None else 0,
+                "seconds": round(time.perf_counter() - started, 3)}
 
     def _link_unchanged_indexes(self, image_shards: tuple[Shard, ...], caption_shards: tuple[Shard, ...],
                                 factory: str) -> set[str]:

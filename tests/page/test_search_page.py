@@ -93,7 +93,8 @@ def test_more_like_this_asks_post_search_for_the_image_id(page, composed):
     chosen = search_text(page, "a yellow star")[2]
     with page.expect_request(lambda sent: sent.method == "POST" and sent.url.endswith("/search")) as sent:
         page.locator(".hit .more").nth(2).click()
-    assert sent.value.post_data_json == {"terms": [{"image_id": chosen["id"], "weight": 1}], "k": K}
+    assert sent.value.post_data_json == {"terms": [{"image_id": chosen["id"], "weight": 1}], "k": K,
+                                         "collapse_duplicates": True}
 
 
 def test_composed_query_adds_and_subtracts_text(page, composed):
