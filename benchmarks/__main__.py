@@ -34,6 +34,7 @@ from benchmarks.load import measure_load
 from benchmarks.machine import describe_machine, load_average
 from benchmarks.ocr import measure_ocr
 from benchmarks.report import progress, render
+from benchmarks.runtime import measure_runtimes
 from benchmarks.scale import measure_memory, measure_ray_overhead, measure_reindex
 from benchmarks.text import measure_text
 from clipspace.encoder import DualEncoder, ModelSpec, default_precision, load_encoder
@@ -45,7 +46,7 @@ from index_builder.options import BuildOptions
 from tests.launcher import REPO_ROOT
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
-SECTIONS = ("builder", "http", "text", "load", "faiss", "reindex", "memory", "ray", "keywords", "ocr")
+SECTIONS = ("builder", "http", "text", "load", "faiss", "reindex", "memory", "ray", "keywords", "ocr", "runtime")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> dict:
             builder, serving_index = measure_builder(encoder, corpus, warmup, work_dir, args.batch_size,
                                                      args.workers, args.repeats)
             result["builder"] = asdict(builder)
-        else:
+        elif {"http", "load"} & set(sections):
             progress(f"building the index to serve ({corpus.count} images)")
             serving_index = work_dir / "index"
             build_index(BuildOptions(images=corpus.root, index=serving_index, batch_size=args.batch_size,
@@ -178,6 +179,9 @@ def run(args: argparse.Namespace) -> dict:
         result.update(_scale_sections(args, work_dir))
         if "ocr" in sections and importlib.util.find_spec("rapidocr_onnxruntime"):
             result["ocr"] = asdict(measure_ocr(encoder, work_dir, args.ocr_pictures, args.workers))
+        if "runtime" in sections and importlib.util.find_spec("onnxruntime"):
+            result["runtime"] = measure_runtimes(_with_the_embedded_model(encoder, args), corpus, work_dir,
+                                                 _service_env(args), args.queries)
         if "ray" in sections:
             with _ray_may_fail(result, "ray_error"):  # a busy machine can miss Ray's start-up deadline
                 result["ray"] = asdict(measure_ray_overhead(encoder, corpus.root, corpus.count, warmup.root, work_dir,
@@ -243,6 +247,12 @@ def run_ann(args: argparse.Namespace) -> dict:
         result["filtered"] = measure_filtered(args.filtered_size, args.ann_dim, args.filtered_kind, SELECTIVITIES,
                                               args.ann_queries, args.k, args.ann_cache)
     return result
+
+
+def _with_the_embedded_model(encoder: DualEncoder, args: argparse.Namespace) -> list[DualEncoder]:
+    """The run's model and the embedded one (issue 20 has a memory goal for each), in fp32."""
+    embedded = load_encoder(ModelSpec(EMBEDDED_MODEL, None, "fp32", args.device), threads=args.threads)
+    return [encoder] if embedded.fingerprint == encoder.fingerprint else [encoder, embedded]
 
 
 def _service_env(args: argparse.Namespace) -> dict[str, str]:

@@ -104,7 +104,7 @@ def test_without_an_export_auto_serves_on_torch_and_onnx_makes_the_export(onnx_i
         assert runtime["name"] == "torch" and "no ONNX export" in runtime["detail"]
         assert answers(service, QUERIES[0])
     with running_service(index_dir=index, runtime="onnx") as service:
-        service.wait_until(lambda: service.client.get("/readyz").status_code == 200, timeout=180)  # exporting
+        service.wait_ready()  # the export is made first
         assert service.client.get("/info").json()["runtime"]["name"] == "onnx"
         assert "next start serves without torch" in service.log.read_text()
     assert len(list((index / RUNTIMES_DIR).iterdir())) == 1
