@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> dict:
             result["ocr"] = asdict(measure_ocr(encoder, work_dir, args.ocr_pictures, args.workers))
         if "runtime" in sections and importlib.util.find_spec("onnxruntime"):
             result["runtime"] = measure_runtimes(_with_the_embedded_model(encoder, args), corpus, work_dir,
-                                                 _service_env(args), args.queries)
+                                                 _service_env(args), args.queries, args.threads)
         if "ray" in sections:
             with _ray_may_fail(result, "ray_error"):  # a busy machine can miss Ray's start-up deadline
                 result["ray"] = asdict(measure_ray_overhead(encoder, corpus.root, corpus.count, warmup.root, work_dir,

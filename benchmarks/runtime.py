@@ -32,6 +32,9 @@ from tests.launcher import launched
 
 RUNTIMES = (TORCH, ONNX)
 IMAGE_UPLOADS = 32
+# A pause before each block, so that the worker threads of the runtime timed before (ORT's pool, GNU OpenMP's team)
+# have stopped spinning and do not take the cores from the one timed now.
+SETTLE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -51,18 +54,19 @@ class RuntimeResult:
 
 
 def measure_runtimes(encoders: list[DualEncoder], corpus: Corpus, work_dir: Path, service_env: dict[str, str],
-                     queries: int, images: int = 64) -> list[dict]:
+                     queries: int, threads: int | None, images: int = 64) -> list[dict]:
     """Each model's numbers (fp32: the precision ONNX Runtime serves), on the first `images` pictures."""
     results = []
     for encoder in encoders:
         if encoder.spec.precision != "fp32":
-            encoder = load_encoder(replace(encoder.spec, precision="fp32"))
-        results.append(_measure(encoder, corpus, work_dir / f"runtime-{len(results)}", service_env, queries, images))
+            encoder = load_encoder(replace(encoder.spec, precision="fp32"), threads=threads)
+        results.append(_measure(encoder, corpus, work_dir / f"runtime-{len(results)}", service_env, queries, threads,
+                                images))
     return [result.__dict__ for result in results]
 
 
 def _measure(encoder: DualEncoder, corpus: Corpus, work_dir: Path, service_env: dict[str, str], queries: int,
-             images: int) -> RuntimeResult:
+             threads: int | None, images: int) -> RuntimeResult:
     index = work_dir / "index"
     pictures = work_dir / "images"
     pictures.mkdir(parents=True)
@@ -71,7 +75,7 @@ def _measure(encoder: DualEncoder, corpus: Corpus, work_dir: Path, service_env: 
     progress(f"runtime: indexing {images} pictures with {encoder.spec.model} in fp32, exporting its towers")
     build_index(BuildOptions(images=pictures, index=index, progress=False), encoder)
     started = time.perf_counter()
-    onnx = export_towers(encoder, index)
+    onnx = export_towers(encoder, index, threads)
     export_s = time.perf_counter() - started
     uploads = [(corpus.root / path).read_bytes() for path in corpus.paths[:IMAGE_UPLOADS]]
     bare = {TORCH: lambda i: encoder.embed_texts([QUERIES[i % len(QUERIES)]]),
@@ -93,7 +97,9 @@ def _measure(encoder: DualEncoder, corpus: Corpus, work_dir: Path, service_env: 
         bare_s: dict[str, list[float]] = {runtime: [] for runtime in RUNTIMES}
         for block in _blocks(queries, 6):
             for runtime in RUNTIMES:
+                time.sleep(SETTLE_S)
                 bare_s[runtime] += time_calls(bare[runtime], block, warmup=5)
+                time.sleep(SETTLE_S)
                 http_s[runtime] += _sequential(_raw_connection, services[runtime].url, block, 5, 10)[0]
         memory = {}
         for runtime, service in services.items():
