@@ -15,6 +15,7 @@ import numpy as np
 
 from app import metrics
 from app.encoding import EncoderSlot
+from app.runtime import load_torch_model
 from app.served_index import ServedIndex
 from clipspace.errors import ClipspaceError, RerankUnavailable
 from clipspace.fusion import labels as zero_shot
@@ -110,8 +111,6 @@ class Fusion:
     def _torch_reranker(self) -> Reranker:
         """The reranker, loaded on first use beside towers on ONNX Runtime (on the model thread, like any model)."""
         if not self._looked:
-            from app.runtime import load_torch_model
-
             log.info("loading torch and the model for the matcher: the towers stay on ONNX Runtime")
             self._reranker, self.rerank_detail = self._find_reranker(
                 load_torch_model(self.slot.encoder.spec, self._threads))

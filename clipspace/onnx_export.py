@@ -67,11 +67,16 @@ class _ImageTower(torch.nn.Module):
 
 
 def export_towers(encoder: DualEncoder, index_dir: Path, threads: int | None = None) -> OnnxEncoder:
-    """The model's export beside the index, made now if there is none; RuntimeUnavailable where it cannot be made,
-    ExportRefused where the exported towers differ from torch's."""
+    """The model's export beside the index, made now if there is none or the one there is refused (this process has
+    the torch towers to make it again); RuntimeUnavailable where it cannot be made, ExportRefused where the exported
+    towers differ from torch's."""
     folder = export_folder(index_dir, encoder.fingerprint)
     if folder.is_dir():
-        return open_export(folder, encoder.spec, threads)
+        try:
+            return open_export(folder, encoder.spec, threads)
+        except ExportRefused as error:
+            log.warning("making the ONNX export again: %s", error)
+            shutil.rmtree(folder)
     if encoder.spec.precision != "fp32":
         raise RuntimeUnavailable(f"the index was built in {encoder.spec.precision}; ONNX Runtime serves towers "
                                  "exported in fp32 (build with --precision fp32 to serve on it)")

@@ -95,6 +95,15 @@ def test_an_export_whose_weights_were_altered_is_refused(tmp_path, tiny_export, 
         open_export(altered, tiny_export.spec)
 
 
+def test_a_refused_export_is_made_again_by_whoever_has_the_torch_towers(tmp_path, tiny_encoder, tiny_export):
+    index = tmp_path / "index"
+    shutil.copytree(tiny_export.folder.parent.parent, index)
+    folder = export_folder(index, tiny_encoder.fingerprint)
+    (folder / TEXT_FILE).write_bytes(b"not a graph")
+    assert export_towers(tiny_encoder, index).verified_cosine >= MIN_COSINE
+    assert open_export(folder, tiny_encoder.spec).verified_cosine >= MIN_COSINE
+
+
 def test_a_damaged_export_is_refused(tmp_path, tiny_export):
     damaged = tmp_path / "export"
     shutil.copytree(tiny_export.folder, damaged)
