@@ -14,7 +14,7 @@ COPY pyproject.toml README.md ./
 COPY clipspace clipspace
 COPY index_builder index_builder
 COPY app app
-RUN pip install .
+RUN pip install ".[onnx]"  # the towers served on ONNX Runtime, without torch, for an fp32 index
 COPY data/models data/models
 
 ENV CLIPSPACE_INDEX_DIR=/index CLIPSPACE_IMAGES_DIR=/images HOST=0.0.0.0 PORT=8000

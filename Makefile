@@ -28,7 +28,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e '.[dev,ray,ocr]'
+	$(BIN)/pip install --quiet -e '.[dev,ray,ocr,onnx]'
 	touch $@
 
 $(DEMO_IMAGES)/captions.jsonl: | $(STAMP)

@@ -1,4 +1,6 @@
-"""The encoder slot: a model on its own thread, its micro-batchers, and the limits on decoding what it embeds."""
+"""The encoder slot: a model on its own thread, its micro-batchers, and the limits on decoding what it embeds.
+
+It takes any `clipspace.runtimes.Encoder`, torch's or ONNX Runtime's, and imports neither runtime itself."""
 
 from __future__ import annotations
 
@@ -10,16 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
-import torch
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics
 from app.batching import MicroBatcher
-from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
-from clipspace.errors import ClipspaceError, ModelMismatch, ModelUnavailable
-from clipspace.identity import ModelIdentity
+from app.runtime import RuntimeInUse
+from clipspace.errors import ClipspaceError, ModelUnavailable
 from clipspace.images import load_image
-from clipspace.openmp import serial_torch_here
+from clipspace.runtimes import TORCH, Encoder
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,13 @@ class EncoderSlot:
     All its model work runs on `executor`, one thread, so concurrent requests never fight over the cores.
     """
 
-    def __init__(self, encoder: DualEncoder, executor: ThreadPoolExecutor, max_batch: int,
+    def __init__(self, encoder: Encoder, runtime: RuntimeInUse, executor: ThreadPoolExecutor, max_batch: int,
                  decoding: Decoding) -> None:
-        self.encoder = encoder
+        self.encoder, self.runtime = encoder, runtime
         self.decoding = decoding
         self._executor = executor
         self._texts = MicroBatcher(encoder.embed_texts, executor, max_batch, name="text")
-        self._pixels = MicroBatcher(lambda batch: encoder.embed_pixels(torch.stack(list(batch))), executor,
-                                    max_batch, name="image")
+        self._pixels = MicroBatcher(encoder.embed_pixels, executor, max_batch, name="image")
 
     async def embed_text(self, text: str) -> np.ndarray:
         return await _model_answer(self._texts.embed(text))
@@ -72,8 +71,11 @@ class EncoderSlot:
         """
         encoder, max_pixels = self.encoder, self.decoding.max_pixels
 
-        def decode() -> torch.Tensor:
-            serial_torch_here()  # a second OpenMP team would slow every forward pass (clipspace.openmp)
+        def decode() -> object:
+            if encoder.runtime == TORCH:
+                from clipspace.openmp import serial_torch_here  # imports torch: only where torch already runs
+
+                serial_torch_here()  # a second OpenMP team would slow every forward pass (clipspace.openmp)
             return encoder.preprocess(load_image(data, max_pixels=max_pixels, draft_size=encoder.image_size))
 
         async with self.decoding:
@@ -84,24 +86,6 @@ class EncoderSlot:
     async def on_model_thread(self, work: Callable[[], T]) -> T:
         """Other model work (re-ranking), never beside a forward pass."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
-
-
-def load_model(spec: ModelSpec, threads: int | None) -> DualEncoder:
-    """Load a model (timed for /metrics). Call it on the model thread, where it will run: torch's work
-    stays on one OpenMP team (clipspace.openmp)."""
-    with metrics.MODEL_LOAD_SECONDS.time():
-        return load_encoder(spec, threads=threads)
-
-
-def check_same_model(encoder: DualEncoder, wanted: ModelIdentity) -> None:
-    """The core's one `same_model` rule: anything else would answer silently wrong."""
-    differs = wanted.differences(encoder.identity)
-    if differs:
-        raise ModelMismatch(
-            f"the index was built with {wanted.model} (weights {wanted.fingerprint}), but "
-            f"{encoder.spec.model} differs in {', '.join(differs)} (weights {encoder.fingerprint}): queries would "
-            "be embedded by a different model than the images. Rebuild the index with this model, or point "
-            "CLIPSPACE_MODEL at the model the index was built with.")
 
 
 async def _model_answer(embedding: Awaitable[np.ndarray]) -> np.ndarray:

@@ -1,20 +1,31 @@
-"""Fusion beside search, for one encoder: its zero-shot templates and scale, and re-ranking with its matcher."""
+"""Fusion beside search, for one encoder: its zero-shot templates and scale, and re-ranking with its matcher.
+
+The matcher runs on torch. Beside towers on torch it shares their model; beside towers on ONNX Runtime, torch and
+a torch copy of the model are loaded at the first re-rank asked for, so a service that never re-ranks never
+imports torch (what that costs in memory: docs/decisions.md, "Serving on ONNX Runtime").
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from app import metrics
 from app.encoding import EncoderSlot
+from app.runtime import load_torch_model
 from app.served_index import ServedIndex
 from clipspace.errors import ClipspaceError, RerankUnavailable
 from clipspace.fusion import labels as zero_shot
-from clipspace.fusion.rerank import RERANK_DEPTH, find_reranker, model_folder
+from clipspace.fusion.beside import MATCHER_FILE, RERANK_DEPTH, model_folder
 from clipspace.images import load_image
 from clipspace.index.records import SearchHit
+from clipspace.runtimes import TORCH
+
+if TYPE_CHECKING:
+    from clipspace.fusion.rerank import Reranker
 
 log = logging.getLogger(__name__)
 
@@ -25,24 +36,29 @@ class Fusion:
     Made once per encoder (finding the matcher reads its file), shared by every index version it serves.
     """
 
-    def __init__(self, slot: EncoderSlot) -> None:
-        self.slot = slot
-        self.reranker, self.rerank_detail = find_reranker(slot.encoder)
+    def __init__(self, slot: EncoderSlot, threads: int | None = None) -> None:
+        self.slot, self._threads = slot, threads
+        self._reranker: Reranker | None = None
+        if slot.encoder.runtime == TORCH:
+            self._reranker, self.rerank_detail = self._find_reranker(slot.encoder)
+            self._looked = True
+        else:
+            self._looked, self.rerank_detail = _matcher_beside(slot)
         # prompt ensembles per language: the model's own (`zero_shot_templates.json`) over the generic ones
         self.templates: Mapping[str, tuple[str, ...]] = zero_shot.model_templates(model_folder(slot.encoder))
 
     @property
     def logit_scale(self) -> float:
         """The temperature the model was trained with: zero-shot softmax uses it, not a guess."""
-        return float(self.slot.encoder.model.logit_scale.detach().float().exp())
+        return self.slot.encoder.logit_scale
 
     @property
     def rerank_available(self) -> bool:
-        return self.reranker is not None
+        return self._reranker is not None or not self._looked
 
     def rerank_texts(self, terms: Sequence, target: str) -> list[tuple[str, float]]:
         """The texts the matcher reads for a query (its positive text terms), or why it cannot re-rank."""
-        if self.reranker is None:
+        if not self.rerank_available:
             raise RerankUnavailable(f"re-ranking is not available for this index: {self.rerank_detail}")
         if target != "image":
             raise RerankUnavailable("re-ranking scores images: it needs target 'image'")
@@ -62,10 +78,11 @@ class Fusion:
         The patch tokens come from the index version when it keeps them for this matcher; otherwise each
         candidate is decoded and embedded again, and one whose file is gone is left out, as /images would 404.
         """
-        reranker, version = self.reranker, index.version
+        version = index.version
         words, weights = [text for text, _ in texts], [weight for _, weight in texts]
 
         def score() -> list[tuple[SearchHit, float]]:
+            reranker = self._torch_reranker()
             cached = (version.patch_tokens([hit.id for hit in hits])
                       if version.token_shape == reranker.token_shape else {})
             if cached:
@@ -90,3 +107,29 @@ class Fusion:
                 continue
             found.append(hit)
         return found, images
+
+    def _torch_reranker(self) -> Reranker:
+        """The reranker, loaded on first use beside towers on ONNX Runtime (on the model thread, like any model)."""
+        if not self._looked:
+            log.info("loading torch and the model for the matcher: the towers stay on ONNX Runtime")
+            self._reranker, self.rerank_detail = self._find_reranker(
+                load_torch_model(self.slot.encoder.spec, self._threads))
+            self._looked = True
+        if self._reranker is None:
+            raise RerankUnavailable(f"re-ranking is not available for this index: {self.rerank_detail}")
+        return self._reranker
+
+    @staticmethod
+    def _find_reranker(encoder: object) -> tuple[Reranker | None, str]:
+        from clipspace.fusion.rerank import find_reranker  # torch
+
+        return find_reranker(encoder)
+
+
+def _matcher_beside(slot: EncoderSlot) -> tuple[bool, str]:
+    """(looked, detail): nothing to look for when no matcher file lies beside the model (read without torch)."""
+    folder = model_folder(slot.encoder)
+    if folder is None or not (folder / MATCHER_FILE).is_file():
+        return True, "no matcher beside this model (a matcher ships as matcher.safetensors beside a local-dir: model)"
+    return False, (f"cross-attention matcher {MATCHER_FILE}, loaded on torch at the first re-rank (the towers run "
+                   "on ONNX Runtime)")

@@ -60,6 +60,7 @@ INDEX_INFO = Gauge("clipspace_index_info", "The index version being served and i
 MODEL_LOAD_SECONDS = Gauge("clipspace_model_load_seconds", "Seconds the most recent model load took")
 BUILD = Info("clipspace_build", "Versions of clipspace and of the libraries it computes with")
 BUILD.info({"version": __version__, "python": platform.python_version()})  # the libraries join when loaded
+_LIBRARIES: dict[str, str] = {}  # torch joins only when a model runs on it
 
 # Every stage and queue is exported from the start, at zero, so dashboards never miss a series. The labelled
 # children are looked up once here: `labels()` takes a lock and builds a key on every call, and a query
@@ -90,7 +91,8 @@ def set_queue_depth(queue: str, depth: int) -> None:
 def libraries_loaded(versions: Mapping[str, str]) -> None:
     """The versions of the libraries the service computes with, as each reports itself (`torch.__version__`
     names its build, e.g. `+cu130`, which the package metadata leaves out)."""
-    BUILD.info({"version": __version__, "python": platform.python_version(), **versions})
+    _LIBRARIES.update(versions)
+    BUILD.info({"version": __version__, "python": platform.python_version(), **_LIBRARIES})
 
 
 def index_served(name: str, count: int, model: str) -> None:

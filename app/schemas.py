@@ -161,6 +161,11 @@ class RerankInfo(BaseModel):
     detail: str = Field(..., description="which matcher re-ranks, or why none can")
 
 
+class RuntimeInfo(BaseModel):
+    name: str = Field(description="what runs the model's towers: onnx (ONNX Runtime) or torch")
+    detail: str = Field(description="why this runtime: the export it verified, or why it fell back to torch")
+
+
 class IndexInfo(BaseModel):
     model: dict
     index_version: str
@@ -171,6 +176,7 @@ class IndexInfo(BaseModel):
     faiss_factory: str
     created_at: str
     rerank: RerankInfo | None = None
+    runtime: RuntimeInfo | None = None
     search_params: dict[str, int] = Field(
         default_factory=dict, description="what every image query runs with: FAISS's efSearch / nprobe, and "
                                           "k_factor (candidates per result re-ranked by their exact cosine)")

@@ -12,19 +12,19 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
-import open_clip
-import torch
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics
-from app.encoding import Decoding, EncoderSlot, check_same_model, load_model
+from app.encoding import Decoding, EncoderSlot
 from app.fusion import Fusion
+from app.runtime import check_same_model, open_encoder
 from app.served_index import ServedIndex, search_executor
 from clipspace.allocator import return_freed_memory
-from clipspace.encoder import DualEncoder, ModelSpec, with_absolute_paths
 from clipspace.errors import ClipspaceError, ModelLoadError, ModelUnavailable
+from clipspace.identity import ModelSpec, with_absolute_paths
 from clipspace.index.publish import current_version_name, open_version
 from clipspace.index.version import IndexVersion
+from clipspace.runtimes import Encoder
 from clipspace.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,12 @@ class ServingHolder:
         self._tried: str | None = None
         self._retry_at = 0.0
         self._model: tuple[EncoderSlot, Fusion] | None = None
-        self._retired: weakref.ref[DualEncoder] | None = None  # the model a switch replaced, until it is freed
+        self._retired: weakref.ref[Encoder] | None = None  # the model a switch replaced, until it is freed
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._searching = search_executor()
         self._decoding = Decoding(settings.max_image_pixels)  # one bound across encoders: uploads and thumbs
-        metrics.libraries_loaded({"torch": torch.__version__, "open_clip": open_clip.__version__,
-                                  "faiss": faiss.__version__})
+        metrics.libraries_loaded({"faiss": faiss.__version__})  # the model's runtime joins when it is chosen
 
     def refresh(self) -> None:
         """Load `current` if it names a version not yet tried. Blocking: call it off the event loop."""
@@ -128,13 +127,14 @@ class ServingHolder:
             model=self.settings.model or wanted.model, pretrained=self.settings.pretrained or wanted.pretrained,
             precision=wanted.precision, device=self.settings.device, seed=wanted.seed or 0))
         reuse = self._model is not None and self._model[0].encoder.spec == spec
+        if reuse:
+            check_same_model(self._model[0].encoder, wanted)
+            return self._model
         # Loaded on the model thread, where it will run: torch's work stays on one OpenMP team (clipspace.openmp).
-        encoder = self._model[0].encoder if reuse else self._executor.submit(
-            load_model, spec, self.settings.threads).result()
+        encoder, runtime = self._executor.submit(open_encoder, spec, wanted, self.settings).result()
         check_same_model(encoder, wanted)
-        if not reuse:
-            if self._model is not None:
-                self._retired = weakref.ref(self._model[0].encoder)
-            slot = EncoderSlot(encoder, self._executor, self.settings.max_batch, self._decoding)
-            self._model = slot, Fusion(slot)
+        if self._model is not None:
+            self._retired = weakref.ref(self._model[0].encoder)
+        slot = EncoderSlot(encoder, runtime, self._executor, self.settings.max_batch, self._decoding)
+        self._model = slot, Fusion(slot, self.settings.threads)
         return self._model

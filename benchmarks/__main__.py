@@ -37,6 +37,7 @@ from benchmarks.machine import describe_machine, load_average
 from benchmarks.ocr import measure_ocr
 from benchmarks.relevance import measure_relevance
 from benchmarks.report import progress, render
+from benchmarks.runtime import measure_runtimes
 from benchmarks.scale import measure_memory, measure_ray_overhead, measure_reindex
 from benchmarks.switch import measure_switch
 from benchmarks.text import measure_text
@@ -50,7 +51,7 @@ from tests.launcher import REPO_ROOT
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
 SECTIONS = ("builder", "http", "text", "load", "switch", "faiss", "reindex", "memory", "ray", "keywords", "ocr",
-            "relevance", "duplicates")
+            "relevance", "duplicates", "runtime")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -208,6 +209,9 @@ def run(args: argparse.Namespace) -> dict:
             result["relevance"] = _relevance_section(args, work_dir)
         if "ocr" in sections and importlib.util.find_spec("rapidocr_onnxruntime"):
             result["ocr"] = asdict(measure_ocr(encoder, work_dir, args.ocr_pictures, args.workers))
+        if "runtime" in sections and importlib.util.find_spec("onnxruntime"):
+            result["runtime"] = measure_runtimes(_with_the_embedded_model(encoder, args), corpus, work_dir,
+                                                 _service_env(args), args.queries, args.threads)
         if "ray" in sections:
             with _ray_may_fail(result, "ray_error"):  # a busy machine can miss Ray's start-up deadline
                 result["ray"] = asdict(measure_ray_overhead(encoder, corpus.root, corpus.count, warmup.root, work_dir,
@@ -298,6 +302,12 @@ def run_ann(args: argparse.Namespace) -> dict:
         result["filtered"] = measure_filtered(args.filtered_size, args.ann_dim, args.filtered_kind, SELECTIVITIES,
                                               args.ann_queries, args.k, args.ann_cache)
     return result
+
+
+def _with_the_embedded_model(encoder: DualEncoder, args: argparse.Namespace) -> list[DualEncoder]:
+    """The run's model and the embedded one (issue 20 has a memory goal for each), in fp32."""
+    embedded = load_encoder(ModelSpec(EMBEDDED_MODEL, None, "fp32", args.device), threads=args.threads)
+    return [encoder] if embedded.fingerprint == encoder.fingerprint else [encoder, embedded]
 
 
 def _service_env(args: argparse.Namespace) -> dict[str, str]:

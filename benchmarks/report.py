@@ -44,7 +44,26 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", *_filtered(result["filtered"])]
     if result.get("ocr"):
         lines += ["", *_ocr(result["ocr"])]
+    if result.get("runtime"):
+        lines += ["", *_runtime(result["runtime"])]
     return "\n".join(lines)
+
+
+def _runtime(models: list[dict[str, Any]]) -> list[str]:
+    lines = ["runtime: the service's towers on torch vs ONNX Runtime, fp32, same index (benchmarks/runtime.py)",
+             f"  {'model':<44} {'runtime':<7} {'ready s':>8} {'text p50 ms':>12} {'bare p50 ms':>12} {'RSS MB':>8}"]
+    for model in models:
+        name = model["model"].rsplit("/", 1)[-1][:44]
+        for runtime in ("torch", "onnx"):
+            lines.append(f"  {name:<44} {runtime:<7} {model['ready_s'][runtime]:>8} "
+                         f"{model['http'][runtime]['p50_ms']:>12} {model['bare'][runtime]['p50_ms']:>12} "
+                         f"{model['service_memory'][runtime]['rss_mb']:>8}")
+        rerank = model["onnx_memory_after_a_rerank"]
+        lines.append(f"  onnx/torch: text p50 {model['ratio_onnx_over_torch_http_p50']}x, RSS "
+                     f"{model['ratio_onnx_over_torch_rss']}x; onnx HTTP/bare p50 "
+                     f"{model['ratio_http_over_bare_onnx_p50']}x; export {model['export_s']} s"
+                     + (f"; onnx RSS after a re-rank {rerank['rss_mb']} MB" if rerank else ""))
+    return lines
 
 
 def _header(result: dict[str, Any]) -> list[str]:

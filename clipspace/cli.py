@@ -116,8 +116,8 @@ def run_fusion_eval(args: argparse.Namespace) -> int:
     import torch
 
     from clipspace.encoder import ModelSpec, load_encoder
+    from clipspace.fusion.beside import model_folder
     from clipspace.fusion.evaluate import fusion_report, render_report
-    from clipspace.fusion.rerank import model_folder
 
     if args.threads:
         torch.set_num_threads(args.threads)

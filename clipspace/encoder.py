@@ -8,7 +8,6 @@ import json
 import logging
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,40 +21,15 @@ from PIL import Image
 
 from clipspace import allocator, packaged_towers
 from clipspace.errors import ModelLoadError
-from clipspace.identity import PRECISIONS, ModelIdentity
+from clipspace.identity import NO_WEIGHTS, ModelIdentity, ModelSpec, with_absolute_paths
+from clipspace.runtimes import TORCH
 
 log = logging.getLogger(__name__)
 
-_NO_WEIGHTS = {None, "", "none", "random"}
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # open_clip's `local-dir:` layout: the config and the weights
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which model to load and how to run it.
-
-    `model` is anything open_clip's factory accepts: a built-in architecture ("ViT-B-32"), "hf-hub:org/repo",
-    "local-dir:/path" — or a path to an architecture JSON file (random init unless `pretrained` names weights).
-    `pretrained` is a tag ("laion2b_s34b_b79k"), a checkpoint path, or None/"none" for seeded random weights
-    (tests and benchmarks); it is ignored for hf-hub: and local-dir: models, which carry their weights.
-    """
-
-    model: str
-    pretrained: str | None = None
-    precision: str = "fp32"
-    device: str = "cpu"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
-
-    @property
-    def has_weights(self) -> bool:
-        return self.model.startswith(("hf-hub:", "local-dir:")) or self.pretrained not in _NO_WEIGHTS
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -86,6 +60,8 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 class DualEncoder:
     """An open_clip model with its preprocessing and tokenizer, answering L2-normalised float32 vectors."""
 
+    runtime = TORCH
+
     def __init__(self, spec: ModelSpec, model: torch.nn.Module, preprocess: Callable, tokenizer: Callable,
                  fingerprint: str, preprocess_cfg: dict[str, Any]) -> None:
         self.spec = spec
@@ -105,11 +81,16 @@ class DualEncoder:
         return int(size if isinstance(size, int) else max(size))
 
     @property
+    def logit_scale(self) -> float:
+        """The temperature the model was trained with: zero-shot softmax uses it, not a guess."""
+        return float(self.model.logit_scale.detach().float().exp())
+
+    @property
     def identity(self) -> ModelIdentity:
         """What an index manifest records about the model, enough to reload it and to prove it is the same."""
         return ModelIdentity(
             model=self.spec.model,
-            pretrained=None if self.spec.pretrained in _NO_WEIGHTS else self.spec.pretrained,
+            pretrained=None if self.spec.pretrained in NO_WEIGHTS else self.spec.pretrained,
             seed=None if self.spec.has_weights else self.spec.seed,
             precision=self.spec.precision,
             fingerprint=self.fingerprint,
@@ -136,8 +117,10 @@ class DualEncoder:
         return self._embed(images, batch_size, lambda batch: self._encode_pixels(
             torch.stack([self.preprocess(image) for image in batch])))
 
-    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """Embed a batch already preprocessed by `self.preprocess` (the builder decodes in parallel)."""
+    def embed_pixels(self, pixels: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
+        """Embed a batch already preprocessed by `self.preprocess` (the builder decodes in parallel), stacked or not."""
+        if not isinstance(pixels, torch.Tensor):
+            pixels = torch.stack(list(pixels))
         with torch.inference_mode():
             return _normalised(self._encode_pixels(pixels))
 
@@ -169,30 +152,23 @@ def trimmed_text_encoder(model: torch.nn.Module) -> Callable[[torch.Tensor], tor
 
     def encode(tokens: torch.Tensor) -> torch.Tensor:
         ends = tokens.argmax(dim=-1) if pool == "argmax" else (tokens == eos).int().argmax(dim=-1)
-        length = int(ends.max()) + 1
-        tokens = tokens[:, :length]
-        cast_dtype = model.transformer.get_cast_dtype()
-        x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
-        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
-        pooled = text_global_pool(x, tokens, pool, eos_token_id=eos)
-        projection = model.text_projection
-        if projection is None:
-            return pooled
-        return projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
+        return encode_trimmed_text(model, tokens[:, :int(ends.max()) + 1])
 
     return encode
 
 
-def with_absolute_paths(spec: ModelSpec) -> ModelSpec:
-    """Make file references absolute, so the manifest names the same model from any working directory."""
-    model, pretrained = spec.model, spec.pretrained
-    if model.startswith("local-dir:"):
-        model = "local-dir:" + str(Path(model.removeprefix("local-dir:")).expanduser().resolve())
-    elif model.endswith(".json"):
-        model = str(Path(model).expanduser().resolve())
-    if pretrained not in _NO_WEIGHTS and Path(pretrained).expanduser().is_file():
-        pretrained = str(Path(pretrained).expanduser().resolve())
-    return replace(spec, model=model, pretrained=pretrained)
+def encode_trimmed_text(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP's text tower on tokens already cut after the batch's last end-of-text token, of any length up to the
+    context: the trimmed path of `trimmed_text_encoder`, and the graph exported to ONNX with that length dynamic."""
+    length = tokens.shape[1]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
+    pooled = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    projection = model.text_projection
+    if projection is None:
+        return pooled
+    return projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
 
 
 def load_encoder(spec: ModelSpec, threads: int | None = None, pretrained_text: bool = False) -> DualEncoder:
@@ -204,7 +180,7 @@ def load_encoder(spec: ModelSpec, threads: int | None = None, pretrained_text: b
     if threads:
         torch.set_num_threads(threads)
     spec = with_absolute_paths(spec)
-    pretrained = None if spec.pretrained in _NO_WEIGHTS else spec.pretrained
+    pretrained = None if spec.pretrained in NO_WEIGHTS else spec.pretrained
     packaged = _packaged_text_model(spec.model, pretrained)
     try:
         with torch.random.fork_rng(devices=[]):

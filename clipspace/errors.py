@@ -79,3 +79,11 @@ class CursorInvalid(ClipspaceError):
 
 class CursorExpired(ClipspaceError):
     """A page cursor of an index version that is no longer served: the walk must start again."""
+
+
+class RuntimeUnavailable(ClipspaceError):
+    """The towers cannot run on ONNX Runtime (extra missing, no export, a model it cannot export): torch serves."""
+
+
+class ExportRefused(RuntimeUnavailable):
+    """An ONNX export whose vectors differ from the torch towers' (a damaged or altered file): never served."""

@@ -1,13 +1,42 @@
-"""The model's identity in the shared space: enough to reload a model, and the one rule for "the same model"."""
+"""The model's identity in the shared space: which model to load, what an index records of it, and the one rule for
+"the same model"; free of torch, so a service on ONNX Runtime reads it too."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 # How a model's towers compute: part of its identity, since each precision gives other vectors. Never fp16 on a CPU.
 PRECISIONS = ("fp32", "bf16")
+NO_WEIGHTS = {None, "", "none", "random"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to load and how to run it.
+
+    `model` is anything open_clip's factory accepts: a built-in architecture ("ViT-B-32"), "hf-hub:org/repo",
+    "local-dir:/path" — or a path to an architecture JSON file (random init unless `pretrained` names weights).
+    `pretrained` is a tag ("laion2b_s34b_b79k"), a checkpoint path, or None/"none" for seeded random weights
+    (tests and benchmarks); it is ignored for hf-hub: and local-dir: models, which carry their weights.
+    """
+
+    model: str
+    pretrained: str | None = None
+    precision: str = "fp32"
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+
+    @property
+    def has_weights(self) -> bool:
+        return self.model.startswith(("hf-hub:", "local-dir:")) or self.pretrained not in NO_WEIGHTS
 
 
 class ModelIdentity(BaseModel):
@@ -38,3 +67,15 @@ class ModelIdentity(BaseModel):
     def same_model(self, other: ModelIdentity) -> bool:
         """True when vectors of `other` and of this model can be compared: used by the builder and the service."""
         return not self.differences(other)
+
+
+def with_absolute_paths(spec: ModelSpec) -> ModelSpec:
+    """Make file references absolute, so the manifest names the same model from any working directory."""
+    model, pretrained = spec.model, spec.pretrained
+    if model.startswith("local-dir:"):
+        model = "local-dir:" + str(Path(model.removeprefix("local-dir:")).expanduser().resolve())
+    elif model.endswith(".json"):
+        model = str(Path(model).expanduser().resolve())
+    if pretrained not in NO_WEIGHTS and Path(pretrained).expanduser().is_file():
+        pretrained = str(Path(pretrained).expanduser().resolve())
+    return replace(spec, model=model, pretrained=pretrained)

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clipspace.identity import PRECISIONS
 from clipspace.images import DEFAULT_MAX_PIXELS
+from clipspace.runtimes import RUNTIME_CHOICES
 
 EMBEDDED_MODEL = "local-dir:data/models/clipspace-shapes-v5"
 DEMO_IMAGES = Path("data/demo")
@@ -28,6 +29,10 @@ class Settings(BaseSettings):
     pretrained: str | None = None
     precision: str = Field("auto", pattern=f"^({'|'.join(PRECISION_CHOICES)})$")
     device: str = "cpu"
+    runtime: str = Field("auto", pattern=f"^({'|'.join(RUNTIME_CHOICES)})$", description=(
+        "service: what runs the towers. onnx: ONNX Runtime, exporting the model beside the index on first start "
+        "if needed; auto: ONNX Runtime where a verified export exists (the builder makes one), else torch; torch: "
+        "torch. Where ONNX Runtime cannot serve, torch does, and /info says why"))
     threads: int | None = Field(None, ge=1)
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)

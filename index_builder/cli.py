@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import signal
 from dataclasses import fields
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from clipspace.encoder import DualEncoder, ModelSpec, default_precision, load_encoder
-from clipspace.errors import ClipspaceError, IndexBusy, InvalidBuildOptions, ModelLoadError
+from clipspace.errors import ClipspaceError, IndexBusy, InvalidBuildOptions, ModelLoadError, RuntimeUnavailable
 from clipspace.settings import EMBEDDED_MODEL, PRECISION_CHOICES, Settings
 from index_builder.build import BuildReport, Embedder, build_index
 from index_builder.options import BuildOptions, check_options
@@ -56,6 +57,9 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     option("patch_tokens", "--no-patch-tokens",
            help="do not keep the image tower's patch tokens for re-ranking (kept by default when the model has a "
                 "matcher; without them a re-ranked query embeds its candidates again)")
+    parser.add_argument("--no-onnx-export", dest="onnx_export", action="store_false",
+                        help="do not export the towers for the service on ONNX Runtime (made by default for an fp32 "
+                             "index when the onnx extra is installed, once per model, in INDEX/runtimes/)")
     return parser.parse_args(argv)
 
 
@@ -113,8 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     except ClipspaceError as error:
         log.error("build failed, nothing was published: %s", error)
         return EXIT_FAILED
+    if args.onnx_export:
+        _export_for_the_service(encoder, args.index)
     print(_summary(report, args.index))
     return EXIT_OK
+
+
+def _export_for_the_service(encoder: DualEncoder, index: Path) -> None:
+    """The towers exported to ONNX beside the index, so the service serves them without torch from its first
+    start (a model that cannot be exported is served on torch: the build still succeeded)."""
+    if encoder.spec.precision != "fp32" or any(importlib.util.find_spec(name) is None
+                                               for name in ("onnxruntime", "onnxscript")):
+        return  # ONNX Runtime serves fp32 exports, made with the onnx extra
+    from clipspace.onnx_export import export_towers
+
+    try:
+        export_towers(encoder, index)
+    except RuntimeUnavailable as error:
+        log.warning("the service will run this model on torch: %s", error)
 
 
 def _ray_embedder(args: argparse.Namespace, encoder: DualEncoder, options: BuildOptions) -> Embedder:

@@ -102,8 +102,9 @@ class Service(ServiceProcess):
             time.sleep(0.1)
 
     def wait_ready(self) -> None:
-        """Until /readyz answers 200: the index and its model are loaded and the model has answered."""
-        self.wait_until(lambda: self.client.get("/readyz").status_code == 200)
+        """Until /readyz answers 200: the index and its model are loaded and the model has answered. The model's
+        runtime (torch or ONNX Runtime) is imported then, not before /healthz: as long a wait as for /healthz."""
+        self.wait_until(lambda: self.client.get("/readyz").status_code == 200, timeout=180)
 
     def stop(self) -> None:
         self.client.close()

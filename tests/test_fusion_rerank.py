@@ -12,7 +12,8 @@ from clipspace.align import world
 from clipspace.align.export import architecture_config, export_local_dir
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.errors import ModelMismatch
-from clipspace.fusion.matcher import CONCAT_FILE, MATCHER_FILE, load_scorer
+from clipspace.fusion.beside import CONCAT_FILE, MATCHER_FILE
+from clipspace.fusion.matcher import load_scorer
 from clipspace.fusion.train import MatcherOptions, train_matchers
 from clipspace.fusion.twins import colour_swap
 from tests.conftest import TINY_ARCH, build, running_service

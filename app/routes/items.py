@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.routes.deps import Serving, Thumbnails
-from app.schemas import MAX_ITEM_ID, FacetCount, FacetsResponse, IndexInfo, RerankInfo, error_responses
+from app.schemas import MAX_ITEM_ID, FacetCount, FacetsResponse, IndexInfo, RerankInfo, RuntimeInfo, error_responses
 from clipspace.thumbnails import THUMB_MEDIA_TYPE, etag_for
 
 # Ids are stable per path, but a file can change at a reindex: browsers may reuse a thumbnail for an hour,
@@ -57,7 +57,8 @@ async def info(serving: Serving) -> IndexInfo:
                      created_at=manifest.created_at, search_params=version.search_params("image"),
                      relevance=manifest.calibration.model_dump()["maps"] if manifest.calibration else None,
                      rerank=RerankInfo(available=serving.fusion.rerank_available,
-                                       detail=serving.fusion.rerank_detail))
+                                       detail=serving.fusion.rerank_detail),
+                     runtime=RuntimeInfo(name=serving.encoder.runtime.name, detail=serving.encoder.runtime.detail))
 
 
 @router.get("/facets", response_model=FacetsResponse, responses=error_responses(503))

@@ -19,10 +19,11 @@ from clipspace.align import world
 from clipspace.align.evaluate import precision_at_k
 from clipspace.encoder import DualEncoder
 from clipspace.fusion import labels as zero_shot
+from clipspace.fusion.beside import CONCAT_FILE, MATCHER_FILE, RERANK_DEPTH, model_folder
 from clipspace.fusion.features import LANGUAGES, TwinFeatures, encode_scenes, twin_features
-from clipspace.fusion.matcher import CONCAT_FILE, MATCHER_FILE, ConcatMLP, CrossAttentionMatcher, load_scorer
+from clipspace.fusion.matcher import ConcatMLP, CrossAttentionMatcher, load_scorer
 from clipspace.fusion.query import combine
-from clipspace.fusion.rerank import RERANK_DEPTH, combined_score, model_folder
+from clipspace.fusion.rerank import combined_score
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,6 @@ from torch import nn
 
 from clipspace.errors import ModelLoadError, ModelMismatch
 
-MATCHER_FILE = "matcher.safetensors"
-CONCAT_FILE = "concat-mlp.safetensors"
-
 
 @dataclass(frozen=True)
 class MatcherConfig:

@@ -12,12 +12,12 @@ from PIL import Image
 
 from clipspace.encoder import DualEncoder
 from clipspace.errors import ModelLoadError, ModelMismatch
-from clipspace.fusion.matcher import MATCHER_FILE, CrossAttentionMatcher, load_scorer
+from clipspace.fusion.beside import MATCHER_FILE, model_folder
+from clipspace.fusion.matcher import CrossAttentionMatcher, load_scorer
 from clipspace.fusion.tokens import image_tokens, preprocess_images, text_tokens
 
 log = logging.getLogger(__name__)
 
-RERANK_DEPTH = 50  # candidates re-scored per query: the dual encoder's top 50 (measured in fusion-eval)
 # The matcher alone tells a scene from its twin but ranks 50 near misses worse than cosine does; its logit
 # plus this multiple of the cosine ranks best (text→image R@1 on the val split: 0.886 against 0.518 for
 # cosine alone and 0.454 for the matcher alone; weights 5–40 tried, docs/decisions.md).
@@ -68,12 +68,6 @@ class Reranker:
                 logits = self.matcher(patches, text_states.expand(pairs, -1, -1), text_mask.expand(pairs, -1))
                 total += weight * combined_score(logits.double().numpy(), np.asarray(cosines, np.float64))
         return (total / sum(weights)).astype(np.float32)
-
-
-def model_folder(encoder: DualEncoder) -> Path | None:
-    """The folder of a `local-dir:` model, where its matcher lives beside its weights."""
-    model = encoder.spec.model
-    return Path(model.removeprefix("local-dir:")) if model.startswith("local-dir:") else None
 
 
 def find_reranker(encoder: DualEncoder) -> tuple[Reranker | None, str]:

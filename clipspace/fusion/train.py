@@ -20,17 +20,15 @@ from tqdm import tqdm
 
 from clipspace.align.train import learning_rate
 from clipspace.encoder import ModelSpec, load_encoder
+from clipspace.fusion.beside import CONCAT_FILE, MATCHER_FILE, model_folder
 from clipspace.fusion.evaluate import binding_accuracy, concat_scorer, matcher_scorer
 from clipspace.fusion.features import LANGUAGES, TwinFeatures, twin_features
 from clipspace.fusion.matcher import (
-    CONCAT_FILE,
-    MATCHER_FILE,
     ConcatMLP,
     CrossAttentionMatcher,
     MatcherConfig,
     save_scorer,
 )
-from clipspace.fusion.rerank import model_folder
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,93 @@
+"""Which runtime runs the towers: ONNX Runtime, without importing torch, where a verified export allows it; else torch.
+
+torch is imported only on the paths that need it: CLIPSPACE_RUNTIME=torch, a fallback, or the first start with
+CLIPSPACE_RUNTIME=onnx where no export exists yet (it is made then, so that process holds torch; the next start
+does not). tests/test_onnx_service.py checks that a service on ONNX Runtime never imported torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from app import metrics
+from clipspace.errors import ExportRefused, ModelMismatch, RuntimeUnavailable
+from clipspace.identity import ModelIdentity, ModelSpec
+from clipspace.onnx_towers import export_folder, open_export
+from clipspace.runtimes import ONNX, TORCH, Encoder
+from clipspace.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuntimeInUse:
+    """What runs the towers, and why: /info shows both."""
+
+    name: str
+    detail: str
+
+
+def open_encoder(spec: ModelSpec, wanted: ModelIdentity, settings: Settings) -> tuple[Encoder, RuntimeInUse]:
+    """The encoder for an index built with `wanted`, on the runtime CLIPSPACE_RUNTIME asks for where it can serve.
+    Call it on the model thread, where the encoder will run (clipspace.openmp)."""
+    if settings.runtime == TORCH:
+        return load_torch_model(spec, settings.threads), RuntimeInUse(TORCH, "CLIPSPACE_RUNTIME=torch")
+    made_with: Encoder | None = None  # the torch encoder loaded to make an export, kept for a fallback
+    try:
+        if wanted.precision != "fp32":
+            raise RuntimeUnavailable(f"the index was built in {wanted.precision}; ONNX Runtime serves towers exported "
+                                     "in fp32 (build with --precision fp32 to serve on it)")
+        folder = export_folder(settings.index_dir, wanted.fingerprint)
+        if folder.is_dir():
+            encoder = open_export(folder, spec, settings.threads)
+        elif settings.runtime == ONNX:
+            made_with = load_torch_model(spec, settings.threads)
+            check_same_model(made_with, wanted)
+            encoder = _export(made_with, settings)
+        else:
+            raise RuntimeUnavailable(f"no ONNX export at {folder}: the builder makes one with the onnx extra "
+                                     "installed, or start once with CLIPSPACE_RUNTIME=onnx")
+        check_same_model(encoder, wanted)
+    except RuntimeUnavailable as error:
+        refused = isinstance(error, ExportRefused) or settings.runtime == ONNX
+        (log.warning if refused else log.info)("the towers run on torch: %s", error)
+        encoder = made_with or load_torch_model(spec, settings.threads)
+        return encoder, RuntimeInUse(TORCH, f"fell back to torch: {error}")
+    import onnxruntime  # loaded by open_export already: only its version is read here
+
+    metrics.libraries_loaded({"onnxruntime": onnxruntime.__version__})
+    return encoder, RuntimeInUse(ONNX, f"ONNX Runtime {onnxruntime.__version__}, export {encoder.folder} verified "
+                                       f"against torch (worst probe cosine {encoder.verified_cosine:.7f})")
+
+
+def load_torch_model(spec: ModelSpec, threads: int | None) -> Encoder:
+    """Load a model on torch (timed for /metrics). Call it on the model thread, where it will run: torch's work
+    stays on one OpenMP team (clipspace.openmp)."""
+    import open_clip
+    import torch
+
+    from clipspace.encoder import load_encoder
+
+    metrics.libraries_loaded({"torch": torch.__version__, "open_clip": open_clip.__version__})
+    with metrics.MODEL_LOAD_SECONDS.time():
+        return load_encoder(spec, threads=threads)
+
+
+def check_same_model(encoder: Encoder, wanted: ModelIdentity) -> None:
+    """The core's one `same_model` rule: anything else would answer silently wrong."""
+    differs = wanted.differences(encoder.identity)
+    if differs:
+        raise ModelMismatch(
+            f"the index was built with {wanted.model} (weights {wanted.fingerprint}), but "
+            f"{encoder.spec.model} differs in {', '.join(differs)} (weights {encoder.fingerprint}): queries would "
+            "be embedded by a different model than the images. Rebuild the index with this model, or point "
+            "CLIPSPACE_MODEL at the model the index was built with.")
+
+
+def _export(encoder: Encoder, settings: Settings) -> Encoder:
+    log.warning("making the ONNX export of %s on this start: this process imported torch to make it; the next "
+                "start serves without torch", encoder.spec.model)
+    from clipspace.onnx_export import export_towers
+
+    return export_towers(encoder, settings.index_dir, settings.threads)

@@ -1,0 +1,128 @@
+"""The towers on ONNX Runtime against torch: the service's memory, start-up and text-query latency, in one run.
+
+For each model: an fp32 index of the same pictures, the towers' export (timed), and two services on that index,
+CLIPSPACE_RUNTIME=torch and onnx, both up at once. Queries go to one then the other in alternating blocks (this
+machine's speed drifts within a minute, docs/decisions.md), and the bare calls (torch's `embed_texts`, ONNX
+Runtime's) are timed in this process in the same blocks. Each service's memory is read after its text queries and
+a burst of image uploads, so both towers have run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+
+from benchmarks.corpus import Corpus
+from benchmarks.latency import QUERIES, QUIET, READY_TIMEOUT_S, _blocks, _raw_connection, _sequential
+from benchmarks.report import progress
+from benchmarks.timing import latency_summary, time_calls
+from clipspace.encoder import DualEncoder, load_encoder
+from clipspace.onnx_export import export_towers
+from clipspace.runtimes import ONNX, TORCH
+from index_builder.build import build_index
+from index_builder.options import BuildOptions
+from tests.launcher import launched
+
+RUNTIMES = (TORCH, ONNX)
+IMAGE_UPLOADS = 32
+# A pause before each block, so that the worker threads of the runtime timed before (ORT's pool, GNU OpenMP's team)
+# have stopped spinning and do not take the cores from the one timed now.
+SETTLE_S = 0.5
+
+
+@dataclass(frozen=True)
+class RuntimeResult:
+    model: str
+    images: int
+    export_s: float
+    onnx_detail: str  # what /info says of the ONNX service's runtime
+    ready_s: dict[str, float]  # launch to /readyz answering 200, per runtime
+    http: dict[str, dict[str, float]]  # client-side text query over HTTP, per runtime
+    bare: dict[str, dict[str, float]]  # the bare embed call in this process, per runtime
+    service_memory: dict[str, dict[str, float]]  # after the queries and IMAGE_UPLOADS image uploads, per runtime
+    ratio_onnx_over_torch_http_p50: float
+    ratio_onnx_over_torch_rss: float
+    ratio_http_over_bare_onnx_p50: float  # the service's overhead around the bare ONNX Runtime call
+    onnx_memory_after_a_rerank: dict[str, float] | None  # the matcher loads torch and the model beside ONNX towers
+
+
+def measure_runtimes(encoders: list[DualEncoder], corpus: Corpus, work_dir: Path, service_env: dict[str, str],
+                     queries: int, threads: int | None, images: int = 64) -> list[dict]:
+    """Each model's numbers (fp32: the precision ONNX Runtime serves), on the first `images` pictures."""
+    results = []
+    for encoder in encoders:
+        if encoder.spec.precision != "fp32":
+            encoder = load_encoder(replace(encoder.spec, precision="fp32"), threads=threads)
+        results.append(_measure(encoder, corpus, work_dir / f"runtime-{len(results)}", service_env, queries, threads,
+                                images))
+    return [result.__dict__ for result in results]
+
+
+def _measure(encoder: DualEncoder, corpus: Corpus, work_dir: Path, service_env: dict[str, str], queries: int,
+             threads: int | None, images: int) -> RuntimeResult:
+    index = work_dir / "index"
+    pictures = work_dir / "images"
+    pictures.mkdir(parents=True)
+    for number, path in enumerate(corpus.paths[:images]):
+        shutil.copyfile(corpus.root / path, pictures / f"{number:05d}{Path(path).suffix}")
+    progress(f"runtime: indexing {images} pictures with {encoder.spec.model} in fp32, exporting its towers")
+    build_index(BuildOptions(images=pictures, index=index, progress=False), encoder)
+    started = time.perf_counter()
+    onnx = export_towers(encoder, index, threads)
+    export_s = time.perf_counter() - started
+    uploads = [(corpus.root / path).read_bytes() for path in corpus.paths[:IMAGE_UPLOADS]]
+    bare = {TORCH: lambda i: encoder.embed_texts([QUERIES[i % len(QUERIES)]]),
+            ONNX: lambda i: onnx.embed_texts([QUERIES[i % len(QUERIES)]])}
+    with tempfile.TemporaryDirectory() as logs, contextlib.ExitStack() as stack:
+        services, ready_s = {}, {}
+        for runtime in RUNTIMES:
+            started = time.perf_counter()
+            services[runtime] = stack.enter_context(launched(
+                {**service_env, "CLIPSPACE_INDEX_DIR": str(index), "CLIPSPACE_RUNTIME": runtime},
+                Path(logs) / f"{runtime}.log", uvicorn_args=QUIET))
+            services[runtime].wait_for("/readyz", READY_TIMEOUT_S)
+            ready_s[runtime] = round(time.perf_counter() - started, 2)
+        detail = httpx.get(services[ONNX].url + "/info").json()["runtime"]
+        if detail["name"] != ONNX:
+            raise RuntimeError(f"the ONNX service runs on {detail['name']}: {detail['detail']}")
+        progress(f"runtime: {queries} text queries per runtime, bare and over HTTP, in alternating blocks")
+        http_s: dict[str, list[float]] = {runtime: [] for runtime in RUNTIMES}
+        bare_s: dict[str, list[float]] = {runtime: [] for runtime in RUNTIMES}
+        for block in _blocks(queries, 6):
+            for runtime in RUNTIMES:
+                time.sleep(SETTLE_S)
+                bare_s[runtime] += time_calls(bare[runtime], block, warmup=5)
+                time.sleep(SETTLE_S)
+                http_s[runtime] += _sequential(_raw_connection, services[runtime].url, block, 5, 10)[0]
+        memory = {}
+        for runtime, service in services.items():
+            with httpx.Client(base_url=service.url, timeout=60) as client:
+                for data in uploads:
+                    client.post("/search/image", files={"file": ("q.jpg", data, "image/jpeg")}).raise_for_status()
+            memory[runtime] = service.memory_mb()
+        after_rerank = _memory_after_a_rerank(services[ONNX])
+    p50 = {runtime: statistics.median(values) for runtime, values in http_s.items()}
+    return RuntimeResult(
+        model=encoder.spec.model, images=images, export_s=round(export_s, 1), onnx_detail=detail["detail"],
+        ready_s=ready_s, http={runtime: latency_summary(values) for runtime, values in http_s.items()},
+        bare={runtime: latency_summary(values) for runtime, values in bare_s.items()}, service_memory=memory,
+        ratio_onnx_over_torch_http_p50=round(p50[ONNX] / p50[TORCH], 3),
+        ratio_onnx_over_torch_rss=round(memory[ONNX]["rss_mb"] / memory[TORCH]["rss_mb"], 3),
+        ratio_http_over_bare_onnx_p50=round(p50[ONNX] / statistics.median(bare_s[ONNX]), 3),
+        onnx_memory_after_a_rerank=after_rerank)
+
+
+def _memory_after_a_rerank(service) -> dict[str, float] | None:
+    """The ONNX service's memory once a re-rank has loaded torch and the matcher; None for a model without one."""
+    with httpx.Client(base_url=service.url, timeout=120) as client:
+        if not client.get("/info").json()["rerank"]["available"]:
+            return None
+        client.post("/search", json={"terms": [{"text": QUERIES[0]}], "rerank": True}).raise_for_status()
+    return service.memory_mb()
