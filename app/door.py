@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.keys import ApiKey, find_key, load_keys
+from app.limits import MAX_JSON_BYTES
 from app.ratelimit import TokenBuckets
 from clipspace.settings import RateLimit, Settings
 
@@ -125,15 +126,22 @@ def _client_address(scope: Scope) -> str:
 
 async def _refuse(scope: Scope, send: Send, status: int, detail: str,
                   headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """A JSON answer that leaves the body unread; the connection is closed if a body may follow, so a keep-alive
-    client never has its unread body taken for its next request."""
+    """A JSON answer that leaves the body unread. The server skips a small unread body and keeps the connection
+    (a refused client reconnecting for every request would cost more than its refusal); a large or chunked one
+    (past a JSON query's limit) closes it rather than being received only to be thrown away."""
     payload = json.dumps({"detail": detail}).encode()
-    sends_body = any(name in (b"content-length", b"transfer-encoding") and value != b"0"
-                     for name, value in scope["headers"])
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-        *(headers or []), *([(b"connection", b"close")] if sends_body else [])]})
+        *(headers or []), *([(b"connection", b"close")] if _large_body(scope) else [])]})
     await send({"type": "http.response.body", "body": payload})
+
+
+def _large_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and
+                                            (not value.isdigit() or int(value) > MAX_JSON_BYTES)):
+            return True
+    return False
 
 
 def document_door(app: FastAPI, policy: DoorPolicy) -> None:

@@ -33,6 +33,7 @@ from benchmarks.latency import measure_latency
 from benchmarks.load import measure_load
 from benchmarks.machine import describe_machine, load_average
 from benchmarks.ocr import measure_ocr
+from benchmarks.ratelimit import measure_rate_isolation
 from benchmarks.report import progress, render
 from benchmarks.scale import measure_memory, measure_ray_overhead, measure_reindex
 from benchmarks.text import measure_text
@@ -45,7 +46,7 @@ from index_builder.options import BuildOptions
 from tests.launcher import REPO_ROOT
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
-SECTIONS = ("builder", "http", "text", "load", "faiss", "reindex", "memory", "ray", "keywords", "ocr")
+SECTIONS = ("builder", "http", "text", "load", "ratelimit", "faiss", "reindex", "memory", "ray", "keywords", "ocr")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,6 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--captions", type=int, default=2000, help="generated captions in the text section")
     parser.add_argument("--load-clients", type=int, default=16, help="clients in the load test")
     parser.add_argument("--load-seconds", type=float, default=60.0, help="how long the load test runs")
+    parser.add_argument("--ratelimit-rounds", type=int, default=6,
+                        help="rate-limit isolation: rounds of 10 s alone and 10 s beside a hammering key")
     parser.add_argument("--reindex-files", type=int, default=2000,
                         help="tiny files for the reindex benchmark (issue 8: 100000)")
     parser.add_argument("--memory-sizes", default="1000,4000",
@@ -172,6 +175,9 @@ def run(args: argparse.Namespace) -> dict:
             result["load"] = asdict(measure_load(serving_index, [corpus.root / path for path in corpus.paths[:32]],
                                                  _service_env(args), args.load_clients, args.load_seconds,
                                                  work_dir / "load-uvicorn.log"))
+        if "ratelimit" in sections:
+            result["ratelimit"] = asdict(measure_rate_isolation(serving_index, _service_env(args),
+                                                                work_dir / "ratelimit", args.ratelimit_rounds))
         if "faiss" in sections and args.faiss_sizes:
             result["faiss"] = [asdict(entry) for entry in measure_faiss(args.faiss_sizes, encoder.dim,
                                                                         args.faiss_queries, args.k, work_dir)]

@@ -1,0 +1,199 @@
+"""Rate-limit isolation: a key hammering a keyed service past its limit must not slow the other keys' queries.
+
+One service, one rate limit for every key (`RATE`). Quiet keys each send text queries at a steady pace below the
+limit; in alternate phases a hammering key joins, sending far past its limit, most of it refused with 429.
+The quiet keys' p99 with the hammer against their p99 alone is the measure (goal: at most 1.2x). Phases alternate
+(alone, hammered, alone, ...) so that whatever else the machine does lands on both alike. The hammer runs in a
+process of its own, so that its client work does not delay the quiet clients' clocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+
+from app.keys import add_key
+from benchmarks.latency import QUERIES, READY_TIMEOUT_S, REQUEST_TIMEOUT_S
+from benchmarks.report import progress
+from tests.launcher import launched
+
+RATE = "3/s,burst=6"
+QUIET_KEYS = 16
+QUIET_PER_KEY_PER_S = 2.0  # below the limit: a quiet key is never refused
+HAMMER_CONNECTIONS = 16
+HAMMER_PER_S = 300  # offered: 100 times the limit
+MAX_P99_RATIO = 1.2
+
+
+@dataclass(frozen=True)
+class RateIsolationResult:
+    rate_limit: str
+    quiet_keys: int
+    quiet_per_key_per_s: float
+    hammer_connections: int
+    hammer_offered_per_s: int
+    rounds: int
+    phase_seconds: float
+    quiet_alone_ms: dict[str, float]  # n, p50, p99
+    quiet_hammered_ms: dict[str, float]
+    quiet_errors: int
+    hammer_answers: dict[str, int]  # status -> count
+    hammer_per_s: float
+    service_cpu_per_s: dict[str, float]  # CPU seconds the service used per second: alone, hammered
+    service_cpu_us_per_hammer_request: float  # the difference spread over the hammer's requests (refused or not)
+    p99_ratio: float
+    p99_ratio_ok: bool
+
+
+def measure_rate_isolation(index_dir: Path, service_env: dict[str, str], work_dir: Path, rounds: int = 6,
+                           phase_seconds: float = 10.0) -> RateIsolationResult:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    keys_file = work_dir / "keys.txt"
+    quiet = [add_key(keys_file, f"quiet-{number}") for number in range(QUIET_KEYS)]
+    hammer = add_key(keys_file, "hammer")
+    env = {**service_env, "CLIPSPACE_INDEX_DIR": str(index_dir), "CLIPSPACE_API_KEYS_FILE": str(keys_file),
+           "CLIPSPACE_RATE_LIMIT": RATE}
+    with launched(env, work_dir / "uvicorn.log", uvicorn_args=("--log-level", "warning", "--no-access-log")) as service:
+        service.wait_for("/readyz", READY_TIMEOUT_S)
+        progress(f"rate-limit isolation: {QUIET_KEYS} quiet keys at {QUIET_PER_KEY_PER_S:g}/s each, a key sending "
+                 f"{HAMMER_PER_S}/s on {HAMMER_CONNECTIONS} connections past {RATE}; {rounds} rounds of "
+                 f"{phase_seconds:.0f} s per phase")
+        alone: list[float] = []
+        hammered: list[float] = []
+        errors = 0
+        statuses: dict[str, int] = {}
+        hammer_seconds = 0.0
+        cpu = {"alone": 0.0, "hammered": 0.0}
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as hammers:
+            hammers.submit(_hammer, service.url, hammer, 0.0).result()  # the process started and imported
+            asyncio.run(_phase(service.url, quiet, None, None, min(5.0, phase_seconds)))  # warm-up, not counted
+            for _ in range(rounds):
+                before = _cpu_seconds(service.pid)
+                samples, failed, _ = asyncio.run(_phase(service.url, quiet, None, None, phase_seconds))
+                cpu["alone"] += _cpu_seconds(service.pid) - before
+                alone += samples
+                errors += failed
+                before = _cpu_seconds(service.pid)
+                samples, failed, answered = asyncio.run(_phase(service.url, quiet, hammer, hammers, phase_seconds))
+                cpu["hammered"] += _cpu_seconds(service.pid) - before
+                hammered += samples
+                errors += failed
+                hammer_seconds += phase_seconds
+                for status, count in answered.items():
+                    statuses[status] = statuses.get(status, 0) + count
+    ratio = _percentiles(hammered)["p99_ms"] / _percentiles(alone)["p99_ms"]
+    hammer_requests = sum(statuses.values())
+    return RateIsolationResult(
+        rate_limit=RATE, quiet_keys=QUIET_KEYS, quiet_per_key_per_s=QUIET_PER_KEY_PER_S,
+        hammer_connections=HAMMER_CONNECTIONS, hammer_offered_per_s=HAMMER_PER_S, rounds=rounds,
+        phase_seconds=phase_seconds,
+        quiet_alone_ms=_percentiles(alone), quiet_hammered_ms=_percentiles(hammered), quiet_errors=errors,
+        hammer_answers=dict(sorted(statuses.items())),
+        hammer_per_s=round(hammer_requests / hammer_seconds, 1),
+        service_cpu_per_s={phase: round(seconds / hammer_seconds, 3) for phase, seconds in cpu.items()},
+        service_cpu_us_per_hammer_request=round((cpu["hammered"] - cpu["alone"]) / max(1, hammer_requests) * 1e6, 1),
+        p99_ratio=round(ratio, 3),
+        p99_ratio_ok=ratio <= MAX_P99_RATIO)
+
+
+async def _phase(base_url: str, quiet: list[str], hammer: str | None, hammers: ProcessPoolExecutor | None,
+                 seconds: float) -> tuple[list[float], int, dict[str, int]]:
+    """The quiet keys' latencies (ms) and failures, and the hammer's answers by status, over `seconds`."""
+    deadline = time.monotonic() + seconds
+    samples: list[float] = []
+    failures = 0
+
+    async def steady(key: str, offset: float) -> None:
+        nonlocal failures
+        async with httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S,
+                                     headers={"authorization": f"Bearer {key}"}) as client:
+            due = time.monotonic() + offset
+            for number in range(10**9):
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                if time.monotonic() >= deadline:
+                    return
+                started = time.perf_counter()
+                try:
+                    answer = await client.post("/search/text", json={"text": QUERIES[number % len(QUERIES)]})
+                    ok = answer.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    samples.append((time.perf_counter() - started) * 1000)
+                else:
+                    failures += 1
+                due += 1 / QUIET_PER_KEY_PER_S
+
+    period = 1 / QUIET_PER_KEY_PER_S
+    tasks = [steady(key, period * number / len(quiet)) for number, key in enumerate(quiet)]
+    if hammer is None:
+        await asyncio.gather(*tasks)
+        return samples, failures, {}
+    hammering = asyncio.get_running_loop().run_in_executor(hammers, _hammer, base_url, hammer, seconds)
+    *_, answered = await asyncio.gather(*tasks, hammering)
+    return samples, failures, answered
+
+
+def _hammer(base_url: str, key: str, seconds: float) -> dict[str, int]:
+    """`HAMMER_PER_S` text queries a second with `key` over `HAMMER_CONNECTIONS` raw keep-alive connections (a
+    wrk-like client: a Python HTTP library would spend more CPU than the service it hammers), for `seconds`.
+    Answers by status; a connection the service closes is opened again."""
+    address = urlsplit(base_url)
+    body = json.dumps({"text": QUERIES[0]}).encode()
+    request = (f"POST /search/text HTTP/1.1\r\nHost: {address.netloc}\r\nAuthorization: Bearer {key}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    answered: dict[str, int] = {}
+    deadline = time.monotonic() + seconds
+
+    async def connection(offset: float) -> None:
+        period = HAMMER_CONNECTIONS / HAMMER_PER_S
+        due = time.monotonic() + offset
+        reader = writer = None
+        while time.monotonic() < deadline:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            due += period
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(address.hostname, address.port)
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                await reader.readexactly(length)
+                status = head.split(b" ", 2)[1].decode()
+                if b"connection: close" in head.lower():
+                    writer.close()
+                    writer = None
+            except (OSError, asyncio.IncompleteReadError) as error:
+                status, writer = type(error).__name__, None
+            answered[status] = answered.get(status, 0) + 1
+        if writer is not None:
+            writer.close()
+
+    async def hammer() -> None:
+        await asyncio.gather(*(connection(number / HAMMER_PER_S) for number in range(HAMMER_CONNECTIONS)))
+
+    asyncio.run(hammer())
+    return answered
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _percentiles(milliseconds: list[float]) -> dict[str, float]:
+    values = np.asarray(milliseconds or [float("nan")])
+    return {"n": len(milliseconds), "p50_ms": round(float(np.percentile(values, 50)), 2),
+            "p99_ms": round(float(np.percentile(values, 99)), 2)}
