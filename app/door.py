@@ -7,10 +7,12 @@ Its refusals never read the body. No key is ever logged or put in a label: a key
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import json
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -25,6 +27,8 @@ from clipspace.settings import RateLimit, Settings
 log = logging.getLogger(__name__)
 
 REALM = 'Bearer realm="clipspace"'
+HOLD_S = 1.0  # the longest a 429 is held back: Retry-After is never below 1 s, so a polite client loses nothing
+MAX_HELD = 1000  # beyond this many held at once, refusals go out at once (bounded memory under a flood)
 PUBLIC_WITHOUT_KEYS = ("this service answers on a non-loopback address without API keys, so it refuses: give it "
                        "keys (CLIPSPACE_API_KEYS_FILE=FILE, made with `python -m app.keys add FILE`) or say that "
                        "anyone who can reach it may use it (CLIPSPACE_ALLOW_ANONYMOUS=1)")
@@ -69,6 +73,7 @@ class Door:
         self._buckets = TokenBuckets(policy.rate_limit) if policy.rate_limit else None
         self._refusing_public = not policy.keys and not policy.allow_anonymous
         self._warned = False
+        self._held = 0  # refusals waiting to be sent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,32 +90,45 @@ class Door:
             return
         client = _client_address(scope)
         if self.policy.keys:
-            key, problem = self._key(scope)
+            key, problem, challenge = self._key(scope)
             if key is None:
-                challenge = REALM if problem.startswith("an API key") else f'{REALM}, error="invalid_token"'
                 await _refuse(scope, send, 401, problem, [(b"www-authenticate", challenge.encode())])
                 return
             client = key.bucket
-        wait = self._buckets.take(client) if self._buckets else 0
+        wait = self._buckets.take(client) if self._buckets else 0.0
         if wait:
-            limit = self.policy.rate_limit
-            await _refuse(scope, send, 429, f"too many requests: at most {limit.per_second:g} a second, bursts of "
-                          f"{limit.burst}; try again in {wait} s", [(b"retry-after", str(wait).encode())])
+            await self._too_many(scope, send, wait)
             return
         await self.app(scope, receive, send)
 
-    def _key(self, scope: Scope) -> tuple[ApiKey | None, str]:
-        """The key the request presents, or None and why not (as its 401 says)."""
+    async def _too_many(self, scope: Scope, send: Send, wait: float) -> None:
+        """429 with `Retry-After` in whole seconds (≥ 1), answered after the time a client must wait anyway (at
+        most HOLD_S, while fewer than MAX_HELD are held): one HTTP/1.1 connection then carries at most one refusal
+        a second, so a client hammering on a few connections costs the service little (measured: docs/decisions.md)."""
+        retry_after = max(1, math.ceil(wait))
+        if self._held < MAX_HELD:
+            self._held += 1
+            try:
+                await asyncio.sleep(min(wait, HOLD_S))
+            finally:
+                self._held -= 1
+        limit = self.policy.rate_limit
+        await _refuse(scope, send, 429, f"too many requests: at most {limit.per_second:g} a second, bursts of "
+                      f"{limit.burst}; try again in {retry_after} s", [(b"retry-after", str(retry_after).encode())])
+
+    def _key(self, scope: Scope) -> tuple[ApiKey | None, str, str]:
+        """The key the request presents, or None, why not and the challenge (RFC 6750 3) its 401 says."""
         given = [value for name, value in scope["headers"] if name == b"authorization"]
         if not given:
-            return None, "an API key is needed: send it as `Authorization: Bearer <key>`"
+            return None, "an API key is needed: send it as `Authorization: Bearer <key>`", REALM
+        refused = f'{REALM}, error="invalid_token"'
         scheme, _, token = given[0].decode("latin-1").partition(" ")
         token = token.strip(" ")
         # The scheme is case-insensitive (RFC 9110 11.1); a token is one word (RFC 6750 2.1).
         if len(given) > 1 or scheme.lower() != "bearer" or not token or any(char.isspace() for char in token):
-            return None, "the Authorization header must be one `Bearer <key>`"
+            return None, "the Authorization header must be one `Bearer <key>`", refused
         key = find_key(self.policy.keys, token)
-        return (key, "") if key else (None, "the API key was not accepted")
+        return (key, "", "") if key else (None, "the API key was not accepted", refused)
 
 
 def _arrived_on_loopback(scope: Scope) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -15,7 +14,7 @@ MAX_BUCKETS = 10_000
 
 
 class TokenBuckets:
-    """`take(client)` answers 0 when the client may go on, else the whole seconds (≥ 1) until a token is back.
+    """`take(client)` answers 0 when the client may go on, else the seconds until its next token.
 
     Runs on the event loop only (no lock): a bucket is refilled lazily, from the time since it was last seen.
     """
@@ -25,15 +24,15 @@ class TokenBuckets:
         self._clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # client -> (tokens, when)
 
-    def take(self, client: str) -> int:
+    def take(self, client: str) -> float:
         now = self._clock()
         tokens, then = self._buckets.pop(client, (float(self.limit.burst), now))
         tokens = min(float(self.limit.burst), tokens + (now - then) * self.limit.per_second)
-        wait = 0
+        wait = 0.0
         if tokens >= 1:
             tokens -= 1
         else:
-            wait = max(1, math.ceil((1 - tokens) / self.limit.per_second))
+            wait = (1 - tokens) / self.limit.per_second
         self._buckets[client] = (tokens, now)  # to the end: the most recently seen
         if len(self._buckets) > MAX_BUCKETS:
             self._buckets.popitem(last=False)

@@ -2,9 +2,10 @@
 
 One service, one rate limit for every key (`RATE`). Quiet keys each send text queries at a steady pace below the
 limit; in alternate phases a hammering key joins, sending far past its limit, most of it refused with 429.
-The quiet keys' p99 with the hammer against their p99 alone is the measure (goal: at most 1.2x). Phases alternate
-(alone, hammered, alone, ...) so that whatever else the machine does lands on both alike. The hammer runs in a
-process of its own, so that its client work does not delay the quiet clients' clocks.
+The quiet keys' p99 with the hammer against their p99 alone is the measure (goal: at most 1.2x). A control arm
+sends the same hammering to a stub server instead: on a small shared machine the hammer's own CPU slows everyone,
+and hammered / control is the service's share. Arms alternate, each leading a round in turn, so that whatever
+else the machine does lands on all alike. The hammer runs in a process of its own, apart from the quiet clocks.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ QUIET_PER_KEY_PER_S = 2.0  # below the limit: a quiet key is never refused
 HAMMER_CONNECTIONS = 16
 HAMMER_PER_S = 300  # offered: 100 times the limit
 MAX_P99_RATIO = 1.2
+ARMS = ("alone", "control", "hammered")
 
 
 @dataclass(frozen=True)
@@ -45,14 +47,16 @@ class RateIsolationResult:
     rounds: int
     phase_seconds: float
     quiet_alone_ms: dict[str, float]  # n, p50, p99
+    quiet_control_ms: dict[str, float]  # beside the same hammer aimed at a stub server: the machine's share
     quiet_hammered_ms: dict[str, float]
     quiet_errors: int
     hammer_answers: dict[str, int]  # status -> count
     hammer_per_s: float
     service_cpu_per_s: dict[str, float]  # CPU seconds the service used per second: alone, hammered
     service_cpu_us_per_hammer_request: float  # the difference spread over the hammer's requests (refused or not)
-    p99_ratio: float
+    p99_ratio: float  # hammered / alone: the goal
     p99_ratio_ok: bool
+    p99_ratio_to_control: float  # hammered / control: the service's own share
 
 
 def measure_rate_isolation(index_dir: Path, service_env: dict[str, str], work_dir: Path, rounds: int = 6,
@@ -68,47 +72,42 @@ def measure_rate_isolation(index_dir: Path, service_env: dict[str, str], work_di
         progress(f"rate-limit isolation: {QUIET_KEYS} quiet keys at {QUIET_PER_KEY_PER_S:g}/s each, a key sending "
                  f"{HAMMER_PER_S}/s on {HAMMER_CONNECTIONS} connections past {RATE}; {rounds} rounds of "
                  f"{phase_seconds:.0f} s per phase")
-        alone: list[float] = []
-        hammered: list[float] = []
+        samples: dict[str, list[float]] = {arm: [] for arm in ARMS}
+        cpu = dict.fromkeys(ARMS, 0.0)
         errors = 0
         statuses: dict[str, int] = {}
-        hammer_seconds = 0.0
-        cpu = {"alone": 0.0, "hammered": 0.0}
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as hammers:
-            hammers.submit(_hammer, service.url, hammer, 0.0).result()  # the process started and imported
-            asyncio.run(_phase(service.url, quiet, None, None, min(5.0, phase_seconds)))  # warm-up, not counted
-            for _ in range(rounds):
-                before = _cpu_seconds(service.pid)
-                samples, failed, _ = asyncio.run(_phase(service.url, quiet, None, None, phase_seconds))
-                cpu["alone"] += _cpu_seconds(service.pid) - before
-                alone += samples
-                errors += failed
-                before = _cpu_seconds(service.pid)
-                samples, failed, answered = asyncio.run(_phase(service.url, quiet, hammer, hammers, phase_seconds))
-                cpu["hammered"] += _cpu_seconds(service.pid) - before
-                hammered += samples
-                errors += failed
-                hammer_seconds += phase_seconds
-                for status, count in answered.items():
-                    statuses[status] = statuses.get(status, 0) + count
-    ratio = _percentiles(hammered)["p99_ms"] / _percentiles(alone)["p99_ms"]
-    hammer_requests = sum(statuses.values())
+            hammers.submit(_hammer, service.url, hammer, 0.0, False).result()  # the process started and imported
+            asyncio.run(_phase(service.url, quiet, None, min(5.0, phase_seconds)))  # warm-up, not counted
+            for number in range(rounds):
+                for arm in ARMS[number % len(ARMS):] + ARMS[:number % len(ARMS)]:  # each arm leads a round in turn
+                    before = _cpu_seconds(service.pid)
+                    hammering = None if arm == "alone" else (hammers, hammer, arm == "control")
+                    got, failed, answered = asyncio.run(_phase(service.url, quiet, hammering, phase_seconds))
+                    cpu[arm] += _cpu_seconds(service.pid) - before
+                    samples[arm] += got
+                    errors += failed
+                    for status, count in (answered.items() if arm == "hammered" else ()):
+                        statuses[status] = statuses.get(status, 0) + count
+    alone, control, hammered = (_percentiles(samples[arm]) for arm in ARMS)
+    ratio = hammered["p99_ms"] / alone["p99_ms"]
+    hammer_requests, seconds = sum(statuses.values()), rounds * phase_seconds
     return RateIsolationResult(
         rate_limit=RATE, quiet_keys=QUIET_KEYS, quiet_per_key_per_s=QUIET_PER_KEY_PER_S,
         hammer_connections=HAMMER_CONNECTIONS, hammer_offered_per_s=HAMMER_PER_S, rounds=rounds,
-        phase_seconds=phase_seconds,
-        quiet_alone_ms=_percentiles(alone), quiet_hammered_ms=_percentiles(hammered), quiet_errors=errors,
-        hammer_answers=dict(sorted(statuses.items())),
-        hammer_per_s=round(hammer_requests / hammer_seconds, 1),
-        service_cpu_per_s={phase: round(seconds / hammer_seconds, 3) for phase, seconds in cpu.items()},
+        phase_seconds=phase_seconds, quiet_alone_ms=alone, quiet_control_ms=control, quiet_hammered_ms=hammered,
+        quiet_errors=errors, hammer_answers=dict(sorted(statuses.items())),
+        hammer_per_s=round(hammer_requests / seconds, 1),
+        service_cpu_per_s={arm: round(used / seconds, 3) for arm, used in cpu.items()},
         service_cpu_us_per_hammer_request=round((cpu["hammered"] - cpu["alone"]) / max(1, hammer_requests) * 1e6, 1),
-        p99_ratio=round(ratio, 3),
-        p99_ratio_ok=ratio <= MAX_P99_RATIO)
+        p99_ratio=round(ratio, 3), p99_ratio_ok=ratio <= MAX_P99_RATIO,
+        p99_ratio_to_control=round(hammered["p99_ms"] / control["p99_ms"], 3))
 
 
-async def _phase(base_url: str, quiet: list[str], hammer: str | None, hammers: ProcessPoolExecutor | None,
+async def _phase(base_url: str, quiet: list[str], hammering: tuple[ProcessPoolExecutor, str, bool] | None,
                  seconds: float) -> tuple[list[float], int, dict[str, int]]:
-    """The quiet keys' latencies (ms) and failures, and the hammer's answers by status, over `seconds`."""
+    """The quiet keys' latencies (ms) and failures, and the hammer's answers by status, over `seconds`.
+    `hammering`: the hammer's process, its key, and whether it is aimed at a stub instead of the service."""
     deadline = time.monotonic() + seconds
     samples: list[float] = []
     failures = 0
@@ -136,18 +135,20 @@ async def _phase(base_url: str, quiet: list[str], hammer: str | None, hammers: P
 
     period = 1 / QUIET_PER_KEY_PER_S
     tasks = [steady(key, period * number / len(quiet)) for number, key in enumerate(quiet)]
-    if hammer is None:
+    if hammering is None:
         await asyncio.gather(*tasks)
         return samples, failures, {}
-    hammering = asyncio.get_running_loop().run_in_executor(hammers, _hammer, base_url, hammer, seconds)
-    *_, answered = await asyncio.gather(*tasks, hammering)
+    hammers, key, control = hammering
+    hammer = asyncio.get_running_loop().run_in_executor(hammers, _hammer, base_url, key, seconds, control)
+    *_, answered = await asyncio.gather(*tasks, hammer)
     return samples, failures, answered
 
 
-def _hammer(base_url: str, key: str, seconds: float) -> dict[str, int]:
+def _hammer(base_url: str, key: str, seconds: float, control: bool) -> dict[str, int]:
     """`HAMMER_PER_S` text queries a second with `key` over `HAMMER_CONNECTIONS` raw keep-alive connections (a
     wrk-like client: a Python HTTP library would spend more CPU than the service it hammers), for `seconds`.
-    Answers by status; a connection the service closes is opened again."""
+    Answers by status; a connection the service closes is opened again. With `control`, the same traffic goes to
+    a stub in this process that answers every request with a fixed 429: the machine's load without the service's."""
     address = urlsplit(base_url)
     body = json.dumps({"text": QUERIES[0]}).encode()
     request = (f"POST /search/text HTTP/1.1\r\nHost: {address.netloc}\r\nAuthorization: Bearer {key}\r\n"
@@ -181,10 +182,32 @@ def _hammer(base_url: str, key: str, seconds: float) -> dict[str, int]:
             writer.close()
 
     async def hammer() -> None:
+        nonlocal address
+        stub = await asyncio.start_server(_stub_answer, "127.0.0.1", 0) if control else None
+        if stub:
+            address = urlsplit(f"http://127.0.0.1:{stub.sockets[0].getsockname()[1]}")
         await asyncio.gather(*(connection(number / HAMMER_PER_S) for number in range(HAMMER_CONNECTIONS)))
+        if stub:
+            stub.close()
 
     asyncio.run(hammer())
     return answered
+
+
+STUB_ANSWER = (b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+               b"content-length: 18\r\n\r\n{\"detail\": \"stub\"}")
+
+
+async def _stub_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            writer.write(STUB_ANSWER)
+    except (OSError, asyncio.IncompleteReadError):
+        writer.close()
 
 
 def _cpu_seconds(pid: int) -> float:

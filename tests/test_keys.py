@@ -246,14 +246,16 @@ def test_a_key_file_of_plain_keys_or_of_nothing_is_refused(tmp_path):
 def test_a_token_bucket_refills_at_its_rate_and_says_how_long_to_wait():
     now = [0.0]
     buckets = TokenBuckets(RateLimit.parse("2/s,burst=3"), clock=lambda: now[0])
-    assert [buckets.take("a") for _ in range(4)] == [0, 0, 0, 1]
+    assert [buckets.take("a") for _ in range(4)] == [0, 0, 0, 0.5]
     assert buckets.take("b") == 0  # each client has its own bucket
-    now[0] = 0.5  # one token back
-    assert (buckets.take("a"), buckets.take("a")) == (0, 1)
+    now[0] = 0.25  # half a token back
+    assert buckets.take("a") == 0.25
+    now[0] = 0.5
+    assert (buckets.take("a"), buckets.take("a")) == (0, 0.5)
     slow = TokenBuckets(RateLimit.parse("6/min"), clock=lambda: now[0])
-    assert (slow.take("a"), slow.take("a")) == (0, 10)  # whole seconds until the next token, never 0
+    assert (slow.take("a"), slow.take("a")) == (0, 10)
     now[0] = 100.0
-    assert [buckets.take("a") for _ in range(4)] == [0, 0, 0, 1]  # full again, never past the burst
+    assert [buckets.take("a") for _ in range(4)] == [0, 0, 0, 0.5]  # full again, never past the burst
 
 
 def test_anonymous_buckets_are_bounded(monkeypatch):
