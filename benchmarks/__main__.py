@@ -33,7 +33,7 @@ from benchmarks.latency import measure_latency
 from benchmarks.load import measure_load
 from benchmarks.machine import describe_machine, load_average
 from benchmarks.ocr import measure_ocr
-from benchmarks.ratelimit import measure_rate_isolation
+from benchmarks.ratelimit import HAMMER_PER_S, RATE, measure_rate_isolation
 from benchmarks.report import progress, render
 from benchmarks.scale import measure_memory, measure_ray_overhead, measure_reindex
 from benchmarks.text import measure_text
@@ -77,6 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--load-seconds", type=float, default=60.0, help="how long the load test runs")
     parser.add_argument("--ratelimit-rounds", type=int, default=6,
                         help="rate-limit isolation: rounds of 10 s alone and 10 s beside a hammering key")
+    parser.add_argument("--ratelimit-hammer-per-s", type=int, default=HAMMER_PER_S,
+                        help=f"rate-limit isolation: what the hammering key sends a second (its limit: {RATE})")
     parser.add_argument("--reindex-files", type=int, default=2000,
                         help="tiny files for the reindex benchmark (issue 8: 100000)")
     parser.add_argument("--memory-sizes", default="1000,4000",
@@ -177,7 +179,8 @@ def run(args: argparse.Namespace) -> dict:
                                                  work_dir / "load-uvicorn.log"))
         if "ratelimit" in sections:
             result["ratelimit"] = asdict(measure_rate_isolation(serving_index, _service_env(args),
-                                                                work_dir / "ratelimit", args.ratelimit_rounds))
+                                                                work_dir / "ratelimit", args.ratelimit_rounds,
+                                                                hammer_per_s=args.ratelimit_hammer_per_s))
         if "faiss" in sections and args.faiss_sizes:
             result["faiss"] = [asdict(entry) for entry in measure_faiss(args.faiss_sizes, encoder.dim,
                                                                         args.faiss_queries, args.k, work_dir)]

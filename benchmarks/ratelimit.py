@@ -60,7 +60,7 @@ class RateIsolationResult:
 
 
 def measure_rate_isolation(index_dir: Path, service_env: dict[str, str], work_dir: Path, rounds: int = 6,
-                           phase_seconds: float = 10.0) -> RateIsolationResult:
+                           phase_seconds: float = 10.0, hammer_per_s: int = HAMMER_PER_S) -> RateIsolationResult:
     work_dir.mkdir(parents=True, exist_ok=True)
     keys_file = work_dir / "keys.txt"
     quiet = [add_key(keys_file, f"quiet-{number}") for number in range(QUIET_KEYS)]
@@ -70,19 +70,19 @@ def measure_rate_isolation(index_dir: Path, service_env: dict[str, str], work_di
     with launched(env, work_dir / "uvicorn.log", uvicorn_args=("--log-level", "warning", "--no-access-log")) as service:
         service.wait_for("/readyz", READY_TIMEOUT_S)
         progress(f"rate-limit isolation: {QUIET_KEYS} quiet keys at {QUIET_PER_KEY_PER_S:g}/s each, a key sending "
-                 f"{HAMMER_PER_S}/s on {HAMMER_CONNECTIONS} connections past {RATE}; {rounds} rounds of "
+                 f"{hammer_per_s}/s on {HAMMER_CONNECTIONS} connections past {RATE}; {rounds} rounds of "
                  f"{phase_seconds:.0f} s per phase")
         samples: dict[str, list[float]] = {arm: [] for arm in ARMS}
         cpu = dict.fromkeys(ARMS, 0.0)
         errors = 0
         statuses: dict[str, int] = {}
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as hammers:
-            hammers.submit(_hammer, service.url, hammer, 0.0, False).result()  # the process started and imported
+            hammers.submit(_hammer, service.url, hammer, 0.0, False, hammer_per_s).result()  # started and imported
             asyncio.run(_phase(service.url, quiet, None, min(5.0, phase_seconds)))  # warm-up, not counted
             for number in range(rounds):
                 for arm in ARMS[number % len(ARMS):] + ARMS[:number % len(ARMS)]:  # each arm leads a round in turn
                     before = _cpu_seconds(service.pid)
-                    hammering = None if arm == "alone" else (hammers, hammer, arm == "control")
+                    hammering = None if arm == "alone" else (hammers, hammer, arm == "control", hammer_per_s)
                     got, failed, answered = asyncio.run(_phase(service.url, quiet, hammering, phase_seconds))
                     cpu[arm] += _cpu_seconds(service.pid) - before
                     samples[arm] += got
@@ -94,7 +94,7 @@ def measure_rate_isolation(index_dir: Path, service_env: dict[str, str], work_di
     hammer_requests, seconds = sum(statuses.values()), rounds * phase_seconds
     return RateIsolationResult(
         rate_limit=RATE, quiet_keys=QUIET_KEYS, quiet_per_key_per_s=QUIET_PER_KEY_PER_S,
-        hammer_connections=HAMMER_CONNECTIONS, hammer_offered_per_s=HAMMER_PER_S, rounds=rounds,
+        hammer_connections=HAMMER_CONNECTIONS, hammer_offered_per_s=hammer_per_s, rounds=rounds,
         phase_seconds=phase_seconds, quiet_alone_ms=alone, quiet_control_ms=control, quiet_hammered_ms=hammered,
         quiet_errors=errors, hammer_answers=dict(sorted(statuses.items())),
         hammer_per_s=round(hammer_requests / seconds, 1),
@@ -104,10 +104,10 @@ def measure_rate_isolation(index_dir: Path, service_env: dict[str, str], work_di
         p99_ratio_to_control=round(hammered["p99_ms"] / control["p99_ms"], 3))
 
 
-async def _phase(base_url: str, quiet: list[str], hammering: tuple[ProcessPoolExecutor, str, bool] | None,
+async def _phase(base_url: str, quiet: list[str], hammering: tuple[ProcessPoolExecutor, str, bool, int] | None,
                  seconds: float) -> tuple[list[float], int, dict[str, int]]:
     """The quiet keys' latencies (ms) and failures, and the hammer's answers by status, over `seconds`.
-    `hammering`: the hammer's process, its key, and whether it is aimed at a stub instead of the service."""
+    `hammering`: the hammer's process, its key, whether it is aimed at a stub instead of the service, its rate."""
     deadline = time.monotonic() + seconds
     samples: list[float] = []
     failures = 0
@@ -138,14 +138,14 @@ async def _phase(base_url: str, quiet: list[str], hammering: tuple[ProcessPoolEx
     if hammering is None:
         await asyncio.gather(*tasks)
         return samples, failures, {}
-    hammers, key, control = hammering
-    hammer = asyncio.get_running_loop().run_in_executor(hammers, _hammer, base_url, key, seconds, control)
+    hammers, key, control, per_s = hammering
+    hammer = asyncio.get_running_loop().run_in_executor(hammers, _hammer, base_url, key, seconds, control, per_s)
     *_, answered = await asyncio.gather(*tasks, hammer)
     return samples, failures, answered
 
 
-def _hammer(base_url: str, key: str, seconds: float, control: bool) -> dict[str, int]:
-    """`HAMMER_PER_S` text queries a second with `key` over `HAMMER_CONNECTIONS` raw keep-alive connections (a
+def _hammer(base_url: str, key: str, seconds: float, control: bool, per_s: int) -> dict[str, int]:
+    """`per_s` text queries a second with `key` over `HAMMER_CONNECTIONS` raw keep-alive connections (a
     wrk-like client: a Python HTTP library would spend more CPU than the service it hammers), for `seconds`.
     Answers by status; a connection the service closes is opened again. With `control`, the same traffic goes to
     a stub in this process that answers every request with a fixed 429: the machine's load without the service's."""
@@ -157,7 +157,7 @@ def _hammer(base_url: str, key: str, seconds: float, control: bool) -> dict[str,
     deadline = time.monotonic() + seconds
 
     async def connection(offset: float) -> None:
-        period = HAMMER_CONNECTIONS / HAMMER_PER_S
+        period = HAMMER_CONNECTIONS / per_s
         due = time.monotonic() + offset
         reader = writer = None
         while time.monotonic() < deadline:
@@ -186,7 +186,7 @@ def _hammer(base_url: str, key: str, seconds: float, control: bool) -> dict[str,
         stub = await asyncio.start_server(_stub_answer, "127.0.0.1", 0) if control else None
         if stub:
             address = urlsplit(f"http://127.0.0.1:{stub.sockets[0].getsockname()[1]}")
-        await asyncio.gather(*(connection(number / HAMMER_PER_S) for number in range(HAMMER_CONNECTIONS)))
+        await asyncio.gather(*(connection(number / per_s) for number in range(HAMMER_CONNECTIONS)))
         if stub:
             stub.close()
 
