@@ -1,7 +1,10 @@
 # CPU image of the clipspace service. Build:  docker build -t clipspace .
 # Index a folder:  docker run --rm -v "$PWD/photos:/images:ro" -v clipspace-index:/index clipspace \
 #                    python -m index_builder --images /images --index /index
-# Serve it:        docker run --rm -p 8000:8000 -v "$PWD/photos:/images:ro" -v clipspace-index:/index clipspace
+# Serve it:        docker run --rm -p 8000:8000 -v "$PWD/photos:/images:ro" -v clipspace-index:/index \
+#                    -v "$PWD/keys.txt:/keys.txt:ro" -e CLIPSPACE_API_KEYS_FILE=/keys.txt clipspace
+# It listens on 0.0.0.0, so it refuses to start without keys (make them with `python -m app.keys add keys.txt`)
+# unless told that anyone who reaches the port may use it: -e CLIPSPACE_ALLOW_ANONYMOUS=1.
 FROM python:3.11-slim
 
 WORKDIR /app
@@ -21,4 +24,4 @@ ENV CLIPSPACE_INDEX_DIR=/index CLIPSPACE_IMAGES_DIR=/images HOST=0.0.0.0 PORT=80
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s CMD python -c \
     "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/readyz')"
-CMD ["sh", "-c", "exec uvicorn app.main:app --host \"$HOST\" --port \"$PORT\""]
+CMD ["sh", "-c", "exec python -m app --host \"$HOST\" --port \"$PORT\""]

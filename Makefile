@@ -45,7 +45,7 @@ index: setup demo
 	$(BIN)/python -m index_builder --images $(DEMO_IMAGES) --index $(DEMO_INDEX) --ocr
 
 run: index
-	CLIPSPACE_INDEX_DIR=$(DEMO_INDEX) $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+	CLIPSPACE_INDEX_DIR=$(DEMO_INDEX) $(BIN)/python -m app --host $(HOST) --port $(PORT)
 
 test: setup browser fonts lit-extra
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 
+from app.door import Door, document_door, door_policy
 from app.errors import install_error_handlers
 from app.limits import BodyGuard
 from app.metrics import RequestMetrics
@@ -58,5 +60,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(TextSearchShortcut, shortcut=shortcut)  # inside BodyGuard, which bounds and checks the body
     app.add_middleware(BodyGuard, limits={served_route(app, endpoint).path: limit
                                           for endpoint, limit in limits.items()})
-    app.add_middleware(RequestMetrics)  # outermost: also counts what BodyGuard refuses
+    # Open without a key: the page (it asks for one), the schema and its viewers (no data), and the probes unless
+    # CLIPSPACE_PROTECT_METRICS. Everything else, unknown paths included, needs one when keys are configured.
+    viewers = (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    probes = () if settings.protect_metrics else [route.path for route in health.router.routes]
+    policy = door_policy(settings, ["/", *filter(None, viewers), *probes])
+    document_door(app, policy)
+    app.add_middleware(Door, policy=policy)  # outside BodyGuard and the shortcut: no body is read before the key
+    if settings.cors_origins:  # outside the door: a preflight carries no key, and refusals carry CORS headers
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"], expose_headers=["retry-after"],
+                           max_age=600)
+    app.add_middleware(RequestMetrics)  # outermost: also counts what BodyGuard and the door refuse
     return app

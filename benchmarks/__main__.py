@@ -35,6 +35,7 @@ from benchmarks.latency import measure_latency
 from benchmarks.load import measure_load
 from benchmarks.machine import describe_machine, load_average
 from benchmarks.ocr import measure_ocr
+from benchmarks.ratelimit import HAMMER_PER_S, RATE, measure_rate_isolation
 from benchmarks.relevance import measure_relevance
 from benchmarks.report import progress, render
 from benchmarks.runtime import measure_runtimes
@@ -50,8 +51,8 @@ from index_builder.options import BuildOptions
 from tests.launcher import REPO_ROOT
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
-SECTIONS = ("builder", "http", "text", "load", "switch", "faiss", "reindex", "memory", "ray", "keywords", "ocr",
-            "relevance", "duplicates", "runtime")
+SECTIONS = ("builder", "http", "text", "load", "ratelimit", "switch", "faiss", "reindex", "memory", "ray", "keywords",
+            "ocr", "relevance", "duplicates", "runtime")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -84,6 +85,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the model built into the served folder under load in the switch section")
     parser.add_argument("--switch-pretrained", default="none", help="its weights ('none': random, no download)")
     parser.add_argument("--switch-clients", type=int, default=4, help="clients in the switch section")
+    parser.add_argument("--ratelimit-rounds", type=int, default=6,
+                        help="rate-limit isolation: rounds of 10 s alone and 10 s beside a hammering key")
+    parser.add_argument("--ratelimit-hammer-per-s", type=int, default=HAMMER_PER_S,
+                        help=f"rate-limit isolation: what the hammering key sends a second (its limit: {RATE})")
     parser.add_argument("--reindex-files", type=int, default=2000,
                         help="tiny files for the reindex benchmark (issue 8: 100000)")
     parser.add_argument("--memory-sizes", default="1000,4000",
@@ -201,6 +206,10 @@ def run(args: argparse.Namespace) -> dict:
                 corpus.root, [(corpus.root / path).read_bytes() for path in corpus.paths[:32]], work_dir,
                 _service_env(args), args.switch_clients, (args.switch_model, args.switch_pretrained),
                 _builder_args(args)))
+        if "ratelimit" in sections:
+            result["ratelimit"] = asdict(measure_rate_isolation(serving_index, _service_env(args),
+                                                                work_dir / "ratelimit", args.ratelimit_rounds,
+                                                                hammer_per_s=args.ratelimit_hammer_per_s))
         if "faiss" in sections and args.faiss_sizes:
             result["faiss"] = [asdict(entry) for entry in measure_faiss(args.faiss_sizes, encoder.dim,
                                                                         args.faiss_queries, args.k, work_dir)]

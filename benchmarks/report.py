@@ -25,6 +25,8 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", *_load(result["load"])]
     if result.get("switch"):
         lines += ["", *_switch(result["switch"])]
+    if result.get("ratelimit"):
+        lines += ["", *_ratelimit(result["ratelimit"])]
     if result.get("faiss"):
         lines += ["", *_faiss(result["faiss"], result["model"]["dim"], result["k"])]
     lines += _scale(result)
@@ -173,6 +175,28 @@ def _switch(switch: dict[str, Any]) -> list[str]:
              _row("peak RSS during the switch", f"{switch['switch_peak_rss_mb']:.0f} MB, "
                                                 f"{switch['peak_ratio']:.2f}x the new model alone")]
     return lines + [f"  error: {sample}" for sample in switch["error_samples"]]
+
+
+def _ratelimit(rate: dict[str, Any]) -> list[str]:
+    verdict = "ok" if rate["p99_ratio_ok"] else "ABOVE 1.2x"
+    alone, control, hammered = rate["quiet_alone_ms"], rate["quiet_control_ms"], rate["quiet_hammered_ms"]
+    return [f"Rate-limit isolation: {rate['quiet_keys']} keys at {rate['quiet_per_key_per_s']:g} text queries/s each, "
+            f"alone and beside a key sending {rate['hammer_offered_per_s']}/s on {rate['hammer_connections']} "
+            f"connections past {rate['rate_limit']} "
+            f"({rate['rounds']} rounds of {rate['phase_seconds']:.0f} s)",
+            _row(f"quiet keys alone ({alone['n']})", f"p50 {alone['p50_ms']:8.2f} ms   p99 {alone['p99_ms']:8.2f} ms"),
+            _row(f"quiet keys, hammer aimed at a stub ({control['n']})",
+                 f"p50 {control['p50_ms']:8.2f} ms   p99 {control['p99_ms']:8.2f} ms"),
+            _row(f"quiet keys hammered ({hammered['n']})",
+                 f"p50 {hammered['p50_ms']:8.2f} ms   p99 {hammered['p99_ms']:8.2f} ms"),
+            _row("p99 hammered / alone", f"{rate['p99_ratio']:.3f}x {verdict}"),
+            _row("p99 hammered / stub (the service's share)", f"{rate['p99_ratio_to_control']:.3f}x"),
+            _row("quiet errors", str(rate["quiet_errors"])),
+            _row("hammer answers", f"{rate['hammer_per_s']:.0f}/s: " + ", ".join(
+                f"{status} x{count}" for status, count in rate["hammer_answers"].items())),
+            _row("service CPU alone / stub / hammered",
+                 " / ".join(f"{cpu:.2f} s/s" for cpu in rate["service_cpu_per_s"].values())),
+            _row("  per hammer request", f"{rate['service_cpu_us_per_hammer_request']:.0f} µs")]
 
 
 def _memory(memory: dict[str, float]) -> str:
