@@ -10,7 +10,9 @@ model without captions (issue 22, part 1).
 - Calibration: the expected calibration error, at even odds as the calibration is fitted, on held-out labelled
   pairs: the first 10 results of every concept query on the present corpus (its texts were never fitted on:
   the calibration learns from caption clauses), labelled by the scene's truth; and the builder's own held-out
-  caption pairs. Goal <= 0.05. A reliability plot (PNG) goes to the output folder.
+  caption pairs. Goal <= 0.05. A reliability plot (PNG) goes to the output folder. The concept pairs' error is also
+  given at their own share of matches, with the mean cosine of matches and others: at even odds, pairs a cosine
+  cannot tell apart are calibrated only at 0.5.
 - Without captions: ViT-B-32 with random weights on the same pictures without sidecars: the calibration is the
   null tail; relevance over the whole cosine range is checked monotone and within [0, 1].
 """
@@ -57,6 +59,8 @@ class RelevanceBench:
     recall_autocut: float = 0.0
     autocut_kept_absent: float = 0.0  # mean results autocut keeps of an absent concept's top 50
     ece_concept_pairs: float = 0.0
+    ece_concept_pairs_natural: float = 0.0  # at the pairs' own share of matches (95%), not at even odds
+    concept_pairs_cosine: dict = field(default_factory=dict)  # mean cosine of matches / others, share of matches
     ece_caption_pairs: float | None = None  # the builder's own held-out pairs (manifest)
     calibration: dict = field(default_factory=dict)
     reliability_plot: str = ""
@@ -165,6 +169,9 @@ def _present(bench: RelevanceBench, encoder: DualEncoder, index_dir: Path, scene
                                                        RelevanceCut(autocut=True))]
     bench.autocut_kept_absent = round(float(np.mean(absent_kept)), 1)
     bench.ece_concept_pairs = round(expected_calibration_error(np.array(predicted), np.array(labels)), 4)
+    bench.ece_concept_pairs_natural = round(expected_calibration_error(np.array(predicted), np.array(labels),
+                                                                       even_odds=False), 4)
+    bench.concept_pairs_cosine = _cosines_by_label(encoder, index_dir, list(asked), relevant)
     version = open_current(index_dir)
     mapping = version.manifest.calibration.maps["text-image"]
     version.close()
@@ -174,6 +181,17 @@ def _present(bench: RelevanceBench, encoder: DualEncoder, index_dir: Path, scene
     plot = out_dir / "relevance-reliability.png"
     reliability_plot(np.array(predicted), np.array(labels, dtype=float), plot)
     bench.reliability_plot = str(plot)
+
+
+def _cosines_by_label(encoder: DualEncoder, index_dir: Path, texts: list[str], relevant: dict[str, set[str]]
+                      ) -> dict:
+    """Whether a cosine can tell the concept pairs' matches from the others at all (lab notes: it cannot)."""
+    matches, others = [], []
+    for text, found in _ranked(encoder, index_dir, texts, TOP, RelevanceCut()):
+        for each in found:
+            (matches if each.hit.path in relevant[text] else others).append(each.hit.score)
+    return {"matches": round(float(np.mean(matches)), 4), "others": round(float(np.mean(others)), 4) if others
+            else None, "share_of_matches": round(len(matches) / max(len(matches) + len(others), 1), 4)}
 
 
 def _without_captions(encoder: DualEncoder, index_dir: Path) -> dict:

@@ -355,6 +355,10 @@ def _named_shares(shares: dict[str, float]) -> str:
     return ", ".join(f"{name} {share:.2f}" for name, share in shares.items())
 
 
+def _cosines(pairs: dict[str, Any]) -> str:
+    return " / ".join(str(pairs.get(key)) for key in ("matches", "others", "share_of_matches"))
+
+
 def _relevance(bench: dict[str, Any]) -> list[str]:
     fit = bench["calibration"]
     no_captions = bench["no_captions"]
@@ -371,7 +375,9 @@ def _relevance(bench: dict[str, Any]) -> list[str]:
              f"{bench['recall_autocut']:.3f} (goal: cut within 0.05 of uncut)",
              f"  autocut on absent counts: keeps {bench['autocut_kept_absent']} of 50 on average",
              f"  calibration error at even odds: concept queries' top 10 {bench['ece_concept_pairs']:.3f}, held-out "
-             f"caption pairs {bench['ece_caption_pairs']} (goal <= 0.05); plot {bench['reliability_plot']}"]
+             f"caption pairs {bench['ece_caption_pairs']} (goal <= 0.05); plot {bench['reliability_plot']}",
+             f"    concept queries' top 10: {bench['ece_concept_pairs_natural']:.3f} at their own share of matches; "
+             f"mean cosine of matches / others / share of matches {_cosines(bench['concept_pairs_cosine'])}"]
     if no_captions:
         lines.append(f"  without captions, {no_captions['model']}: " + ", ".join(
             f"{key} {check['method']} monotone={check['monotone']} bounded={check['bounded']}"

@@ -11,7 +11,7 @@ import pytest
 from clipspace.align import world
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.errors import IndexCorrupt
-from clipspace.index.calibration import fit_calibration
+from clipspace.index.calibration import expected_calibration_error, fit_calibration
 from clipspace.index.manifest import Manifest
 from clipspace.index.publish import open_current, publish_version
 from clipspace.index.records import ItemRecord
@@ -177,3 +177,11 @@ def test_a_manifest_whose_calibration_names_another_model_is_refused(served):
 def test_info_says_how_the_version_is_calibrated(served):
     relevance = served.client.get("/info").json()["relevance"]
     assert relevance["text-image"]["method"] == "platt" and relevance["image-image"]["method"] == "null-tail"
+
+
+def test_pairs_a_cosine_cannot_tell_apart_are_calibrated_at_even_odds_only_at_one_half():
+    """Why the benchmark gives the concept pairs' error at their own share of matches too (lab notes)."""
+    labels = np.array([1.0] * 19 + [0.0])
+    assert expected_calibration_error(np.full(20, 0.5), labels) == pytest.approx(0.0)
+    assert expected_calibration_error(np.full(20, 0.95), labels) == pytest.approx(0.45)
+    assert expected_calibration_error(np.full(20, 0.95), labels, even_odds=False) == pytest.approx(0.0)

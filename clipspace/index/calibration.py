@@ -126,11 +126,12 @@ def caption_texts(caption: str) -> list[str]:
     return list(dict.fromkeys([caption.strip(), *clauses]))
 
 
-def expected_calibration_error(predicted: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+def expected_calibration_error(predicted: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS,
+                               even_odds: bool = True) -> float:
     """Mean |predicted - observed| over equal-width bins of `predicted`, each bin weighted by its pairs, at even
-    odds (matches and others weigh half each, as the fit does)."""
+    odds (matches and others weigh half each, as the fit does), or at the pairs' own share of matches."""
     predicted, labels = np.asarray(predicted, dtype=np.float64), np.asarray(labels, dtype=np.float64)
-    weight = balanced_weights(labels)
+    weight = balanced_weights(labels) if even_odds else np.ones_like(labels)
     which = np.minimum((predicted * bins).astype(int), bins - 1)
     error = 0.0
     for index in range(bins):
