@@ -28,7 +28,7 @@ from torchvision import transforms
 from clipspace import bpe
 from clipspace.encoder import DualEncoder, encode_trimmed_text, trimmed_text_encoder
 from clipspace.errors import ExportRefused, RuntimeUnavailable
-from clipspace.index.publish import fsync_tree
+from clipspace.index.publish import fsync_dir, fsync_tree
 from clipspace.onnx_towers import (
     FORMAT,
     IMAGE_FILE,
@@ -98,7 +98,7 @@ def export_towers(encoder: DualEncoder, index_dir: Path, threads: int | None = N
         verified = open_export(staging, encoder.spec, threads)
         with contextlib.suppress(OSError):  # a concurrent export of the same weights got there first: keep it
             os.replace(staging, folder)
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("exported %s to ONNX at %s (worst probe cosine %.7f)", encoder.spec.model, folder,
@@ -160,12 +160,3 @@ def _check_token_ids(encoder: DualEncoder, folder: Path, record: ExportRecord) -
     mine = bpe.ClipTokenizer(folder / VOCAB_FILE, record.context_length, record.tokenizer_clean)(PROBE_TEXTS)
     if not np.array_equal(mine, np.asarray(encoder.tokenizer(list(PROBE_TEXTS)))):
         raise ExportRefused(f"the torch-free tokenizer's ids differ from {encoder.spec.model}'s own tokenizer")
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the rename durable (the store's publish does the same for `current`)."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

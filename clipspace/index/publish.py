@@ -46,7 +46,7 @@ def publish_version(index_dir: Path, staging: Path, keep: int = 3) -> str:
         pointer.write_text(name + "\n")
         _fsync_file(pointer)
         os.replace(pointer, Path(index_dir) / CURRENT)
-        _fsync_dir(Path(index_dir))
+        fsync_dir(Path(index_dir))
     _prune(versions, keep)
     return name
 
@@ -101,7 +101,8 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (a published version, `current`, a runtime export)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -112,4 +113,4 @@ def _fsync_dir(path: Path) -> None:
 def fsync_tree(path: Path) -> None:
     for child in path.iterdir():
         _fsync_file(child)
-    _fsync_dir(path)
+    fsync_dir(path)
