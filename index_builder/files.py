@@ -165,6 +165,7 @@ def _read_file(root: Path, work: Work, movable: dict[str, Movable], limits: File
                 image = load_image(data, max_pixels=limits.max_pixels, draft_size=limits.draft_size)
                 found.facts = read_photo_facts(image, mtime_ns=stat.st_mtime_ns)
                 found.ocr_text, found.text_read = _text_in(image), True
+                found.layout = colour_layout(image)  # an item of a version built before layouts gains one
                 return found
         found.facts = read_photo_facts(open_header(data), mtime_ns=stat.st_mtime_ns)
         return found
