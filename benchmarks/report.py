@@ -246,19 +246,23 @@ def _scale(result: dict[str, Any]) -> list[str]:
 
 def _duplicates(section: dict[str, Any]) -> list[str]:
     lines = [f"Duplicates (issue 22): {section['images']:,} generated images, {section['families']:,} families, "
-             f"{section['lookalike_families']:,} look-alike families; pairwise precision / recall (goals: >= 0.95 / "
-             f">= 0.9); the service groups by vectors at cosine {section['default_threshold']}",
-             f"  {'method':8} {'threshold':>9} {'precision':>9} {'recall':>7} {'pairs':>7} {'look-alikes joined':>18}"
-             "  recall per transform"]
+             f"{section['lookalike_families']:,} look-alike families, {section['confusable_families']:,} confusable "
+             "(other background); pairwise precision / recall (goals: >= 0.95 / >= 0.9), precision on pairs with a "
+             f"confusable (goal >= 0.95); the service groups at cosine {section['default_threshold']} confirmed by "
+             f"a colour layout within {section['layout_tolerance']}",
+             f"  {'method':14} {'threshold':>9} {'precision':>9} {'recall':>7} {'pairs':>7} {'confusables':>11} "
+             f"{'look-alikes joined':>18}  recall per transform"]
     for row in section["table"]:
-        shown = f"{row['threshold']}" if row["method"] == "vectors" else f"<= {row['threshold']} bits"
+        shown = f"<= {row['threshold']} bits" if row["method"] == "phash" else f"{row['threshold']}"
         per = " ".join(f"{kind[:6]} {value:.2f}" for kind, value in row["recall_by_transform"].items())
-        lines.append(f"  {row['method']:8} {shown:>9} {row['precision']:9.3f} {row['recall']:7.3f} "
-                     f"{row['predicted_pairs']:7,} {row['lookalikes_joined']:18,}  {per}")
+        lines.append(f"  {row['method']:14} {shown:>9} {row['precision']:9.3f} {row['recall']:7.3f} "
+                     f"{row['predicted_pairs']:7,} {row['confusable_precision']:11.3f} "
+                     f"{row['lookalikes_joined']:18,}  {per}")
     timing = section.get("grouping_time")
     if timing:
-        lines.append(f"  grouping {timing['vectors']:,} vectors of dim {timing['dim']}: {timing['seconds']} s "
-                     f"(goal <= 60 s on 2 cores), {timing['copies_grouped']:.3f} of the planted copies grouped")
+        lines.append(f"  grouping {timing['vectors']:,} vectors of dim {timing['dim']}: {timing['seconds']} s, "
+                     f"{timing['seconds_with_layouts']} s with layouts confirming each pair (goal <= 60 s on 2 "
+                     f"cores), {timing['copies_grouped']:.3f} of the planted copies grouped")
     return lines
 
 

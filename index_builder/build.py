@@ -197,12 +197,12 @@ def _add_processed(found: Processed, row: PlanRow, item_id: int, caption: str | 
     report.texts_found += found.text_read and bool(text)
     if found.unchanged:  # touched, copied back or restored: same bytes, same vector
         record = ItemRecord(item_id, row.path, found.sha256, found.size, found.mtime_ns, row.previous.width,
-                            row.previous.height, caption, found.facts, text)
+                            row.previous.height, caption, found.facts, text, found.layout or row.previous.layout)
         report.reused += 1
         items.add(record, row.row, row, vectors_valid)
         return
     record = ItemRecord(item_id, row.path, found.sha256, found.size, found.mtime_ns, found.width, found.height,
-                        caption, found.facts, text)
+                        caption, found.facts, text, found.layout)
     if found.reuse_row is not None:
         report.reused += 1
         report.moved += 1

@@ -20,6 +20,7 @@ from PIL import Image
 
 from clipspace.errors import ImageRejected
 from clipspace.images import IMAGE_SUFFIXES, load_image, open_header
+from clipspace.index.layout import colour_layout
 from clipspace.photos import PhotoFacts, read_photo_facts
 from index_builder.ocr import read_text
 from index_builder.options import FileLimits
@@ -58,6 +59,7 @@ class Movable:
     width: int
     height: int
     ocr_text: str | None = None
+    layout: str | None = None
 
 
 @dataclass
@@ -79,6 +81,7 @@ class Processed:
     facts: PhotoFacts | None = None  # capture time, camera, place, keywords: read from every file that is read
     ocr_text: str | None = None  # the text in it (read now, or known of a moved file's bytes); None when unknown
     text_read: bool = False  # OCR read `ocr_text` in this build
+    layout: str | None = None  # the colour layout of the decoded picture (or known of a moved file's bytes)
 
 
 def list_images(root: Path, max_file_bytes: int, not_images: Counter[str] | None = None) -> Iterator[Listed]:
@@ -155,13 +158,14 @@ def _read_file(root: Path, work: Work, movable: dict[str, Movable], limits: File
         if not found.unchanged:
             moved = movable[sha256]
             found.reuse_row, found.width, found.height = moved.row, moved.width, moved.height
-            found.ocr_text = moved.ocr_text
+            found.ocr_text, found.layout = moved.ocr_text, moved.layout
         text_known = work.known_text if found.unchanged else found.ocr_text is not None
         if work.ocr and not text_known:  # decoded for its text alone; a picture that fails to decode keeps its vector
             with contextlib.suppress(ImageRejected):
                 image = load_image(data, max_pixels=limits.max_pixels, draft_size=limits.draft_size)
                 found.facts = read_photo_facts(image, mtime_ns=stat.st_mtime_ns)
                 found.ocr_text, found.text_read = _text_in(image), True
+                found.layout = colour_layout(image)  # an item of a version built before layouts gains one
                 return found
         found.facts = read_photo_facts(open_header(data), mtime_ns=stat.st_mtime_ns)
         return found
@@ -172,6 +176,7 @@ def _read_file(root: Path, work: Work, movable: dict[str, Movable], limits: File
     found.width, found.height = image.info["original_size"]
     found.facts = read_photo_facts(image, mtime_ns=stat.st_mtime_ns)
     found.pixels = preprocess(image).numpy()
+    found.layout = colour_layout(image)
     if work.ocr:
         found.ocr_text, found.text_read = _text_in(image), True
     return found

@@ -56,13 +56,14 @@ class Plan:
                                  mtime_ns INTEGER NOT NULL, has_caption INTEGER NOT NULL, rejected TEXT);""")
         self._previous = previous_meta is not None
         self._complete = True
-        self._known_text = "NULL"
+        self._known_text = self._known_layout = "NULL"
         if self._previous:
             self._db.execute("ATTACH DATABASE ? AS prev", (f"file:{previous_meta}?mode=ro",))
             existing = [column for _, column, *_ in self._db.execute("PRAGMA prev.table_info(items)")]
             self._columns = select_list(existing, "p.")
             self._complete = complete_columns(existing)
             self._known_text = "ocr_text" if "ocr_text" in existing else "NULL"  # built before --ocr existed
+            self._known_layout = "layout" if "layout" in existing else "NULL"  # before duplicates were confirmed
 
     def add_listing(self, listed: Iterable[Listed]) -> int:
         """Store the listing as it streams in; answers how many files were listed."""
@@ -103,7 +104,7 @@ class Plan:
         """
         if not self._previous:
             return {}
-        query = (f"SELECT sha256, row, width, height, {self._known_text} FROM prev.items "
+        query = (f"SELECT sha256, row, width, height, {self._known_text}, {self._known_layout} FROM prev.items "
                  "WHERE path NOT IN (SELECT path FROM listed)")
         return {sha256: Movable(*known) for sha256, *known in self._db.execute(query)}
 

@@ -22,7 +22,7 @@ def every_field_set() -> Processed:
               "unchanged": True, "reuse_row": 17, "rejected": "not an image",
               "facts": PhotoFacts("HEIF", "2021-07-04T15:30:00+01:00", "exif", "Google", "Pixel 8", 38.7223, -9.1393,
                                   ("Lisbon", "海滩")),
-              "ocr_text": "CAFÉ 咖啡\nopen 7-19", "text_read": True}
+              "ocr_text": "CAFÉ 咖啡\nopen 7-19", "text_read": True, "layout": "QUJD" * 64}
     assert set(values) == {field.name for field in fields(Processed)}, "give the new field of Processed a value"
     for field in fields(Processed):
         assert field.default is MISSING or values[field.name] is not field.default, field.name

@@ -1,12 +1,20 @@
 """Grouping duplicates from vectors (clipspace.index.duplicates): the star-shaped rule, content hashes, a reindex's
-incremental placing, and collapsing a ranked list."""
+incremental placing, the colour layout that confirms a pair (clipspace.index.layout), and collapsing a ranked
+list."""
 
 from __future__ import annotations
 
-import numpy as np
+import io
+from dataclasses import replace
 
-from clipspace.index import duplicates
+import numpy as np
+from PIL import Image, ImageEnhance
+
+from clipspace.align.world import render_scene, sample_scene
+from clipspace.images import load_image
+from clipspace.index import duplicates, layout
 from clipspace.index.duplicates import DuplicateGroups, collapse, group_items
+from clipspace.index.layout import colour_layout
 
 
 def unit(*rows: list[float]) -> np.ndarray:
@@ -88,3 +96,49 @@ def test_a_large_corpus_searched_through_an_ivf_finds_the_same_groups_as_an_exac
     monkeypatch.setattr(duplicates, "EXACT_ROWS", 1000)
     assert group_items(ids, hashes, vectors) == exact
     assert exact == {**{row: row for row in range(200)}, **{2800 + row: row for row in range(200)}}
+
+
+def layout_of(image: Image.Image, **save) -> str:
+    """The layout of `image` as the builder computes it: saved as a JPEG, decoded upright by load_image."""
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=save.pop("quality", 90), **save)
+    return colour_layout(load_image(buffer.getvalue()))
+
+
+def near_duplicates_and_confusables() -> tuple[list[str], list[str]]:
+    """Layouts of a scene and of its near-duplicates (each transform issue 22 lists), and of the same shapes in the
+    same places on other backgrounds (the embedded model puts them at cosine 0.996-0.999 to the scene)."""
+    scene = sample_scene(0, "all", 3)
+    picture = render_scene(scene, 192)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned back upright by the loader
+    recoloured = ImageEnhance.Brightness(ImageEnhance.Color(picture).enhance(1.2)).enhance(0.9)
+    copies = [layout_of(picture), layout_of(picture.resize((96, 96))), layout_of(picture, quality=30),
+              layout_of(picture.crop((10, 6, 186, 182))), layout_of(picture.transpose(Image.Transpose.ROTATE_90),
+                                                                    exif=exif.tobytes()),
+              layout_of(recoloured), layout_of(render_scene(replace(scene, noise_seed=12345), 192))]
+    others = [layout_of(render_scene(replace(scene, background=sample_scene(0, "all", n).background,
+                                             noise_seed=n), 192)) for n in (41, 43, 47, 50)]
+    return copies, others
+
+
+def test_pictures_the_vectors_cannot_tell_apart_are_grouped_only_when_their_colour_layouts_agree():
+    copies, others = near_duplicates_and_confusables()
+    same_vector = unit(*[[1.0, 0.0, 0.0]] * (len(copies) + len(others)))  # what a model blind to backgrounds sees
+    rows = np.arange(len(copies) + len(others))
+    groups = group_items(rows, [str(row) for row in rows], same_vector, layouts=copies + others)
+    assert {row: groups.get(row) for row in range(len(copies))} == dict.fromkeys(range(len(copies)), 0)
+    assert all(groups.get(len(copies) + n) in (None, len(copies) + n) for n in range(len(others)))
+
+
+def test_each_confusable_is_told_apart_from_the_original_by_its_layout_alone():
+    copies, others = near_duplicates_and_confusables()
+    original = layout.decode(copies[0])
+    assert all(layout.distance(original, layout.decode(copy)) <= layout.TOLERANCE for copy in copies)
+    assert all(layout.distance(original, layout.decode(other)) > 2 * layout.TOLERANCE for other in others)
+
+
+def test_an_item_without_a_layout_is_grouped_by_its_vector_alone():
+    copies, others = near_duplicates_and_confusables()
+    groups = group_items(np.arange(3), ["a", "b", "c"], chain([0, 0.5, 0.7]), layouts=[copies[0], None, others[0]])
+    assert groups == {0: 0, 1: 0}

@@ -9,12 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from clipspace import settings
 from clipspace.align.world import render_scene, sample_scene
 from clipspace.encoder import ModelSpec, load_encoder
-from clipspace.index import writer
+from clipspace.index import duplicates, writer
 from clipspace.index.publish import VERSIONS, current_version_name, open_current
 from tests.conftest import ROOT, build, running_service
 
@@ -22,27 +22,40 @@ EMBEDDED_MODEL = f"local-dir:{ROOT / settings.EMBEDDED_MODEL.removeprefix('local
 SIZE = 192
 # Scenes of the demo world with other objects each: distinct pictures to the embedded model.
 OTHERS = range(10, 30)
-GROUP_A = {"a/original.jpg", "a/copy.jpg", "a/resized.jpg", "a/recompressed.jpg"}
+GROUP_A = {"a/original.jpg", "a/copy.jpg", "a/resized.jpg", "a/recompressed.jpg", "a/cropped.jpg", "a/rotated.jpg",
+           "a/recoloured.jpg", "a/later.jpg"}
 GROUP_B = {"b/original.jpg", "b/copy.jpg"}
+ITEMS = len(GROUP_A) + len(GROUP_B) + len(OTHERS) + 2  # and the look-alike, the confusable
 
 
-def jpeg(image: Image.Image, quality: int = 90) -> bytes:
+def jpeg(image: Image.Image, quality: int = 90, **options) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality)
+    image.save(buffer, "JPEG", quality=quality, **options)
     return buffer.getvalue()
 
 
 def write_library(images: Path) -> None:
-    """Scene A four times (a byte copy, resized, recompressed) and its look-alike (one object recoloured), scene B
-    twice, and unrelated scenes once each."""
+    """Scene A eight times (a byte copy, resized, recompressed, cropped, turned through EXIF, recoloured, a moment
+    later), its look-alike (one object recoloured) and its confusable (the same shapes in the same places on another
+    background: cosine 0.999 to the embedded model), scene B twice, and unrelated scenes once each."""
     scene_a = sample_scene(0, "all", 3)
     first, *rest = scene_a.objects
     lookalike = replace(scene_a, objects=(replace(first, colour="blue" if first.colour != "blue" else "red"), *rest))
+    confusable = replace(scene_a, background=sample_scene(0, "all", 50).background, noise_seed=50)
     picture_a = render_scene(scene_a, SIZE)
     picture_b = render_scene(sample_scene(0, "all", 5), SIZE)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the orientation tag: the stored pixels are turned, a viewer (and the loader) turns them back
+    recoloured = ImageEnhance.Brightness(ImageEnhance.Color(picture_a).enhance(1.2)).enhance(0.9)
     files = {"a/original.jpg": jpeg(picture_a), "a/copy.jpg": jpeg(picture_a),
              "a/resized.jpg": jpeg(picture_a.resize((SIZE // 2, SIZE // 2))),
-             "a/recompressed.jpg": jpeg(picture_a, quality=30), "lookalike.jpg": jpeg(render_scene(lookalike, SIZE)),
+             "a/recompressed.jpg": jpeg(picture_a, quality=30),
+             "a/cropped.jpg": jpeg(picture_a.crop((10, 6, 186, 182))),
+             "a/rotated.jpg": jpeg(picture_a.transpose(Image.Transpose.ROTATE_90), exif=exif.tobytes()),
+             "a/recoloured.jpg": jpeg(recoloured),
+             "a/later.jpg": jpeg(render_scene(replace(scene_a, noise_seed=12345), SIZE)),
+             "lookalike.jpg": jpeg(render_scene(lookalike, SIZE)),
+             "confusable.jpg": jpeg(render_scene(confusable, SIZE)),
              "b/original.jpg": jpeg(picture_b), "b/copy.jpg": jpeg(picture_b)}
     files.update({f"other/{n:02d}.jpg": jpeg(render_scene(sample_scene(0, "all", n), SIZE)) for n in OTHERS})
     for name, data in files.items():
@@ -77,14 +90,21 @@ def ids_of(service, paths: set[str]) -> set[int]:
     return {result["id"] for result in found["results"] if result["path"] in paths}
 
 
-def test_copies_resized_and_recompressed_pictures_are_grouped_and_the_look_alike_is_not(served):
+def test_near_duplicates_are_grouped_and_neither_the_look_alike_nor_the_other_background_is(served):
     assert groups_by_path(served) == [GROUP_A, GROUP_B]
+
+
+def test_the_picture_on_another_background_is_one_the_vectors_alone_would_have_grouped(served):
+    confusable = ids_of(served, {"confusable.jpg"}).pop()
+    answer = served.client.post("/search", json={"terms": [{"image_id": confusable}], "k": 12}).json()
+    scores = {result["path"]: result["score"] for result in answer["results"]}
+    assert scores["a/original.jpg"] >= duplicates.THRESHOLD
 
 
 def test_duplicates_pages_largest_first_with_the_search_cursor(served):
     first = served.client.get("/duplicates", params={"k": 1}).json()
     assert first["total_groups"] == 2
-    assert [group["size"] for group in first["groups"]] == [4]
+    assert [group["size"] for group in first["groups"]] == [len(GROUP_A)]
     item = first["groups"][0]["items"][0]
     assert item["url"] == f"/images/{item['id']}" and item["thumb_url"] == f"/thumbs/{item['id']}"
     second = served.client.get("/duplicates", params={"k": 1, "cursor": first["next_cursor"]}).json()
@@ -126,7 +146,7 @@ def test_a_collapsed_walk_gives_every_distinct_picture_once_and_full_pages(serve
         if cursor is None:
             break
         assert len(answer["results"]) == 3
-    distinct = 1 + 20 + 1 + 1  # group A, the others, the look-alike, group B
+    distinct = 1 + 20 + 1 + 1 + 1  # group A, the others, the look-alike, the confusable, group B
     assert len(seen) == len(set(seen)) == distinct
     assert pages == -(-distinct // 3)
 
@@ -135,11 +155,12 @@ def test_an_uploaded_image_search_collapses_too(served):
     data = (served.root / "images" / "a" / "original.jpg").read_bytes()
     answer = served.client.post("/search/image", params={"k": 5, "collapse_duplicates": "true"},
                                 files={"file": ("a.jpg", data, "image/jpeg")}).json()
-    assert len(answer["results"][0]["duplicates"]) == 3
+    assert len(answer["results"][0]["duplicates"]) == len(GROUP_A) - 1
     assert answer["results"][1]["path"] not in GROUP_A
 
 
-def test_a_reindex_puts_a_new_copy_into_its_group_and_a_deleted_item_leaves_it(tmp_path, embedded):
+def test_a_reindex_puts_a_new_copy_into_its_group_and_a_deleted_item_leaves_it_and_keeps_every_layout(tmp_path,
+                                                                                                    embedded):
     images, index = tmp_path / "images", tmp_path / "index"
     write_library(images)
     build(images, index, embedded)
@@ -148,15 +169,18 @@ def test_a_reindex_puts_a_new_copy_into_its_group_and_a_deleted_item_leaves_it(t
         before = service.client.get("/duplicates", params={"k": 1}).json()
         (images / "b" / "another-copy.jpg").write_bytes((images / "b" / "original.jpg").read_bytes())
         (images / "a" / "copy.jpg").unlink()
+        (images / "other" / "10.jpg").rename(images / "other" / "moved.jpg")  # its vector and layout are reused
         report = build(images, index, embedded)
         service.wait_until(lambda: service.client.get("/duplicates").json()["index_version"] != before["index_version"])
         assert groups_by_path(service) == [GROUP_A - {"a/copy.jpg"}, GROUP_B | {"b/another-copy.jpg"}]
         stale = service.client.get("/duplicates", params={"k": 1, "cursor": before["next_cursor"]})
         assert stale.status_code == 410
-    assert report.added == 1
+    assert (report.added, report.moved) == (1, 1)
     version = open_current(index)
-    assert version.manifest.build_report["duplicates"]["unchanged_items"] == 27 - 1  # all but the new copy
+    assert version.manifest.build_report["duplicates"]["unchanged_items"] == ITEMS - 2  # the new copy, the moved
     version.close()
+    meta = sqlite3.connect(index / VERSIONS / current_version_name(index) / "meta.sqlite")
+    assert meta.execute("SELECT count(*) FROM items WHERE layout IS NULL").fetchone()[0] == 0
 
 
 def test_a_version_built_before_groups_serves_without_groups(tmp_path, embedded, monkeypatch):
@@ -170,7 +194,7 @@ def test_a_version_built_before_groups_serves_without_groups(tmp_path, embedded,
         assert (listed["total_groups"], listed["groups"], listed["next_cursor"]) == (0, [], None)
         answer = service.client.post("/search/text", json={"text": "a red triangle", "k": 40, "mode": "vector",
                                                            "collapse_duplicates": True}).json()
-        assert len(answer["results"]) == 27  # every item: none is collapsed
+        assert len(answer["results"]) == ITEMS  # every item: none is collapsed
         assert all(result["duplicates"] == [] for result in answer["results"])
     monkeypatch.undo()
     build(images, index, embedded)  # the next build groups everything

@@ -16,6 +16,7 @@ from PIL import Image
 
 from clipspace.align.signs import read_pictures, write_signs
 from clipspace.index.publish import open_current
+from index_builder import files
 from tests.conftest import ROOT, TINY_ARCH, build, running_service
 
 SEED = 19
@@ -95,6 +96,17 @@ def test_ocr_asked_of_an_index_built_without_it_reads_each_picture_once_and_keep
     again = build(images, tmp_path / "index", tiny_encoder, ocr=True)
     assert (first.texts_read, first.reused, first.added) == (9, 9, 0)
     assert (again.read, again.texts_read) == (0, 0)
+
+
+def test_a_picture_decoded_again_for_its_text_gains_the_colour_layout_an_older_build_did_not_store(
+        signs, tiny_encoder, tmp_path, monkeypatch):
+    images, _ = signs
+    monkeypatch.setattr(files, "colour_layout", lambda image: None)  # a builder from before layouts
+    build(images, tmp_path / "index", tiny_encoder)
+    assert all(record.layout is None for record in records_by_path(tmp_path / "index").values())
+    monkeypatch.undo()
+    build(images, tmp_path / "index", tiny_encoder, ocr=True)
+    assert all(record.layout for record in records_by_path(tmp_path / "index").values())
 
 
 def test_a_keyword_query_for_a_rendered_word_finds_its_picture_first_with_its_text(signs, indexed):

@@ -2,11 +2,14 @@
 shot a moment later), found from the image vectors at build time and kept in the version's meta.sqlite.
 
 The rule is star-shaped (leader clustering): items are placed in id order; an item joins the group of the
-already-placed representative it is most similar to, when that cosine is at least THRESHOLD (or when both have the
-same content hash), and otherwise becomes a representative itself. Every member is then within THRESHOLD of its
-group's representative, so look-alikes cannot chain a group together through intermediaries, as single-link
-(connected components of the pairs above threshold) does. Neighbours come from a k-NN search (`nearest`), not a
-range search: its memory is bounded whatever the corpus.
+already-placed representative it is most similar to, when that cosine is at least THRESHOLD and their pixels
+confirm it (the same colour layout, clipspace.index.layout: a model may put different pictures, the same shapes on
+other backgrounds, at cosine 0.999), or when both have the same content hash; otherwise it becomes a
+representative itself. The vectors propose, the pixels confirm: only candidate pairs are compared, and an item
+without a layout (a version built before layouts) is grouped by its vector alone. Every member is then within
+THRESHOLD of its group's representative, so look-alikes cannot chain a group together through intermediaries, as
+single-link (connected components of the pairs above threshold) does. Neighbours come from a k-NN search
+(`nearest`), not a range search: its memory is bounded whatever the corpus.
 
 A reindex keeps the groups of the items it keeps (same id, same content hash) and places only new or changed
 items, and the members of a group whose representative is gone; a group of one is no group.
@@ -24,6 +27,8 @@ from typing import TypeVar
 
 import faiss
 import numpy as np
+
+from clipspace.index import layout
 
 THRESHOLD = 0.988  # cosine between a member and its representative: benchmarks/duplicates.py, decisions.md
 NEIGHBOURS = 16  # candidates looked at per item; a representative is among them unless a group is this large
@@ -99,10 +104,12 @@ def collapse(entries: Sequence[Entry], id_of: Callable[[Entry], int], groups: Du
 
 def group_items(ids: np.ndarray, hashes: Sequence[Hashable], vectors: np.ndarray, *,
                 threshold: float = THRESHOLD, previous: DuplicateGroups | None = None,
-                kept: np.ndarray | None = None) -> dict[int, int]:
+                kept: np.ndarray | None = None, layouts: Sequence[str | None] | None = None,
+                tolerance: float = layout.TOLERANCE) -> dict[int, int]:
     """member id -> representative id for every item in a group of two or more.
 
-    `vectors` are L2-normalised, one row per id. With `previous` (the last version's groups) and `kept` (a
+    `vectors` are L2-normalised, one row per id; `layouts` (one per row, None where unknown) confirm each pair
+    the vectors propose, within `tolerance`. With `previous` (the last version's groups) and `kept` (a
     boolean per row: the item is unchanged since then), kept items keep their place and only the others are
     searched for and placed."""
     ids = np.asarray(ids, dtype=np.int64)
@@ -110,10 +117,11 @@ def group_items(ids: np.ndarray, hashes: Sequence[Hashable], vectors: np.ndarray
     unplaced = np.array(sorted(set(range(len(ids))) - placed.keys(), key=lambda row: ids[row]), dtype=np.int64)
     neighbours, _ = nearest(vectors, unplaced, threshold)
     group_of_hash = {hashes[row]: representative for row, representative in placed.items()}
+    confirms = _Layouts(layouts, tolerance) if layouts is not None else None
     for position, row in enumerate(unplaced):
         representative = group_of_hash.get(hashes[row])
         if representative is None:
-            representative = _best_representative(int(row), neighbours[position], placed)
+            representative = _best_representative(int(row), neighbours[position], placed, confirms)
         placed[int(row)] = representative
         group_of_hash.setdefault(hashes[row], representative)
     sizes: dict[int, int] = {}
@@ -171,9 +179,31 @@ def _kept_places(ids: np.ndarray, previous: DuplicateGroups, kept: np.ndarray) -
     return placed
 
 
-def _best_representative(row: int, neighbours: np.ndarray, placed: dict[int, int]) -> int:
-    """The most similar placed representative at or above the threshold (neighbours come best first), or `row`."""
+def _best_representative(row: int, neighbours: np.ndarray, placed: dict[int, int],
+                         confirms: _Layouts | None) -> int:
+    """The most similar placed representative at or above the threshold (neighbours come best first) whose layout
+    confirms it, or `row`."""
     for neighbour in neighbours:
-        if neighbour >= 0 and neighbour != row and placed.get(int(neighbour)) == neighbour:
+        if (neighbour >= 0 and neighbour != row and placed.get(int(neighbour)) == neighbour
+                and (confirms is None or confirms(row, int(neighbour)))):
             return int(neighbour)
     return int(row)
+
+
+class _Layouts:
+    """Whether two rows' layouts are the same picture's; each layout decoded once, when first compared."""
+
+    def __init__(self, signatures: Sequence[str | None], tolerance: float) -> None:
+        self.signatures = signatures
+        self.tolerance = tolerance
+        self.decoded: dict[int, np.ndarray] = {}
+
+    def __call__(self, row: int, other: int) -> bool:
+        if self.signatures[row] is None or self.signatures[other] is None:
+            return True  # unknown: the vectors alone decide
+        return layout.distance(self._cells(row), self._cells(other)) <= self.tolerance
+
+    def _cells(self, row: int) -> np.ndarray:
+        if row not in self.decoded:
+            self.decoded[row] = layout.decode(self.signatures[row])
+        return self.decoded[row]

@@ -31,6 +31,7 @@ class ItemRecord:
     caption: str | None
     facts: PhotoFacts = UNKNOWN_FACTS
     ocr_text: str | None = None  # the text read in the picture (--ocr): "" when it holds none, None when never read
+    layout: str | None = None  # its colour layout (clipspace.index.layout), which confirms a duplicate
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,9 @@ _NESTED = {name: kind for name, kind in typing.get_type_hints(ItemRecord).items(
 _LAYOUT = tuple((_NESTED.get(field.name), len(dataclasses.fields(_NESTED[field.name])) if field.name in _NESTED
                  else 1) for field in dataclasses.fields(ItemRecord))
 # Columns whose NULL means "not done yet" rather than "unknown": a version built before one existed holds all that
-# it knows without it, and the builder fills it when asked to (the OCR text, with --ocr).
-_DONE_ON_DEMAND = frozenset({"ocr_text"})
+# it knows without it, and the builder fills it when asked to (the OCR text, with --ocr) or when it decodes the
+# picture again (the layout: an item without one is grouped by its vector alone).
+_DONE_ON_DEMAND = frozenset({"ocr_text", "layout"})
 _JSON_COLUMNS = {index for index, (_, kind) in enumerate(_FIELDS) if kind == tuple[str, ...]}
 COLUMNS = ", ".join(name for name, _ in _FIELDS)
 # Besides its record, each item stores its row in the image vectors and, when captioned, in the caption vectors.

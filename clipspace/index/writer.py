@@ -21,6 +21,7 @@ from clipspace.index.calibration import Calibration
 from clipspace.index.choose import build_faiss, choose_factory, faiss_error_line, tuned_search_params
 from clipspace.index.duplicates import THRESHOLD, group_items, write_groups
 from clipspace.index.keywords import CREATE_KEYWORDS, add_keywords
+from clipspace.index.layout import TOLERANCE
 from clipspace.index.manifest import Manifest, ModelIdentity, Shard
 from clipspace.index.publish import STAGING_PREFIX, VERSIONS, fsync_tree, writing
 from clipspace.index.records import CREATE_ITEMS, INSERT_ITEM, ItemRecord, item_row
@@ -198,17 +199,19 @@ class VersionWriter:
         version has groups: only new and changed items (and the members of a group whose representative is gone)
         are searched for and placed."""
         started = time.perf_counter()
-        found = self._db.execute("SELECT id, sha256 FROM items ORDER BY row").fetchall()
-        ids, hashes = np.array([item_id for item_id, _ in found], dtype=np.int64), [digest for _, digest in found]
+        found = self._db.execute("SELECT id, sha256, layout FROM items ORDER BY row").fetchall()
+        ids, hashes = np.array([item_id for item_id, *_ in found], dtype=np.int64), [digest for _, digest, _ in found]
         previous = kept = None
         if self.previous is not None and self.previous.has_duplicate_groups:
             before = self.previous.content_hashes()
             previous = self.previous.duplicates
             kept = np.array([before.get(item_id) == digest for item_id, digest in zip(ids, hashes, strict=True)])
         vectors = np.asarray(ShardedVectors(self.staging, image_shards, self.dim), dtype=np.float32)
-        groups = group_items(ids, hashes, vectors.reshape(-1, self.dim), previous=previous, kept=kept)
+        groups = group_items(ids, hashes, vectors.reshape(-1, self.dim), previous=previous, kept=kept,
+                             layouts=[signature for *_, signature in found])
         write_groups(self._db, groups)
-        return {"threshold": THRESHOLD, "groups": len(set(groups.values())), "grouped_items": len(groups),
+        return {"threshold": THRESHOLD, "layout_tolerance": TOLERANCE, "groups": len(set(groups.values())),
+                "grouped_items": len(groups),
                 "unchanged_items": int(kept.sum()) if kept is not None else 0,
                 "seconds": round(time.perf_counter() - started, 3)}
 
