@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> dict:
             builder, serving_index = measure_builder(encoder, corpus, warmup, work_dir, args.batch_size,
                                                      args.workers, args.repeats)
             result["builder"] = asdict(builder)
-        elif {"http", "load"} & set(sections):
+        elif {"http", "load", "ratelimit"} & set(sections):
             progress(f"building the index to serve ({corpus.count} images)")
             serving_index = work_dir / "index"
             build_index(BuildOptions(images=corpus.root, index=serving_index, batch_size=args.batch_size,
