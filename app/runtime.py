@@ -11,10 +11,11 @@ import logging
 from dataclasses import dataclass
 
 from app import metrics
+from clipspace import allocator
 from clipspace.errors import ExportRefused, ModelMismatch, RuntimeUnavailable
 from clipspace.identity import ModelIdentity, ModelSpec
 from clipspace.onnx_towers import export_folder, open_export
-from clipspace.runtimes import ONNX, TORCH, Encoder
+from clipspace.runtimes import ONNX, ONNX_INT8, TORCH, Encoder
 from clipspace.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def open_encoder(spec: ModelSpec, wanted: ModelIdentity, settings: Settings) -> 
         folder = export_folder(settings.index_dir, wanted.fingerprint)
         if folder.is_dir():
             encoder = open_export(folder, spec, settings.threads)
-        elif settings.runtime == ONNX:
+        elif settings.runtime in (ONNX, ONNX_INT8):
             made_with = load_torch_model(spec, settings.threads)
             check_same_model(made_with, wanted)
             encoder = _export(made_with, settings)
@@ -50,15 +51,34 @@ def open_encoder(spec: ModelSpec, wanted: ModelIdentity, settings: Settings) -> 
                                      "installed, or start once with CLIPSPACE_RUNTIME=onnx")
         check_same_model(encoder, wanted)
     except RuntimeUnavailable as error:
-        refused = isinstance(error, ExportRefused) or settings.runtime == ONNX
+        refused = isinstance(error, ExportRefused) or settings.runtime != "auto"
         (log.warning if refused else log.info)("the towers run on torch: %s", error)
         encoder = made_with or load_torch_model(spec, settings.threads)
         return encoder, RuntimeInUse(TORCH, f"fell back to torch: {error}")
     import onnxruntime  # loaded by open_export already: only its version is read here
 
     metrics.libraries_loaded({"onnxruntime": onnxruntime.__version__})
-    return encoder, RuntimeInUse(ONNX, f"ONNX Runtime {onnxruntime.__version__}, export {encoder.folder} verified "
-                                       f"against torch (worst probe cosine {encoder.verified_cosine:.7f})")
+    verified = (f"ONNX Runtime {onnxruntime.__version__}, export {encoder.folder} verified against torch (worst probe "
+                f"cosine {encoder.verified_cosine:.7f})")
+    if settings.runtime != ONNX_INT8:
+        return encoder, RuntimeInUse(ONNX, verified)
+    chosen = _int8(encoder, settings, verified)
+    del encoder
+    allocator.return_freed_memory()  # the fp32 sessions, opened to make or check the int8 copy, where int8 serves
+    return chosen
+
+
+def _int8(fp32: Encoder, settings: Settings, verified: str) -> tuple[Encoder, RuntimeInUse]:
+    """The fp32 export's int8 copy where it verifies, else the fp32 export, saying why."""
+    from clipspace.onnx_int8 import int8_towers
+
+    try:
+        encoder = int8_towers(fp32, settings.index_dir, settings.threads)
+    except RuntimeUnavailable as error:
+        log.warning("the towers run on the fp32 ONNX export, not int8: %s", error)
+        return fp32, RuntimeInUse(ONNX, f"int8 refused, serving fp32: {error}; {verified}")
+    return encoder, RuntimeInUse(ONNX_INT8, f"int8 copy {encoder.folder} of the fp32 export, worst probe cosine "
+                                            f"{encoder.verified_cosine:.5f} to torch")
 
 
 def load_torch_model(spec: ModelSpec, threads: int | None) -> Encoder:

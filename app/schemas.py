@@ -162,7 +162,8 @@ class RerankInfo(BaseModel):
 
 
 class RuntimeInfo(BaseModel):
-    name: str = Field(description="what runs the model's towers: onnx (ONNX Runtime) or torch")
+    name: str = Field(description="what runs the model's towers: onnx (ONNX Runtime), onnx-int8 (its int8 copy) "
+                                  "or torch")
     detail: str = Field(description="why this runtime: the export it verified, or why it fell back to torch")
 
 

@@ -131,11 +131,12 @@ class OnnxEncoder:
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.embed_pixels([self.preprocess(image) for image in images])
 
-    def worst_probe_cosine(self) -> float:
-        """The lowest cosine between this runtime's probe vectors and torch's, recorded when the export was made."""
+    def probe_cosines(self) -> np.ndarray:
+        """The cosines between this runtime's probe vectors and torch's, recorded when the export was made."""
         cosines = [np.sum(self.embed_texts(PROBE_TEXTS) * np.asarray(self.record.text_vectors), axis=1),
                    np.sum(self.embed_images(probe_images()) * np.asarray(self.record.image_vectors), axis=1)]
-        return float(np.concatenate(cosines).min())
+        return np.concatenate(cosines)
+
 
 
 def read_record(folder: Path) -> ExportRecord:
@@ -154,7 +155,7 @@ def open_export(folder: Path, spec: ModelSpec, threads: int | None = None) -> On
         raise ExportRefused(f"the ONNX export at {folder} has format {record.format}, this version reads {FORMAT}")
     try:
         encoder = OnnxEncoder(spec, folder, record, threads)
-        worst = encoder.worst_probe_cosine()
+        worst = float(encoder.probe_cosines().min())
     except ImportError as error:
         raise RuntimeUnavailable(f"ONNX Runtime is not installed: pip install 'clipspace[onnx]' ({error})") from error
     except Exception as error:  # onnxruntime raises its own types for a damaged graph

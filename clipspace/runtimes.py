@@ -10,9 +10,10 @@ from PIL import Image
 
 from clipspace.identity import ModelIdentity, ModelSpec
 
-TORCH, ONNX = "torch", "onnx"
-# auto: ONNX Runtime where its export of the model exists (or can be made) and verifies, else torch
-RUNTIME_CHOICES = ("auto", TORCH, ONNX)
+TORCH, ONNX, ONNX_INT8 = "torch", "onnx", "onnx-int8"
+# auto: ONNX Runtime where its export of the model exists (or can be made) and verifies, else torch; onnx-int8: the
+# export's int8 copy (clipspace.onnx_int8), else the fp32 export
+RUNTIME_CHOICES = ("auto", TORCH, ONNX, ONNX_INT8)
 
 
 class Encoder(Protocol):
