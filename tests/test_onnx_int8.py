@@ -96,3 +96,16 @@ def test_the_int8_service_answers_as_the_fp32_service(int8_index):
                 "/search/text", json={"text": query, "k": 10, "mode": "vector"}).json()["results"]}
                 for service in (int8, fp32)]
             assert len(tops[0] & tops[1]) / 10 >= MIN_TOP10_OVERLAP, query
+
+
+def test_a_later_start_serves_the_int8_copy_without_the_fp32_export(int8_index, tmp_path):
+    index = tmp_path / "index"
+    (index / RUNTIMES_DIR).mkdir(parents=True)
+    identity = load_encoder(SPEC).identity
+    fp32_folder = export_folder(int8_index, identity.fingerprint)
+    (index / RUNTIMES_DIR / fp32_folder.name).symlink_to(fp32_folder)
+    settings = Settings(index_dir=index, runtime="onnx-int8")
+    first, _ = open_encoder(SPEC, identity, settings)
+    (index / RUNTIMES_DIR / fp32_folder.name).unlink()  # a later start opens the verified copy alone
+    later, runtime = open_encoder(SPEC, identity, settings)
+    assert runtime.name == "onnx-int8" and later.folder == first.folder == int8_folder(index, identity.fingerprint)
