@@ -31,8 +31,12 @@ def main() -> None:
     parser.add_argument("--pretrained", default=None)
     parser.add_argument("--queries", type=int, default=300)
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        measure(args, Path(work))
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
     torch_encoder = load_encoder(ModelSpec(args.model, pretrained=args.pretrained, precision="fp32"))
-    work = Path(tempfile.mkdtemp())
     scenes = list(world.generate_scenes(200, 7, "all"))
     (work / "images").mkdir()
     for number, scene in enumerate(scenes[:32]):
