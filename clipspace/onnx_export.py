@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import shutil
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from torchvision import transforms
 from clipspace import bpe
 from clipspace.encoder import DualEncoder, encode_trimmed_text, trimmed_text_encoder
 from clipspace.errors import ExportRefused, RuntimeUnavailable
-from clipspace.index.publish import fsync_dir, fsync_tree
+from clipspace.index.publish import publish_folder
 from clipspace.onnx_towers import (
     FORMAT,
     IMAGE_FILE,
@@ -81,10 +79,8 @@ def export_towers(encoder: DualEncoder, index_dir: Path, threads: int | None = N
         raise RuntimeUnavailable(f"the index was built in {encoder.spec.precision}; ONNX Runtime serves towers "
                                  "exported in fp32 (build with --precision fp32 to serve on it)")
     preprocess, text = _preprocess_recipe(encoder.preprocess), _text_facts(encoder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".staging-{uuid.uuid4().hex}"
-    staging.mkdir()
-    try:
+
+    def fill(staging: Path) -> None:
         _export_graphs(encoder, staging)
         shutil.copyfile(default_bpe(), staging / VOCAB_FILE)
         record = ExportRecord(
@@ -94,16 +90,12 @@ def export_towers(encoder: DualEncoder, index_dir: Path, threads: int | None = N
             made_with={"torch": torch.__version__, "open_clip": open_clip.__version__}, **text)
         (staging / RECORD_FILE).write_text(record.model_dump_json(indent=1), encoding="utf-8")
         _check_token_ids(encoder, staging, record)
-        fsync_tree(staging)
-        verified = open_export(staging, encoder.spec, threads)
-        with contextlib.suppress(OSError):  # a concurrent export of the same weights got there first: keep it
-            os.replace(staging, folder)
-        fsync_dir(folder.parent)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    publish_folder(folder, fill, lambda staging: open_export(staging, encoder.spec, threads))
+    exported = open_export(folder, encoder.spec, threads)
     log.info("exported %s to ONNX at %s (worst probe cosine %.7f)", encoder.spec.model, folder,
-             verified.verified_cosine)
-    return open_export(folder, encoder.spec, threads)
+             exported.verified_cosine)
+    return exported
 
 
 def _export_graphs(encoder: DualEncoder, folder: Path) -> None:

@@ -10,16 +10,13 @@ is refused (ExportRefused) and the caller serves the fp32 export instead, saying
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 from clipspace.errors import ExportRefused, RuntimeUnavailable
 from clipspace.identity import ModelSpec
-from clipspace.index.publish import fsync_dir, fsync_tree
+from clipspace.index.publish import publish_folder
 from clipspace.onnx_towers import (
     IMAGE_FILE,
     RECORD_FILE,
@@ -53,21 +50,14 @@ def int8_towers(fp32: OnnxEncoder, index_dir: Path, threads: int | None = None) 
         except ExportRefused as error:
             log.warning("making the int8 copy again: %s", error)
             shutil.rmtree(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".staging-{uuid.uuid4().hex}"
-    staging.mkdir()
-    try:
+
+    def fill(staging: Path) -> None:
         for name in (TEXT_FILE, IMAGE_FILE):
             quantise(fp32.folder / name, staging / name)
         for name in (VOCAB_FILE, RECORD_FILE):
             shutil.copyfile(fp32.folder / name, staging / name)
-        fsync_tree(staging)
-        open_int8(staging, fp32.spec, threads)
-        with contextlib.suppress(OSError):  # a concurrent start made the same copy first: keep it
-            os.replace(staging, folder)
-        fsync_dir(folder.parent)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    publish_folder(folder, fill, lambda staging: open_int8(staging, fp32.spec, threads))
     return open_int8(folder, fp32.spec, threads)
 
 

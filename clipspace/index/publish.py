@@ -13,7 +13,8 @@ import logging
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from clipspace.errors import IndexBusy, IndexNotReady, IndexWriteFailed
@@ -114,3 +115,20 @@ def fsync_tree(path: Path) -> None:
     for child in path.iterdir():
         _fsync_file(child)
     fsync_dir(path)
+
+
+def publish_folder(folder: Path, fill: Callable[[Path], None], verify: Callable[[Path], object]) -> None:
+    """Make `folder` crash-safely: `fill` writes a staging folder beside it, which is fsynced and handed to `verify`
+    (which raises to refuse it) before it is renamed into place. One a concurrent writer put there first is kept."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        fill(staging)
+        fsync_tree(staging)
+        verify(staging)
+        with contextlib.suppress(OSError):
+            os.replace(staging, folder)
+        fsync_dir(folder.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
