@@ -96,18 +96,24 @@ COLLAPSE_DESCRIPTION = ("show each group of duplicates once, as its best-ranked 
 COLLAPSE_FIELD = Field(False, description=COLLAPSE_DESCRIPTION)
 
 
-class TextQuery(BaseModel):
-    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS, json_schema_extra={"pattern": NOT_BLANK},
-                      description="what to look for: at least one character that is not white space")
+class PagedQuery(BaseModel):
+    """What every JSON search body shares: the page size, what it searches, and how its result list is steered
+    (filter, paging, relevance cut, duplicates), so each route reads them the same way."""
+
     k: int = Field(10, ge=1, le=MAX_K, description="results per page")
     target: Target = Field("image", description="search image vectors, or caption vectors (captioned items)")
-    mode: Mode = Field(DEFAULT_MODE, description="vector: by meaning (the embedding); keyword: items whose file "
-                       "name, folders, caption or tags hold every word; hybrid: both, fused (docs/decisions.md)")
     filter: SearchFilterBody | None = FILTER_FIELD
     cursor: str | None = CURSOR_FIELD
     min_relevance: float = MIN_RELEVANCE_FIELD
     autocut: bool = AUTOCUT_FIELD
     collapse_duplicates: bool = COLLAPSE_FIELD
+
+
+class TextQuery(PagedQuery):
+    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS, json_schema_extra={"pattern": NOT_BLANK},
+                      description="what to look for: at least one character that is not white space")
+    mode: Mode = Field(DEFAULT_MODE, description="vector: by meaning (the embedding); keyword: items whose file "
+                       "name, folders, caption or tags hold every word; hybrid: both, fused (docs/decisions.md)")
 
     @field_validator("text")
     @classmethod
@@ -288,7 +294,7 @@ class Term(BaseModel):
         return self
 
 
-class ComposedQuery(BaseModel):
+class ComposedQuery(PagedQuery):
     """`POST /search`: terms combined as the normalised weighted sum of their normalised vectors."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [
@@ -297,15 +303,8 @@ class ComposedQuery(BaseModel):
         {"terms": [{"text": "a red circle on the left and a blue square on the right"}], "rerank": True}]})
 
     terms: list[Term] = Field(..., min_length=1, max_length=MAX_TERMS)
-    k: int = Field(10, ge=1, le=MAX_K, description="results per page")
-    target: Target = Field("image", description="search image vectors, or caption vectors (captioned items)")
     rerank: bool = Field(False, description="re-score the top max(k, 50) images with the model's cross-attention "
                          "matcher, reading the query's positive text terms; /info says whether it is available")
-    filter: SearchFilterBody | None = FILTER_FIELD
-    cursor: str | None = CURSOR_FIELD
-    min_relevance: float = MIN_RELEVANCE_FIELD
-    autocut: bool = AUTOCUT_FIELD
-    collapse_duplicates: bool = COLLAPSE_FIELD
 
     @model_validator(mode="after")
     def answerable(self) -> ComposedQuery:

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from clipspace import settings
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
 from index_builder.build import BuildReport, build_index
 from index_builder.options import BuildOptions
@@ -27,6 +28,7 @@ from tests.launcher import APP, ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_ARCH = str(ROOT / "tests" / "assets" / "tiny-clip.json")
+EMBEDDED_MODEL = f"local-dir:{ROOT / settings.EMBEDDED_MODEL.removeprefix('local-dir:')}"  # from any directory
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +39,12 @@ def tiny_spec() -> ModelSpec:
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_spec: ModelSpec) -> DualEncoder:
     return load_encoder(tiny_spec)
+
+
+@pytest.fixture(scope="session")
+def embedded() -> DualEncoder:
+    """The shipped embedded model at the machine's default precision, loaded once for every test that builds with it."""
+    return load_encoder(ModelSpec(EMBEDDED_MODEL))
 
 
 def make_image(seed: int, size: tuple[int, int] = (120, 96)) -> Image.Image:

@@ -13,7 +13,6 @@ from PIL import Image, ImageEnhance
 
 from clipspace import settings
 from clipspace.align.world import render_scene, sample_scene
-from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.index import duplicates, writer
 from clipspace.index.publish import VERSIONS, current_version_name, open_current
 from tests.conftest import ROOT, build, running_service
@@ -61,11 +60,6 @@ def write_library(images: Path) -> None:
     for name, data in files.items():
         (images / name).parent.mkdir(parents=True, exist_ok=True)
         (images / name).write_bytes(data)
-
-
-@pytest.fixture(scope="module")
-def embedded():
-    return load_encoder(ModelSpec(EMBEDDED_MODEL))
 
 
 @pytest.fixture(scope="module")

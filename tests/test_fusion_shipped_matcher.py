@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.fusion.beside import MATCHER_FILE, model_folder
 from clipspace.fusion.evaluate import binding_accuracy, cosine_scorer, matcher_scorer
 from clipspace.fusion.features import twin_features
 from clipspace.fusion.matcher import load_scorer
 from clipspace.fusion.rerank import find_reranker
-from clipspace.settings import EMBEDDED_MODEL
-
-
-@pytest.fixture(scope="module")
-def embedded():
-    return load_encoder(ModelSpec(EMBEDDED_MODEL))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from clipspace.align import world
-from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.errors import IndexCorrupt
 from clipspace.index.calibration import expected_calibration_error, fit_calibration
 from clipspace.index.manifest import Manifest
@@ -18,7 +17,6 @@ from clipspace.index.records import ItemRecord
 from clipspace.index.relevance import autocut_length
 from clipspace.index.writer import write_version
 from tests.conftest import build, encoded, running_service
-from tests.page.conftest import EMBEDDED_MODEL
 
 SCENES = 80
 
@@ -31,11 +29,6 @@ def write_starless_world(folder) -> None:
     for index, scene in zip(range(SCENES), kept, strict=False):
         world.render_scene(scene, 128).save(folder / f"{index:05d}.png")
         (folder / f"{index:05d}.txt").write_text(world.canonical_caption(scene) + "\n", encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def embedded():
-    return load_encoder(ModelSpec(EMBEDDED_MODEL))
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,11 @@ import pytest
 from PIL import Image, PngImagePlugin
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from clipspace import settings
 from clipspace.align.photo_metadata import camera_exif, xmp_packet
 from clipspace.align.world import write_world
-from clipspace.encoder import ModelSpec, load_encoder
 from tests.conftest import ROOT, build, running_service
 
 SCREENSHOTS = ROOT / "var" / "screenshots"
-EMBEDDED_MODEL = f"local-dir:{ROOT / settings.EMBEDDED_MODEL.removeprefix('local-dir:')}"
 SCENES = 60
 K = 50
 expect.set_options(timeout=30_000)  # a loaded CI machine may take seconds for a query; the default is 5 s
@@ -83,13 +80,13 @@ def arrange_library(images: Path) -> None:
 
 
 @pytest.fixture(scope="package")
-def served(tmp_path_factory):
+def served(tmp_path_factory, embedded):
     """60 scenes of the demo world, indexed with the embedded model, so queries mean something on screen; the last
     20 in two folders, with camera, capture time and keywords (TRIPS, FAVOURITES)."""
     root = tmp_path_factory.mktemp("page")
     write_world(root / "images", SCENES, seed=11, split="all")
     arrange_library(root / "images")
-    build(root / "images", root / "index", load_encoder(ModelSpec(EMBEDDED_MODEL)))
+    build(root / "images", root / "index", embedded)
     with running_service(index_dir=root / "index") as service:
         service.wait_ready()
         service.images = root / "images"

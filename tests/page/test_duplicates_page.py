@@ -5,19 +5,18 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from clipspace.encoder import ModelSpec, load_encoder
 from tests.conftest import build, running_service
 from tests.page.conftest import hits, screenshot, search_text
-from tests.test_duplicates_service import EMBEDDED_MODEL, GROUP_A, write_library
+from tests.test_duplicates_service import GROUP_A, write_library
 
 SIMILAR_TO_A = f"+{len(GROUP_A) - 1} similar"  # a member of group A stands for all the others
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory):
+def library(tmp_path_factory, embedded):
     root = tmp_path_factory.mktemp("duplicates-page")
     write_library(root / "images")
-    build(root / "images", root / "index", load_encoder(ModelSpec(EMBEDDED_MODEL)))
+    build(root / "images", root / "index", embedded)
     with running_service(index_dir=root / "index") as service:
         service.wait_ready()
         service.root_images = root / "images"
