@@ -75,10 +75,10 @@ def _ready_int8(spec: ModelSpec, wanted: ModelIdentity, settings: Settings) -> t
     """The int8 copy already beside the index, where it verifies (and, for `auto`, where its stored measurements on
     this machine choose it): opened without the fp32 export, whose sessions would double the start's peak memory
     (ViT-B-32: 1,039 MB with both opened, 438 MB with the copy alone)."""
-    from clipspace.onnx_int8 import int8_folder, open_int8
+    from clipspace.onnx_int8 import int8_folder, open_int8, read_measures
 
     folder = int8_folder(settings.index_dir, wanted.fingerprint)
-    if not folder.is_dir():
+    if not folder.is_dir() or read_measures(folder) is None:  # none, or of other quantiser settings: made again
         return None
     chosen_by = None
     if settings.runtime == AUTO:

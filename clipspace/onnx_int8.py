@@ -1,7 +1,7 @@
 """An int8 copy of a verified fp32 ONNX export, for CPUs where int8 kernels beat fp32 (no bf16): made once, proved,
 and measured, so that CLIPSPACE_RUNTIME=auto serves it only where it is both faithful and faster.
 
-ONNX Runtime's dynamic quantisation stores the MatMul weights in int8 (per tensor, the full int8 range) and
+ONNX Runtime's dynamic quantisation stores the MatMul weights in int8 (per output channel, the full int8 range) and
 quantises activations at run time; the copy lives beside the fp32 export in INDEX_DIR/runtimes/onnx-int8-<digest>/,
 written like it (staged, fsynced, reopened and verified, renamed into place) with the same runtime.json, so it is
 verified against the same probe vectors: torch's, which the fp32 export reproduces at a cosine ≥ 0.9999.
@@ -51,6 +51,10 @@ MIN_MEAN_COSINE, MIN_WORST_COSINE = 0.99, 0.98
 # queries are what the service embeds most (ViT-B-32: 1.9-2.4x; the embedded model ~1.0x, where int8 cannot pay)
 MAX_P10_DROP, MIN_TEXT_SPEEDUP = 0.01, 1.2
 OP_TYPES = ["MatMul"]  # the towers' linear layers and attention projections: where the weights and the time are
+# Per channel: one scale per weight column. Per tensor (the first setting) kept the CLIP towers at a cosine ≥ 0.998
+# but moved MiniLM's text vectors to a mean of 0.959 (worst 0.912); per channel 0.9935 (0.988), at the same speed
+# (docs/lab-notes.md, "int8 parity"). A copy made with other settings is made again.
+QUANTISER = "onnxruntime quantize_dynamic: MatMul, QInt8 weights, per channel, full range"
 MEASURES_FILE = "int8.json"
 # Single-query calls, alternating fp32 and int8 (this machine's speed drifts within seconds): at least MIN_ROUNDS,
 # then until the time budget is spent (each tower), at most MAX_ROUNDS.
@@ -96,6 +100,7 @@ class Int8Record(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    quantiser: str  # QUANTISER when the copy was made
     probe_cosine: dict[str, float]  # "mean" / "worst", against torch's probe vectors
     speed: Int8Speed
     evals: tuple[EvalParity, ...] = ()
@@ -141,15 +146,17 @@ def int8_towers(fp32: OnnxEncoder, index_dir: Path, threads: int | None = None,
     its int8.json (`speed`: timed now on this machine where None, or where the stored one was timed elsewhere);
     ExportRefused where the quantised towers stray past the bounds, RuntimeUnavailable where they cannot be made."""
     folder = int8_folder(index_dir, fp32.fingerprint)
-    if folder.is_dir():
+    if folder.is_dir() and (stored := read_measures(folder)) is None:
+        log.warning("making the int8 copy at %s again: it was made with other settings than %s", folder, QUANTISER)
+        shutil.rmtree(folder)
+    elif folder.is_dir():
         try:
             encoder = open_int8(folder, fp32.spec, threads)
         except ExportRefused as error:
             log.warning("making the int8 copy again: %s", error)
             shutil.rmtree(folder)
         else:
-            stored = read_measures(folder)
-            if speed or not stored or stored.speed.machine != this_machine(threads):
+            if speed or stored.speed.machine != this_machine(threads):
                 _write_measures(folder, _measures(encoder, fp32, threads, speed, stored))
             return encoder
 
@@ -185,11 +192,13 @@ def open_int8(folder: Path, spec: ModelSpec, threads: int | None = None) -> Onnx
 
 
 def read_measures(folder: Path) -> Int8Record | None:
-    """The copy's int8.json; None where there is none yet or it cannot be read (then it is measured again)."""
+    """The copy's int8.json; None where there is none, it cannot be read or the copy was made with other settings
+    than QUANTISER (then the copy is made again)."""
     try:
-        return Int8Record.model_validate_json((folder / MEASURES_FILE).read_bytes())
+        record = Int8Record.model_validate_json((folder / MEASURES_FILE).read_bytes())
     except (OSError, ValidationError):
         return None
+    return record if record.quantiser == QUANTISER else None
 
 
 def record_eval(int8: OnnxEncoder, parity: EvalParity) -> Int8Record:
@@ -218,7 +227,7 @@ def quantise(source: Path, target: Path) -> None:
     except ImportError as error:
         raise RuntimeUnavailable(f"ONNX Runtime's quantisation tools are not installed ({error})") from error
     try:
-        quantize_dynamic(source, target, op_types_to_quantize=OP_TYPES, per_channel=False, reduce_range=False,
+        quantize_dynamic(source, target, op_types_to_quantize=OP_TYPES, per_channel=True, reduce_range=False,
                          weight_type=QuantType.QInt8)
     except Exception as error:  # the quantiser raises many types for a graph it cannot rewrite
         raise RuntimeUnavailable(f"{source.name} does not quantise: {type(error).__name__}: {error}") from error
@@ -226,7 +235,8 @@ def quantise(source: Path, target: Path) -> None:
 
 def _measures(int8: OnnxEncoder, fp32: OnnxEncoder, threads: int | None, speed: Int8Speed | None,
               stored: Int8Record | None = None) -> Int8Record:
-    return Int8Record(probe_cosine={"mean": round(int8.probe_mean_cosine, 6), "worst": round(int8.verified_cosine, 6)},
+    cosine = {"mean": round(int8.probe_mean_cosine, 6), "worst": round(int8.verified_cosine, 6)}
+    return Int8Record(quantiser=QUANTISER, probe_cosine=cosine,
                       speed=speed or time_towers(fp32, int8, threads), evals=stored.evals if stored else ())
 
 
