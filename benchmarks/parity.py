@@ -9,7 +9,7 @@
   sets. Left out, saying why, without the extra.
 - A larger model (ViT-B-32, random weights: no eval set means anything): cosines to fp32 on the probes, 200 world
   captions and 200 renders, and each service's memory (CLIPSPACE_RUNTIME=onnx and onnx-int8) after a few queries.
-Every copy's single-query times come from `time_towers` (alternating calls), as the service's `auto` measures them.
+Every copy's single-query times are those int8_towers stores (alternating calls), as the service's `auto` reads them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from clipspace.align.evaluate import WORLD_PHRASINGS, attribute_parity
 from clipspace.encoder import DualEncoder, ModelSpec, load_encoder
 from clipspace.images import load_image
 from clipspace.onnx_export import export_towers
-from clipspace.onnx_int8 import EvalParity, int8_towers, quantise, read_measures, record_eval, time_towers
+from clipspace.onnx_int8 import EvalParity, int8_towers, quantise, read_measures, record_eval
 from clipspace.onnx_towers import PROBE_TEXTS, probe_images
 from clipspace.settings import EMBEDDED_MODEL
 from index_builder.build import build_index
@@ -129,8 +129,8 @@ def _large(work_dir: Path, threads: int | None, model: tuple[str, str], service_
     images = probe_images() + [world.render_scene(scene, 128) for scene in scenes]
     cosines = {"text": np.sum(fp32.embed_texts(texts) * int8.embed_texts(texts), axis=1),
                "image": np.sum(fp32.embed_images(images) * int8.embed_images(images), axis=1)}
-    speed = time_towers(fp32, int8, threads)
     record = read_measures(int8.folder)
+    speed = record.speed  # timed by int8_towers, as a service's first start times it
     size = {copy: round(sum(f.stat().st_size for f in encoder_.folder.iterdir()) / 2**20, 1)
             for copy, encoder_ in (("fp32", fp32), ("int8", int8))}
     del fp32, int8
