@@ -33,7 +33,7 @@ from clipspace.settings import EMBEDDED_MODEL, Settings
 from tests.conftest import build, running_service, write_corpus
 from tests.test_onnx_service import QUERIES
 
-# Measured (benchmarks/int8_parity.py): the embedded model's int8 text vectors have a cosine ≥ 0.9996 to fp32's,
+# Measured (python -m benchmarks --only parity): the embedded model's int8 probe cosines are ≥ 0.9998 to fp32's,
 # and its service's top 10 for QUERIES overlap the fp32 service's by 1.0, 1.0, 1.0, 0.9 ("a photo", whose scores
 # nearly tie) and 1.0; 0.8 leaves room for one more near-tie.
 MIN_TOP10_OVERLAP = 0.8
