@@ -166,9 +166,8 @@ def int8_towers(fp32: OnnxEncoder, index_dir: Path, threads: int | None = None,
         for name in (VOCAB_FILE, RECORD_FILE):
             shutil.copyfile(fp32.folder / name, staging / name)
 
-    def verify(staging: Path) -> None:
-        encoder = open_int8(staging, fp32.spec, threads)
-        (staging / MEASURES_FILE).write_text(_measures(encoder, fp32, threads, speed).model_dump_json(indent=1))
+    def verify(staging: Path) -> None:  # the measurements need the verified copy; written durably before the rename
+        _write_measures(staging, _measures(open_int8(staging, fp32.spec, threads), fp32, threads, speed))
 
     publish_folder(folder, fill, verify)
     return open_int8(folder, fp32.spec, threads)

@@ -160,7 +160,7 @@ def measured(text_ms: tuple[float, float], machine: str | None = None) -> Int8Sp
 
 @pytest.fixture(scope="module")
 def identity():
-    return identity
+    return load_encoder(SPEC).identity
 
 
 def fp32_export(index, identity):
