@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from app import metrics
 from clipspace import allocator
 from clipspace.errors import ExportRefused, ModelMismatch, RuntimeUnavailable
 from clipspace.identity import ModelIdentity, ModelSpec
 from clipspace.onnx_towers import export_folder, open_export
-from clipspace.runtimes import ONNX, ONNX_INT8, TORCH, Encoder
+from clipspace.runtimes import AUTO, ONNX, ONNX_INT8, TORCH, Encoder
 from clipspace.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def open_encoder(spec: ModelSpec, wanted: ModelIdentity, settings: Settings) -> 
         if wanted.precision != "fp32":
             raise RuntimeUnavailable(f"the index was built in {wanted.precision}; ONNX Runtime serves towers exported "
                                      "in fp32 (build with --precision fp32 to serve on it)")
-        if settings.runtime == ONNX_INT8 and (ready := _ready_int8(spec, wanted, settings)):
+        if settings.runtime in (ONNX_INT8, AUTO) and (ready := _ready_int8(spec, wanted, settings)):
             return ready
         folder = export_folder(settings.index_dir, wanted.fingerprint)
         if folder.is_dir():
@@ -53,7 +54,7 @@ def open_encoder(spec: ModelSpec, wanted: ModelIdentity, settings: Settings) -> 
                                      "installed, or start once with CLIPSPACE_RUNTIME=onnx")
         check_same_model(encoder, wanted)
     except RuntimeUnavailable as error:
-        refused = isinstance(error, ExportRefused) or settings.runtime != "auto"
+        refused = isinstance(error, ExportRefused) or settings.runtime != AUTO
         (log.warning if refused else log.info)("the towers run on torch: %s", error)
         encoder = made_with or load_torch_model(spec, settings.threads)
         return encoder, RuntimeInUse(TORCH, f"fell back to torch: {error}")
@@ -62,22 +63,28 @@ def open_encoder(spec: ModelSpec, wanted: ModelIdentity, settings: Settings) -> 
     metrics.libraries_loaded({"onnxruntime": onnxruntime.__version__})
     verified = (f"ONNX Runtime {onnxruntime.__version__}, export {encoder.folder} verified against torch (worst probe "
                 f"cosine {encoder.verified_cosine:.7f})")
-    if settings.runtime != ONNX_INT8:
+    if settings.runtime == ONNX:
         return encoder, RuntimeInUse(ONNX, verified)
     chosen = _int8(encoder, settings, verified)
     del encoder
-    allocator.return_freed_memory()  # the fp32 sessions, opened to make or check the int8 copy, where int8 serves
+    allocator.return_freed_memory()  # the sessions of the copy not chosen, opened to make, check or time it
     return chosen
 
 
 def _ready_int8(spec: ModelSpec, wanted: ModelIdentity, settings: Settings) -> tuple[Encoder, RuntimeInUse] | None:
-    """The int8 copy already beside the index, where it verifies: opened without the fp32 export, whose sessions
-    would double the start's peak memory (ViT-B-32: 1,039 MB with both opened, 438 MB with the copy alone)."""
-    from clipspace.onnx_int8 import int8_folder, open_int8
+    """The int8 copy already beside the index, where it verifies (and, for `auto`, where its stored measurements on
+    this machine choose it): opened without the fp32 export, whose sessions would double the start's peak memory
+    (ViT-B-32: 1,039 MB with both opened, 438 MB with the copy alone)."""
+    from clipspace.onnx_int8 import int8_folder, open_int8, read_measures
 
     folder = int8_folder(settings.index_dir, wanted.fingerprint)
-    if not folder.is_dir():
+    if not folder.is_dir() or read_measures(folder) is None:  # none, or of other quantiser settings: made again
         return None
+    chosen_by = None
+    if settings.runtime == AUTO:
+        chosen_by = _auto_verdict(folder, settings)
+        if chosen_by is None or not chosen_by[0]:
+            return None
     try:
         encoder = open_int8(folder, spec, settings.threads)
     except RuntimeUnavailable as error:
@@ -87,23 +94,45 @@ def _ready_int8(spec: ModelSpec, wanted: ModelIdentity, settings: Settings) -> t
     import onnxruntime  # loaded by open_int8 already: only its version is read here
 
     metrics.libraries_loaded({"onnxruntime": onnxruntime.__version__})
-    return encoder, _int8_in_use(encoder)
+    return encoder, _int8_in_use(encoder, chosen_by)
 
 
 def _int8(fp32: Encoder, settings: Settings, verified: str) -> tuple[Encoder, RuntimeInUse]:
-    """The fp32 export's int8 copy, made where there is none, where it verifies; else the fp32 export, saying why."""
-    from clipspace.onnx_int8 import int8_towers
+    """The fp32 export's int8 copy, made (and measured) where there is none, where it verifies and, for `auto`, where
+    its measurements choose it; else the fp32 export, saying why."""
+    from clipspace.onnx_int8 import int8_folder, int8_towers
 
+    stored = _auto_verdict(int8_folder(settings.index_dir, fp32.fingerprint), settings)
+    if settings.runtime == AUTO and stored and not stored[0]:  # measured here already: the copy stays closed
+        return fp32, RuntimeInUse(ONNX, f"auto: the fp32 export, not its int8 copy: {stored[1]}; {verified}")
     try:
         encoder = int8_towers(fp32, settings.index_dir, settings.threads)
     except RuntimeUnavailable as error:
-        log.warning("the towers run on the fp32 ONNX export, not int8: %s", error)
+        (log.warning if settings.runtime == ONNX_INT8 else log.info)("the towers run on the fp32 ONNX export, not "
+                                                                      "int8: %s", error)
         return fp32, RuntimeInUse(ONNX, f"int8 refused, serving fp32: {error}; {verified}")
-    return encoder, _int8_in_use(encoder)
+    if settings.runtime == ONNX_INT8:
+        return encoder, _int8_in_use(encoder)
+    chosen, why = _auto_verdict(encoder.folder, settings)
+    if not chosen:
+        return fp32, RuntimeInUse(ONNX, f"auto: the fp32 export, not its int8 copy: {why}; {verified}")
+    return encoder, _int8_in_use(encoder, (chosen, why))
 
 
-def _int8_in_use(encoder: Encoder) -> RuntimeInUse:
-    return RuntimeInUse(ONNX_INT8, f"int8 copy {encoder.folder} of the fp32 ONNX export, verified against torch "
+def _auto_verdict(folder: Path, settings: Settings) -> tuple[bool, str] | None:
+    """The int8 copy's stored verdict (clipspace.onnx_int8.Int8Record.verdict); None where it was not measured on
+    this machine with these threads (then it is measured on this start)."""
+    from clipspace.onnx_int8 import read_measures, this_machine
+
+    stored = read_measures(folder)
+    if stored is None or stored.speed.machine != this_machine(settings.threads):
+        return None
+    return stored.verdict()
+
+
+def _int8_in_use(encoder: Encoder, chosen_by: tuple[bool, str] | None = None) -> RuntimeInUse:
+    why = f"auto chose int8: {chosen_by[1]}; " if chosen_by else ""
+    return RuntimeInUse(ONNX_INT8, f"{why}int8 copy {encoder.folder} of the fp32 ONNX export, verified against torch "
                                    f"(worst probe cosine {encoder.verified_cosine:.5f})")
 
 

@@ -35,6 +35,7 @@ from benchmarks.latency import measure_latency
 from benchmarks.load import measure_load
 from benchmarks.machine import describe_machine, load_average
 from benchmarks.ocr import measure_ocr
+from benchmarks.parity import measure_parity
 from benchmarks.ratelimit import HAMMER_PER_S, RATE, measure_rate_isolation
 from benchmarks.relevance import measure_relevance
 from benchmarks.report import progress, render
@@ -52,7 +53,7 @@ from tests.launcher import REPO_ROOT
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
 SECTIONS = ("builder", "http", "text", "load", "ratelimit", "switch", "faiss", "reindex", "memory", "ray", "keywords",
-            "ocr", "relevance", "duplicates", "runtime")
+            "ocr", "relevance", "duplicates", "runtime", "parity")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -116,6 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--filtered-kind", default="auto",
                         help="the index of the filtered section: auto (the tier for its size) or a factory string")
     parser.add_argument("--ocr-pictures", type=int, default=60, help="rendered signs in the ocr section (its extra)")
+    parser.add_argument("--parity-images", type=int, default=1000,
+                        help="pictures per eval set in the parity section (the MODEL_CARDs: 1000)")
     parser.add_argument("--skip", action="append", choices=SECTIONS, default=[], help="leave a section out")
     parser.add_argument("--only", action="append", choices=SECTIONS, default=[],
                         help="run only this section (repeatable), e.g. --only load")
@@ -158,9 +161,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> dict:
     """Every section in order (the HTTP one serves the index the builder section built); answers the result."""
-    if _sections(args) == ["duplicates"]:  # no corpus to build, no model but the embedded one
+    if set(_sections(args)) <= {"duplicates", "parity"}:  # no corpus to build
         result = {"command": shlex.join([sys.executable, "-m", "benchmarks", *sys.argv[1:]]), "cwd": os.getcwd(),
-                  "note": args.note, "machine": describe_machine(), "k": args.k, "duplicates": _duplicates(args)}
+                  "note": args.note, "machine": describe_machine(), "k": args.k}
+        if "duplicates" in _sections(args):
+            result["duplicates"] = _duplicates(args)
+        if "parity" in _sections(args):
+            result["parity"] = _parity(args)
         result["machine"]["load_avg_end"] = load_average()
         return result
     if args.ann_only:
@@ -227,6 +234,8 @@ def run(args: argparse.Namespace) -> dict:
                                                             args.batch_size, args.workers))
     if "duplicates" in sections:
         result["duplicates"] = _duplicates(args)
+    if "parity" in sections:
+        result["parity"] = _parity(args)
     result.update(run_ann(args))
     result["machine"]["load_avg_end"] = load_average()
     return result
@@ -253,6 +262,15 @@ def _duplicates(args: argparse.Namespace) -> dict:
         progress(f"duplicates: grouping {args.duplicate_vectors} synthetic vectors")
         section["grouping_time"] = measure_grouping_time(args.duplicate_vectors)
     return section
+
+
+def _parity(args: argparse.Namespace) -> dict:
+    """Issue 20's int8 parity: the embedded model and MiniLM on their eval sets, and the run's model (unless it is
+    the embedded one) for cosines, speed and memory."""
+    model = str(Path(args.model).resolve()) if Path(args.model).is_file() else args.model
+    large = None if model == EMBEDDED_MODEL else (model, args.pretrained)
+    with tempfile.TemporaryDirectory(prefix="clipspace-parity-") as scratch:
+        return measure_parity(Path(scratch), args.threads, args.parity_images, large, _service_env(args))
 
 
 def _sections(args: argparse.Namespace) -> list[str]:

@@ -48,7 +48,30 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", *_ocr(result["ocr"])]
     if result.get("runtime"):
         lines += ["", *_runtime(result["runtime"])]
+    if result.get("parity"):
+        lines += ["", *_parity(result["parity"])]
     return "\n".join(lines)
+
+
+def _parity(parity: dict[str, Any]) -> list[str]:
+    lines = ["parity: int8 vs fp32 towers, both on ONNX Runtime (benchmarks/parity.py)",
+             f"  {'model / eval set':<52} {'P@10 fp32 → int8':>18} {'recall@10 overlap':>18}"]
+    for key in ("embedded", "lit"):
+        model = parity[key]
+        if "left_out" in model:
+            lines.append(f"  {model['model']}: left out, {model['left_out']}")
+            continue
+        for entry in model["evals"]:
+            p10 = entry["p10"]
+            lines.append(f"  {key + ': ' + entry['name']:<52} {p10['fp32']:>8.3f} → {p10['int8']:<7.3f}"
+                         f" {entry['recall10_overlap']:>18.3f}")
+    for key, model in parity.items():
+        if "left_out" in model:
+            continue
+        speed = model.get("speed", {}).get("text_ms") or model.get("text_ms")
+        lines.append(f"  {key}: text {speed['fp32']} → {speed['int8']} ms; auto serves int8: "
+                     f"{model.get('auto_serves_int8', '-')}")
+    return lines
 
 
 def _runtime(models: list[dict[str, Any]]) -> list[str]:

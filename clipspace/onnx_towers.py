@@ -93,7 +93,8 @@ class OnnxEncoder:
         self._tokenizer = bpe.ClipTokenizer(folder / VOCAB_FILE, record.context_length, record.tokenizer_clean)
         self.spec, self.folder, self.record = spec, folder, record
         self.fingerprint, self.dim = record.identity.fingerprint, record.identity.dim
-        self.verified_cosine: float | None = None  # set by open_export
+        self.verified_cosine: float | None = None  # the worst probe cosine, set by open_export (and open_int8)
+        self.probe_mean_cosine: float | None = None  # set by open_int8, whose bound has a mean too
 
     @property
     def image_size(self) -> int:

@@ -10,10 +10,11 @@ from PIL import Image
 
 from clipspace.identity import ModelIdentity, ModelSpec
 
-TORCH, ONNX, ONNX_INT8 = "torch", "onnx", "onnx-int8"
-# auto: ONNX Runtime where its export of the model exists (or can be made) and verifies, else torch; onnx-int8: the
-# export's int8 copy (clipspace.onnx_int8), else the fp32 export
-RUNTIME_CHOICES = ("auto", TORCH, ONNX, ONNX_INT8)
+AUTO, TORCH, ONNX, ONNX_INT8 = "auto", "torch", "onnx", "onnx-int8"
+# auto: ONNX Runtime where its export of the model exists and verifies, in int8 where the export's int8 copy is
+# measured faithful and faster on this machine (clipspace.onnx_int8), else torch; onnx-int8: the export's int8 copy
+# whatever its speed, else the fp32 export
+RUNTIME_CHOICES = (AUTO, TORCH, ONNX, ONNX_INT8)
 
 
 class Encoder(Protocol):

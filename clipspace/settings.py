@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     device: str = "cpu"
     runtime: str = Field("auto", pattern=f"^({'|'.join(RUNTIME_CHOICES)})$", description=(
         "service: what runs the towers. onnx: ONNX Runtime, exporting the model beside the index on first start "
-        "if needed; auto: ONNX Runtime where a verified export exists (the builder makes one), else torch; onnx-int8: "
+        "if needed; auto: ONNX Runtime where a verified export exists (the builder makes one), in int8 where its int8 "
+        "copy is measured faithful and faster on this machine, else torch; onnx-int8: "
         "as onnx, serving an int8 copy of the export made and verified beside it (else the fp32 export); torch: "
         "torch. Where ONNX Runtime cannot serve, torch does, and /info says why"))
     threads: int | None = Field(None, ge=1)

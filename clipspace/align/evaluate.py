@@ -68,19 +68,39 @@ def attribute_precision(image_vectors: np.ndarray, scene_objects: Sequence[Seque
     and the mean and the worst are taken over all of them. Default: the world's own queries.
     """
     report: dict[str, object] = {}
-    combos = [(colour, shape) for colour in world.COLOURS for shape in world.SHAPES]
-    relevant = np.array([[any(o.colour == colour and o.shape == shape for o in objects)
-                          for objects in scene_objects] for colour, shape in combos])
-    present = relevant.any(axis=1)
     for language, ways in (phrasings or WORLD_PHRASINGS).items():
-        queries = [phrase(colour, shape) for phrase in ways for colour, shape in combos]
-        per_query = precision_at_k(embed_texts(queries) @ image_vectors.T, np.tile(relevant, (len(ways), 1)), k)
-        scored = {query: float(p) for query, p, ok in zip(queries, per_query, np.tile(present, len(ways)),
-                                                          strict=True) if ok}
+        queries, relevant = _attribute_queries(scene_objects, ways)
+        per_query = precision_at_k(embed_texts(queries) @ image_vectors.T, relevant, k)
+        scored = dict(zip(queries, (float(p) for p in per_query), strict=True))
         worst = min(scored, key=scored.get)
         report[language] = {"queries": len(scored), f"mean_P@{k}": float(np.mean(list(scored.values()))),
                             f"min_P@{k}": scored[worst], "worst_query": worst}
     return report
+
+
+def attribute_parity(reference: tuple[np.ndarray, EmbedTexts], candidate: tuple[np.ndarray, EmbedTexts],
+                     scene_objects: Sequence[Sequence[world.SceneObject]], ways: Sequence[Phrasing],
+                     k: int = PRECISION_K) -> dict[str, float]:
+    """Attribute P@k of two embeddings of one model (image vectors, text embed call): a reference (fp32) and a
+    candidate (its int8 copy), and how much of the reference's top k the candidate keeps (recall@k overlap,
+    |top k candidate ∩ top k reference| / k), each a mean over the same queries: every way × present combo."""
+    queries, relevant = _attribute_queries(scene_objects, ways)
+    scores = [embed_texts(queries) @ image_vectors.T for image_vectors, embed_texts in (reference, candidate)]
+    tops = [_top_k(score, k) for score in scores]
+    overlap = [len(set(mine) & set(theirs)) / k for mine, theirs in zip(tops[1], tops[0], strict=True)]
+    return {"queries": len(queries), "reference": float(np.mean(precision_at_k(scores[0], relevant, k))),
+            "candidate": float(np.mean(precision_at_k(scores[1], relevant, k))), "overlap": float(np.mean(overlap))}
+
+
+def _attribute_queries(scene_objects: Sequence[Sequence[world.SceneObject]],
+                       ways: Sequence[Phrasing]) -> tuple[list[str], np.ndarray]:
+    """Every phrasing of every colour × shape present in the images, and which images hold each (queries, images)."""
+    combos = [(colour, shape) for colour in world.COLOURS for shape in world.SHAPES]
+    relevant = np.array([[any(o.colour == colour and o.shape == shape for o in objects)
+                          for objects in scene_objects] for colour, shape in combos])
+    present = [(colour, shape, row) for (colour, shape), row in zip(combos, relevant, strict=True) if row.any()]
+    return ([phrase(colour, shape) for phrase in ways for colour, shape, _ in present],
+            np.array([row for _ in ways for _, _, row in present]))
 
 
 def evaluate_pairs(image_vectors: np.ndarray, pairs: Sequence[CaptionedImage], embed_texts: EmbedTexts,
