@@ -4,15 +4,19 @@ For each model: an fp32 index of the same pictures, the towers' export and its i
 on that index, CLIPSPACE_RUNTIME=torch, onnx and onnx-int8, all up at once, each started on a warm cache (the export
 and the copy made before it starts; ready_s is launch to /readyz). Queries go to one runtime after the other in
 alternating blocks (this machine's speed drifts within a minute, docs/decisions.md), and the bare calls (torch's
-`embed_texts`, ONNX Runtime's) are timed in this process in the same blocks. Each service's memory is read after its
-text queries and a burst of image uploads, so both towers have run.
+`embed_texts` in this process; ONNX Runtime's in a process of its own without torch, benchmarks/bare_onnx.py) are
+timed in the same blocks. Each service's memory is read after its text queries and a burst of image uploads, so
+both towers have run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -81,13 +85,13 @@ def _measure(encoder: DualEncoder, corpus: Corpus, work_dir: Path, service_env: 
     onnx = export_towers(encoder, index, threads)
     export_s = time.perf_counter() - started
     started = time.perf_counter()
-    int8 = int8_towers(onnx, index, threads)
+    folders = {ONNX: onnx.folder, ONNX_INT8: int8_towers(onnx, index, threads).folder}
     int8_copy_s = time.perf_counter() - started
     uploads = [(corpus.root / path).read_bytes() for path in corpus.paths[:IMAGE_UPLOADS]]
-    bare = {TORCH: lambda i: encoder.embed_texts([QUERIES[i % len(QUERIES)]]),
-            ONNX: lambda i: onnx.embed_texts([QUERIES[i % len(QUERIES)]]),
-            ONNX_INT8: lambda i: int8.embed_texts([QUERIES[i % len(QUERIES)]])}
     with tempfile.TemporaryDirectory() as logs, contextlib.ExitStack() as stack:
+        bare = {TORCH: lambda block: time_calls(lambda i: encoder.embed_texts([QUERIES[i % len(QUERIES)]]), block, 5)}
+        for runtime, folder in folders.items():
+            bare[runtime] = stack.enter_context(_bare_process(folder, runtime, threads))
         services, ready_s = {}, {}
         for runtime in RUNTIMES:
             started = time.perf_counter()
@@ -108,7 +112,7 @@ def _measure(encoder: DualEncoder, corpus: Corpus, work_dir: Path, service_env: 
         for block in _blocks(queries, 6):
             for runtime in RUNTIMES:
                 time.sleep(SETTLE_S)
-                bare_s[runtime] += time_calls(bare[runtime], block, warmup=5)
+                bare_s[runtime] += bare[runtime](block)
                 time.sleep(SETTLE_S)
                 http_s[runtime] += _sequential(_raw_connection, services[runtime].url, block, 5, 10)[0]
         memory = {}
@@ -130,6 +134,27 @@ def _measure(encoder: DualEncoder, corpus: Corpus, work_dir: Path, service_env: 
         ratio_http_over_bare_p50={runtime: round(p50[runtime] / statistics.median(bare_s[runtime]), 3)
                                   for runtime in RUNTIMES},
         onnx_memory_after_a_rerank=after_rerank)
+
+
+@contextlib.contextmanager
+def _bare_process(folder: Path, runtime: str, threads: int | None):
+    """A call timing `block` bare ONNX Runtime text calls (after 5 untimed) in benchmarks/bare_onnx.py's process."""
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.bare_onnx", str(folder), runtime, str(threads or 0)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if json.loads(process.stdout.readline())["torch_imported"]:
+        raise RuntimeError("the bare ONNX Runtime process imported torch")
+
+    def timed(block: int) -> list[float]:
+        process.stdin.write(json.dumps({"texts": [QUERIES[i % len(QUERIES)] for i in range(block + 5)],
+                                        "warmup": 5}) + "\n")
+        process.stdin.flush()
+        return json.loads(process.stdout.readline())
+
+    try:
+        yield timed
+    finally:
+        process.stdin.close()
+        process.wait(30)
 
 
 def _memory_after_a_rerank(service) -> dict[str, float] | None:
