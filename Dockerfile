@@ -18,6 +18,9 @@ COPY clipspace clipspace
 COPY index_builder index_builder
 COPY app app
 RUN pip install ".[onnx]"  # the towers served on ONNX Runtime, without torch, for an fp32 index
+# No CUDA library in a CPU image: of every dependency only torch's PyPI wheel pulls them (nvidia-*, triton, cuda-*),
+# and the CPU wheels above satisfy the install before (pip --dry-run --report: 55 packages, none of them; lab notes).
+RUN if pip list 2>/dev/null | grep -iE '^(nvidia-|triton |cuda-)'; then echo "CUDA wheels in a CPU image" >&2; exit 1; fi
 COPY data/models data/models
 
 ENV CLIPSPACE_INDEX_DIR=/index CLIPSPACE_IMAGES_DIR=/images HOST=0.0.0.0 PORT=8000

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from app import metrics
 from app.batching import MicroBatcher
 from app.runtime import RuntimeInUse
+from clipspace.allocator import return_freed_memory
 from clipspace.errors import ClipspaceError, ModelUnavailable
 from clipspace.images import load_image
 from clipspace.runtimes import TORCH, Encoder
@@ -53,7 +54,14 @@ class EncoderSlot:
         self.decoding = decoding
         self._executor = executor
         self._texts = MicroBatcher(encoder.embed_texts, executor, max_batch, name="text")
-        self._pixels = MicroBatcher(encoder.embed_pixels, executor, max_batch, name="image")
+        self._pixels = MicroBatcher(self._embed_pixels, executor, max_batch, name="image")
+
+    def _embed_pixels(self, batch: Sequence[object]) -> np.ndarray:
+        """The batch's vectors; then the C heap's freed pages go back: the decoded pictures and the forward pass's
+        activations, freed across the decoding threads' heaps, otherwise stay resident after a burst of uploads."""
+        vectors = self.encoder.embed_pixels(batch)
+        return_freed_memory()
+        return vectors
 
     async def embed_text(self, text: str) -> np.ndarray:
         return await _model_answer(self._texts.embed(text))

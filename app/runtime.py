@@ -44,7 +44,7 @@ def open_encoder(spec: ModelSpec, wanted: ModelIdentity, settings: Settings) -> 
             return ready
         folder = export_folder(settings.index_dir, wanted.fingerprint)
         if folder.is_dir():
-            encoder = open_export(folder, spec, settings.threads)
+            encoder = open_export(folder, spec, settings.threads, every_probe=False)
         elif settings.runtime in (ONNX, ONNX_INT8):
             made_with = load_torch_model(spec, settings.threads)
             check_same_model(made_with, wanted)
@@ -86,7 +86,7 @@ def _ready_int8(spec: ModelSpec, wanted: ModelIdentity, settings: Settings) -> t
         if chosen_by is None or not chosen_by[0]:
             return None
     try:
-        encoder = open_int8(folder, spec, settings.threads)
+        encoder = open_int8(folder, spec, settings.threads, every_probe=False)
     except RuntimeUnavailable as error:
         log.warning("making the int8 copy again from the fp32 export: %s", error)
         return None

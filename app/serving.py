@@ -132,6 +132,7 @@ class ServingHolder:
             return self._model
         # Loaded on the model thread, where it will run: torch's work stays on one OpenMP team (clipspace.openmp).
         encoder, runtime = self._executor.submit(open_encoder, spec, wanted, self.settings).result()
+        return_freed_memory()  # what loading and proving it freed: 6 MB of an int8 ViT-B-32 service's 300
         check_same_model(encoder, wanted)
         if self._model is not None:
             self._retired = weakref.ref(self._model[0].encoder)

@@ -75,19 +75,22 @@ def _parity(parity: dict[str, Any]) -> list[str]:
 
 
 def _runtime(models: list[dict[str, Any]]) -> list[str]:
-    lines = ["runtime: the service's towers on torch vs ONNX Runtime, fp32, same index (benchmarks/runtime.py)",
-             f"  {'model':<44} {'runtime':<7} {'ready s':>8} {'text p50 ms':>12} {'bare p50 ms':>12} {'RSS MB':>8}"]
+    lines = ["runtime: the service's towers on torch vs ONNX Runtime (fp32, int8), same index (benchmarks/runtime.py)",
+             f"  {'model':<34} {'runtime':<9} {'ready s':>8} {'text p50 ms':>12} {'bare p50 ms':>12} "
+             f"{'HTTP/bare':>10} {'RSS MB':>8}"]
     for model in models:
-        name = model["model"].rsplit("/", 1)[-1][:44]
-        for runtime in ("torch", "onnx"):
-            lines.append(f"  {name:<44} {runtime:<7} {model['ready_s'][runtime]:>8} "
+        name = model["model"].rsplit("/", 1)[-1][:34]
+        for runtime in model["ready_s"]:
+            lines.append(f"  {name:<34} {runtime:<9} {model['ready_s'][runtime]:>8} "
                          f"{model['http'][runtime]['p50_ms']:>12} {model['bare'][runtime]['p50_ms']:>12} "
+                         f"{model['ratio_http_over_bare_p50'][runtime]:>9}x "
                          f"{model['service_memory'][runtime]['rss_mb']:>8}")
         rerank = model["onnx_memory_after_a_rerank"]
-        lines.append(f"  onnx/torch: text p50 {model['ratio_onnx_over_torch_http_p50']}x, RSS "
-                     f"{model['ratio_onnx_over_torch_rss']}x; onnx HTTP/bare p50 "
-                     f"{model['ratio_http_over_bare_onnx_p50']}x; export {model['export_s']} s"
-                     + (f"; onnx RSS after a re-rank {rerank['rss_mb']} MB" if rerank else ""))
+        over = model["ratio_over_torch_http_p50"]
+        lines.append("  over torch: " + ", ".join(
+            f"{runtime} text p50 {over[runtime]}x, RSS {model['ratio_over_torch_rss'][runtime]}x" for runtime in over)
+            + f"; export {model['export_s']} s, int8 copy {model['int8_copy_s']} s"
+            + (f"; onnx RSS after a re-rank {rerank['rss_mb']} MB" if rerank else ""))
     return lines
 
 

@@ -114,7 +114,7 @@ def _export_graphs(encoder: DualEncoder, folder: Path) -> None:
         except Exception as error:  # torch.export raises many types for what it cannot capture
             raise RuntimeUnavailable(f"{encoder.spec.model}'s {input_name} tower does not export to ONNX: "
                                      f"{type(error).__name__}: {str(error)[:300]}") from error
-        program.save(str(folder / name))
+        program.save(str(folder / name), external_data=True)  # the weights in NAME.data, which ORT maps (onnx_towers)
 
 
 def _text_facts(encoder: DualEncoder) -> dict[str, Any]:

@@ -173,12 +173,13 @@ def int8_towers(fp32: OnnxEncoder, index_dir: Path, threads: int | None = None,
     return open_int8(folder, fp32.spec, threads)
 
 
-def open_int8(folder: Path, spec: ModelSpec, threads: int | None = None) -> OnnxEncoder:
-    """The int8 copy at `folder`, after proving its probe vectors stay within the bounds (else ExportRefused)."""
+def open_int8(folder: Path, spec: ModelSpec, threads: int | None = None, every_probe: bool = True) -> OnnxEncoder:
+    """The int8 copy at `folder`, after proving its probe vectors stay within the bounds (else ExportRefused): every
+    probe, or those a start embeds again (onnx_towers.START_TEXTS)."""
     record = read_record(folder)
     try:
         encoder = OnnxEncoder(spec, folder, record, threads)
-        cosines = encoder.probe_cosines()
+        cosines = encoder.probe_cosines(every_probe)
     except Exception as error:  # onnxruntime raises its own types for a damaged graph
         raise ExportRefused(f"the int8 copy at {folder} does not run: {type(error).__name__}: {error}") from error
     mean, worst = float(cosines.mean()), float(cosines.min())
@@ -227,9 +228,11 @@ def quantise(source: Path, target: Path) -> None:
         raise RuntimeUnavailable(f"ONNX Runtime's quantisation tools are not installed ({error})") from error
     try:
         quantize_dynamic(source, target, op_types_to_quantize=OP_TYPES, per_channel=True, reduce_range=False,
-                         weight_type=QuantType.QInt8)
+                         weight_type=QuantType.QInt8, use_external_data_format=True)  # mapped, as the fp32 export's
     except Exception as error:  # the quantiser raises many types for a graph it cannot rewrite
         raise RuntimeUnavailable(f"{source.name} does not quantise: {type(error).__name__}: {error}") from error
+    for written in target.parent.glob(target.name + "*"):  # the quantiser writes its weights file 0600: a service
+        shutil.copymode(source, written)                   # run by another user than the builder could not read it
 
 
 def _measures(int8: OnnxEncoder, fp32: OnnxEncoder, threads: int | None, speed: Int8Speed | None,

@@ -83,8 +83,9 @@ def test_export_is_made_once_per_model_beside_the_index(tmp_path, tiny_encoder, 
     assert [path.name for path in folder.parent.iterdir()] == [folder.name]  # no staging left behind
 
 
+@pytest.mark.parametrize("every_probe", [True, False], ids=["made", "at-start"])
 @pytest.mark.parametrize("graph", [TEXT_FILE, IMAGE_FILE])
-def test_an_export_whose_weights_were_altered_is_refused(tmp_path, tiny_export, graph):
+def test_an_export_whose_weights_were_altered_is_refused(tmp_path, tiny_export, graph, every_probe):
     altered = tmp_path / "export"
     shutil.copytree(tiny_export.folder, altered)
     model = onnx.load(str(altered / graph))
@@ -92,7 +93,7 @@ def test_an_export_whose_weights_were_altered_is_refused(tmp_path, tiny_export, 
     weights.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weights) * 1.5, weights.name))
     onnx.save(model, str(altered / graph))
     with pytest.raises(ExportRefused, match="differs from the torch towers"):
-        open_export(altered, tiny_export.spec)
+        open_export(altered, tiny_export.spec, every_probe=every_probe)
 
 
 def test_a_refused_export_is_made_again_by_whoever_has_the_torch_towers(tmp_path, tiny_encoder, tiny_export):
@@ -110,6 +111,17 @@ def test_a_damaged_export_is_refused(tmp_path, tiny_export):
     (damaged / IMAGE_FILE).write_bytes((damaged / IMAGE_FILE).read_bytes()[:1000])
     with pytest.raises(ExportRefused, match="does not run"):
         open_export(damaged, tiny_export.spec)
+
+
+def test_the_weights_lie_in_a_file_beside_each_graph_and_a_cut_one_is_refused(tmp_path, tiny_export):
+    for graph in (TEXT_FILE, IMAGE_FILE):  # mapped by ONNX Runtime: pages no query reads stay on disk
+        assert (tiny_export.folder / f"{graph}.data").is_file()
+    damaged = tmp_path / "export"
+    shutil.copytree(tiny_export.folder, damaged)
+    weights = damaged / f"{TEXT_FILE}.data"
+    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+    with pytest.raises(ExportRefused, match="does not run"):
+        open_export(damaged, tiny_export.spec, every_probe=False)
 
 
 def test_a_bf16_model_is_not_exported_and_says_why(tmp_path):
