@@ -48,6 +48,10 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", *_ocr(result["ocr"])]
     if result.get("runtime"):
         lines += ["", *_runtime(result["runtime"])]
+    if result.get("off_bf16"):
+        from benchmarks.off_bf16 import render_off_bf16  # it reports its progress through this module
+
+        lines += ["", *render_off_bf16(result["off_bf16"])]
     return "\n".join(lines)
 
 

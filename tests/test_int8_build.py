@@ -21,10 +21,10 @@ from tests.conftest import run_cli, running_service, write_corpus
 from tests.test_onnx_service import QUERIES, answers, torch_in
 
 # Measured on this corpus (docs/lab-notes.md, "int8 builds"): the embedded model's int8 image vectors have a cosine
-# of at least 0.999 to its fp32 ones, and the int8 service's top 10 equal the fp32 service's for every query but
-# one near-tie; its scores move by less than 0.01. A top 10 overlap of 0.8 and the same first answer leave room for
-# one more near-tie; a score that moved by 0.03 would be a broken copy, not rounding.
-MIN_TOP10_OVERLAP, SCORE_TOLERANCE = 0.8, 0.03
+# of at least 0.99997 to its fp32 ones, the int8 index's top 10 equal the fp32 index's for every query, and a score
+# moves by 0.0034 at most. 0.8 leaves room for near-ties on another CPU's kernels (test_onnx_int8.py saw one on a
+# 30-picture corpus: 0.9), 0.01 three times the largest move; a broken copy strays far past both.
+MIN_TOP10_OVERLAP, SCORE_TOLERANCE = 0.8, 0.01
 
 
 @pytest.fixture(scope="module")
@@ -120,4 +120,4 @@ def test_int8_vectors_stay_close_to_fp32_ones(indexes):
         finally:
             version.close()
     cosines = np.sum(vectors[0] * vectors[1], axis=1)
-    assert cosines.min() >= 0.99, cosines
+    assert cosines.min() >= 0.999, cosines
