@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.corpus import Corpus
+from benchmarks.corpus import Corpus, copy_subset
 from benchmarks.report import progress
 from clipspace.encoder import DualEncoder
 from clipspace.index.publish import open_current
@@ -80,7 +80,9 @@ def measure_off_bf16(encoder: DualEncoder, corpus: Corpus, work_dir: Path, threa
               "--no-onnx-export"]
     progress("off-bf16: making the int8 towers once (untimed)")
     towers = work_dir / "int8-towers"
-    _run([sys.executable, "-m", "index_builder", *common, "--index", str(towers), "--precision", "int8"])
+    few = copy_subset(corpus, work_dir / "towers-images", 4).root
+    _run([sys.executable, "-m", "index_builder", *common, "--images", str(few), "--index", str(towers),
+          "--precision", "int8"])
     runs: list[ArmRun] = []
     first: dict[str, Path] = {}
     for repeat in range(repeats):
