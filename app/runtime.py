@@ -14,7 +14,7 @@ from pathlib import Path
 from app import metrics
 from clipspace import allocator
 from clipspace.errors import ExportRefused, ModelMismatch, RuntimeUnavailable
-from clipspace.identity import ModelIdentity, ModelSpec
+from clipspace.identity import INT8, ModelIdentity, ModelSpec
 from clipspace.onnx_towers import export_folder, open_export
 from clipspace.runtimes import AUTO, ONNX, ONNX_INT8, TORCH, Encoder
 from clipspace.settings import Settings
@@ -33,6 +33,8 @@ class RuntimeInUse:
 def open_encoder(spec: ModelSpec, wanted: ModelIdentity, settings: Settings) -> tuple[Encoder, RuntimeInUse]:
     """The encoder for an index built with `wanted`, on the runtime CLIPSPACE_RUNTIME asks for where it can serve.
     Call it on the model thread, where the encoder will run (clipspace.openmp)."""
+    if wanted.precision == INT8:
+        return _int8_index(spec, wanted, settings)
     if settings.runtime == TORCH:
         return load_torch_model(spec, settings.threads), RuntimeInUse(TORCH, "CLIPSPACE_RUNTIME=torch")
     made_with: Encoder | None = None  # the torch encoder loaded to make an export, kept for a fallback
@@ -95,6 +97,22 @@ def _ready_int8(spec: ModelSpec, wanted: ModelIdentity, settings: Settings) -> t
 
     metrics.libraries_loaded({"onnxruntime": onnxruntime.__version__})
     return encoder, _int8_in_use(encoder, chosen_by)
+
+
+def _int8_index(spec: ModelSpec, wanted: ModelIdentity, settings: Settings) -> tuple[Encoder, RuntimeInUse]:
+    """An int8 index's queries run on the int8 copy that embedded its images, whatever CLIPSPACE_RUNTIME asks
+    (as a bf16 index runs in bf16); where that copy cannot serve, the version is refused, never served in fp32."""
+    from clipspace.int8_index import open_int8_index
+
+    encoder = open_int8_index(spec, wanted, settings.index_dir, settings.threads)
+    check_same_model(encoder, wanted)
+    import onnxruntime  # loaded by open_int8_index already: only its version is read here
+
+    metrics.libraries_loaded({"onnxruntime": onnxruntime.__version__})
+    ignored = "" if settings.runtime in (AUTO, ONNX_INT8) else \
+        f"; CLIPSPACE_RUNTIME={settings.runtime} does not apply to an int8 index"
+    return encoder, RuntimeInUse(ONNX_INT8, f"int8 index: its own int8 towers {encoder.folder} (worst probe cosine "
+                                            f"{encoder.verified_cosine:.5f} against fp32){ignored}")
 
 
 def _int8(fp32: Encoder, settings: Settings, verified: str) -> tuple[Encoder, RuntimeInUse]:

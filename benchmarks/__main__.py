@@ -35,6 +35,7 @@ from benchmarks.latency import measure_latency
 from benchmarks.load import measure_load
 from benchmarks.machine import describe_machine, load_average
 from benchmarks.ocr import measure_ocr
+from benchmarks.off_bf16 import measure_off_bf16
 from benchmarks.parity import measure_parity
 from benchmarks.ratelimit import HAMMER_PER_S, RATE, measure_rate_isolation
 from benchmarks.relevance import measure_relevance
@@ -53,7 +54,7 @@ from tests.launcher import REPO_ROOT
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
 SECTIONS = ("builder", "http", "text", "load", "ratelimit", "switch", "faiss", "reindex", "memory", "ray", "keywords",
-            "ocr", "relevance", "duplicates", "runtime", "parity")
+            "ocr", "relevance", "duplicates", "runtime", "parity", "offbf16")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -119,6 +120,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ocr-pictures", type=int, default=60, help="rendered signs in the ocr section (its extra)")
     parser.add_argument("--parity-images", type=int, default=1000,
                         help="pictures per eval set in the parity section (the MODEL_CARDs: 1000)")
+    parser.add_argument("--clip-retrieval-python", type=Path, default=os.environ.get("CLIPSPACE_CLIP_RETRIEVAL_PYTHON"),
+                        help="offbf16: the python of a venv with clip-retrieval installed, to run its clip_inference "
+                             "on the same files (env CLIPSPACE_CLIP_RETRIEVAL_PYTHON; without it that arm is skipped)")
     parser.add_argument("--skip", action="append", choices=SECTIONS, default=[], help="leave a section out")
     parser.add_argument("--only", action="append", choices=SECTIONS, default=[],
                         help="run only this section (repeatable), e.g. --only load")
@@ -228,6 +232,10 @@ def run(args: argparse.Namespace) -> dict:
         if "runtime" in sections and importlib.util.find_spec("onnxruntime"):
             result["runtime"] = measure_runtimes(_with_the_embedded_model(encoder, args), corpus, work_dir,
                                                  _service_env(args), args.queries, args.threads)
+        if "offbf16" in sections and importlib.util.find_spec("onnxruntime"):
+            result["off_bf16"] = asdict(measure_off_bf16(
+                encoder, corpus, work_dir / "off-bf16", args.threads or os.cpu_count() or 1, args.batch_size,
+                args.workers, args.repeats, args.clip_retrieval_python))
         if "ray" in sections:
             with _ray_may_fail(result, "ray_error"):  # a busy machine can miss Ray's start-up deadline
                 result["ray"] = asdict(measure_ray_overhead(encoder, corpus.root, corpus.count, warmup.root, work_dir,

@@ -48,7 +48,7 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", *_ocr(result["ocr"])]
     if result.get("runtime"):
         lines += ["", *_runtime(result["runtime"])]
-    if result.get("parity"):
+    if result.get("parity", "offbf16"):
         lines += ["", *_parity(result["parity"])]
     return "\n".join(lines)
 

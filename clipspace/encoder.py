@@ -177,6 +177,8 @@ def load_encoder(spec: ModelSpec, threads: int | None = None, pretrained_text: b
     `pretrained_text` fills a Hugging Face text tower (`hf_model_name`) with that model's own weights; only
     training asks for it (LiT starts from them), so loading a trained model never fetches a text tower.
     """
+    if spec.precision not in _DTYPES:
+        raise ModelLoadError(f"{spec.precision} towers run on ONNX Runtime (clipspace.int8_index), not on torch")
     if threads:
         torch.set_num_threads(threads)
     spec = with_absolute_paths(spec)

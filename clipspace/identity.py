@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict
 
 # How a model's towers compute: part of its identity, since each precision gives other vectors. Never fp16 on a CPU.
 PRECISIONS = ("fp32", "bf16")
+# An index embedded by the int8 copy of the model's ONNX export (`--precision int8`): ONNX Runtime only, no torch dtype
+INT8 = "int8"
+INDEX_PRECISIONS = (*PRECISIONS, INT8)
 NO_WEIGHTS = {None, "", "none", "random"}
 
 
@@ -31,8 +34,8 @@ class ModelSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.precision not in INDEX_PRECISIONS:
+            raise ValueError(f"precision must be one of {INDEX_PRECISIONS}, not {self.precision!r}")
 
     @property
     def has_weights(self) -> bool:

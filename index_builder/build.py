@@ -22,7 +22,6 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from clipspace.encoder import DualEncoder
 from clipspace.errors import ClipspaceError, IndexNotReady
 from clipspace.fusion.rerank import find_reranker
 from clipspace.images import IMAGE_SUFFIXES
@@ -33,6 +32,7 @@ from clipspace.index.records import ItemRecord
 from clipspace.index.shards import ShardedVectors
 from clipspace.index.version import IndexVersion
 from clipspace.index.writer import VersionWriter
+from clipspace.runtimes import TORCH, Encoder
 from index_builder.files import Movable, Processed, Work, list_images, read_caption
 from index_builder.local import LocalEmbedder
 from index_builder.options import BuildOptions, check_options
@@ -95,7 +95,7 @@ class Embedder(Protocol):
     def write_faiss(self, folder: Path, target: str, shards: tuple, dim: int, factory: str) -> dict[str, int]: ...
 
 
-def build_index(options: BuildOptions, encoder: DualEncoder, embedder: Embedder | None = None) -> BuildReport:
+def build_index(options: BuildOptions, encoder: Encoder, embedder: Embedder | None = None) -> BuildReport:
     """Build and publish a new version of `options.index` from `options.images`; the old one serves meanwhile."""
     started = time.perf_counter()
     check_options(options)
@@ -132,7 +132,7 @@ def build_index(options: BuildOptions, encoder: DualEncoder, embedder: Embedder 
         return report
 
 
-def _build(options: BuildOptions, encoder: DualEncoder, embedder: Embedder, previous: IndexVersion | None,
+def _build(options: BuildOptions, encoder: Encoder, embedder: Embedder, previous: IndexVersion | None,
            vectors_valid: bool, writer: VersionWriter, plan: Plan, report: BuildReport) -> None:
     root = Path(options.images)
     listed = plan.add_listing(list_images(root, options.max_file_bytes, report.not_images))
@@ -218,7 +218,7 @@ def _add_processed(found: Processed, row: PlanRow, item_id: int, caption: str | 
 class _PendingItems:
     """Items on their way to the writer, held until their captions are embedded in one batch, then written in order."""
 
-    def __init__(self, writer: VersionWriter, encoder: DualEncoder, report: BuildReport) -> None:
+    def __init__(self, writer: VersionWriter, encoder: Encoder, report: BuildReport) -> None:
         self.writer = writer
         self.encoder = encoder
         self.report = report
@@ -251,7 +251,7 @@ class _PendingItems:
         self.texts = 0
 
 
-def _calibrate(encoder: DualEncoder, images: ShardedVectors, captions: ShardedVectors,
+def _calibrate(encoder: Encoder, images: ShardedVectors, captions: ShardedVectors,
                captioned: list[tuple[int, int, str]]) -> Calibration | None:
     """Every build fits the relevance calibration again, on the new version's vectors, for this model."""
     started = time.perf_counter()
@@ -262,13 +262,17 @@ def _calibrate(encoder: DualEncoder, images: ShardedVectors, captions: ShardedVe
     return calibration
 
 
-def _token_shape(options: BuildOptions, encoder: DualEncoder) -> tuple[int, int] | None:
+def _token_shape(options: BuildOptions, encoder: Encoder) -> tuple[int, int] | None:
     """The patch tokens this build keeps: those the model's re-ranker reads, when it has one (and they are wanted).
 
     Cached in the version, they let a re-ranked query skip decoding and embedding its 50 candidates
     (docs/decisions.md: ~76 ms recomputed, ~16 ms cached, for 7,104 bytes per image with the embedded model).
     """
     if not options.patch_tokens:
+        return None
+    if encoder.runtime != TORCH:  # the re-ranker reads torch's patch tokens; an int8 build keeps none
+        log.info("no patch tokens kept: the %s towers do not answer them (a re-ranked query embeds its "
+                 "candidates again)", encoder.runtime)
         return None
     reranker, _ = find_reranker(encoder)
     if reranker is None:
@@ -279,7 +283,7 @@ def _token_shape(options: BuildOptions, encoder: DualEncoder) -> tuple[int, int]
     return shape
 
 
-def _previous_version(index_dir: Path, encoder: DualEncoder,
+def _previous_version(index_dir: Path, encoder: Encoder,
                       token_shape: tuple[int, int] | None = None) -> tuple[IndexVersion | None, bool, str | None]:
     """The serving version (for stable ids) and whether its vectors are valid for this model (for reuse): a build
     that keeps patch tokens reuses only a version that kept the same ones."""

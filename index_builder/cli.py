@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import signal
 from dataclasses import fields
@@ -12,8 +11,11 @@ from typing import Any
 
 from clipspace.encoder import DualEncoder, ModelSpec, default_precision, load_encoder
 from clipspace.errors import ClipspaceError, IndexBusy, InvalidBuildOptions, ModelLoadError, RuntimeUnavailable
+from clipspace.identity import INT8
+from clipspace.runtimes import TORCH, Encoder
 from clipspace.settings import EMBEDDED_MODEL, PRECISION_CHOICES, Settings
 from index_builder.build import BuildReport, Embedder, build_index
+from index_builder.int8 import check_int8_build, int8_encoder, missing_onnx_modules
 from index_builder.options import BuildOptions, check_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -35,8 +37,9 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
     parser.add_argument("--pretrained", default=settings.pretrained,
                         help="weights for a named model: a tag (laion2b_s34b_b79k), a checkpoint path, or "
                              "'none' for seeded random weights")
-    parser.add_argument("--precision", choices=PRECISION_CHOICES, default=settings.precision,
-                        help="auto = bf16 on CUDA and on CPUs with native bf16, else fp32")
+    parser.add_argument("--precision", choices=(*PRECISION_CHOICES, INT8), default=settings.precision,
+                        help="auto = bf16 on CUDA and on CPUs with native bf16, else fp32; int8 = the int8 copy "
+                             "of the model's ONNX export on ONNX Runtime, for CPUs without bf16 (the onnx extra)")
     parser.add_argument("--device", default=settings.device)
     parser.add_argument("--threads", type=int, default=settings.threads, help="torch threads (default: all)")
     option("batch_size")
@@ -92,13 +95,17 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING if args.quiet else logging.INFO)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     precision = default_precision(args.device) if args.precision == "auto" else args.precision
-    spec = ModelSpec(args.model, args.pretrained, precision, args.device)
+    spec = ModelSpec(args.model, args.pretrained, "fp32" if precision == INT8 else precision, args.device)
     flags = {option.name for option in fields(BuildOptions)}
     options = BuildOptions(**{name: value for name, value in vars(args).items() if name in flags},
                            progress=not args.quiet)
     try:
         check_options(options)
-        encoder = load_encoder(spec, threads=args.threads)
+        if precision == INT8:
+            check_int8_build(args.ray is not None, args.device)
+        encoder: Encoder = load_encoder(spec, threads=args.threads)
+        if precision == INT8:
+            encoder = int8_encoder(encoder, args.index, args.threads)
         report = build_index(options, encoder, _ray_embedder(args, encoder, options) if args.ray is not None else None)
     except KeyboardInterrupt:
         log.error("interrupted: nothing was published; the previous version keeps serving")
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     except ClipspaceError as error:
         log.error("build failed, nothing was published: %s", error)
         return EXIT_FAILED
-    if args.onnx_export:
+    if args.onnx_export and encoder.runtime == TORCH:  # an int8 build made its export already
         _export_for_the_service(encoder, args.index)
     print(_summary(report, args.index))
     return EXIT_OK
@@ -126,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 def _export_for_the_service(encoder: DualEncoder, index: Path) -> None:
     """The towers exported to ONNX beside the index, so the service serves them without torch from its first
     start (a model that cannot be exported is served on torch: the build still succeeded)."""
-    if encoder.spec.precision != "fp32" or any(importlib.util.find_spec(name) is None
-                                               for name in ("onnxruntime", "onnxscript")):
+    if encoder.spec.precision != "fp32" or missing_onnx_modules():
         return  # ONNX Runtime serves fp32 exports, made with the onnx extra
     from clipspace.onnx_export import export_towers
 

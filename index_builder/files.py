@@ -175,7 +175,7 @@ def _read_file(root: Path, work: Work, movable: dict[str, Movable], limits: File
         return Processed(work.seq, rejected=str(error))
     found.width, found.height = image.info["original_size"]
     found.facts = read_photo_facts(image, mtime_ns=stat.st_mtime_ns)
-    found.pixels = preprocess(image).numpy()
+    found.pixels = np.asarray(preprocess(image))  # torch's tensor (no copy) or ONNX Runtime's array
     found.layout = colour_layout(image)
     if work.ocr:
         found.ocr_text, found.text_read = _text_in(image), True

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clipspace.encoder import DualEncoder
 from clipspace.fusion.tokens import image_tokens
 from clipspace.index.writer import write_faiss
 from clipspace.openmp import serial_torch_here
+from clipspace.runtimes import TORCH, Encoder
 from index_builder.files import Movable, Processed, Work, read_file
 from index_builder.options import BuildOptions
 
@@ -21,7 +21,7 @@ from index_builder.options import BuildOptions
 class LocalEmbedder:
     """Pillow and hashlib release the GIL, so decoding on threads overlaps with the model's forward pass."""
 
-    def __init__(self, encoder: DualEncoder, options: BuildOptions) -> None:
+    def __init__(self, encoder: Encoder, options: BuildOptions) -> None:
         self.encoder = encoder
         self.options = options
         self.write_faiss = write_faiss
@@ -49,7 +49,7 @@ class LocalEmbedder:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def embed_in_batches(read: Iterable[Processed], encoder: DualEncoder, batch_size: int,
+def embed_in_batches(read: Iterable[Processed], encoder: Encoder, batch_size: int,
                      tokens: bool = False) -> Iterator[Processed]:
     """Embed the pixels of `batch_size` files at a time, answering every file (reused and skipped ride along);
     with `tokens`, each embedded file also keeps its patch tokens for the re-ranker."""
@@ -64,7 +64,7 @@ def embed_in_batches(read: Iterable[Processed], encoder: DualEncoder, batch_size
     yield from embed_batch(batch, encoder, tokens)
 
 
-def embed_batch(batch: list[Processed], encoder: DualEncoder, tokens: bool) -> list[Processed]:
+def embed_batch(batch: list[Processed], encoder: Encoder, tokens: bool) -> list[Processed]:
     """Embed the files of `batch` that hold pixels, in one forward pass; the others pass through unchanged."""
     with_pixels = [found for found in batch if found.pixels is not None]
     if with_pixels:
@@ -75,9 +75,9 @@ def embed_batch(batch: list[Processed], encoder: DualEncoder, tokens: bool) -> l
     return batch
 
 
-def embed_pixels(encoder: DualEncoder, pixels: np.ndarray, tokens: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def embed_pixels(encoder: Encoder, pixels: np.ndarray, tokens: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Vectors of a preprocessed batch and, with `tokens`, its patch tokens in float16 from the same forward pass."""
-    if not tokens:
-        return encoder.embed_pixels(torch.from_numpy(pixels)), None
+    if not tokens:  # torch's towers take a tensor, ONNX Runtime's the array itself
+        return encoder.embed_pixels(torch.from_numpy(pixels) if encoder.runtime == TORCH else pixels), None
     found = image_tokens(encoder, torch.from_numpy(pixels))
     return found.pooled.numpy(), found.patches.half().numpy()
