@@ -270,7 +270,7 @@ def _token_shape(options: BuildOptions, encoder: DualEncoder) -> tuple[int, int]
     """
     if not options.patch_tokens:
         return None
-    reranker, _ = find_reranker(encoder)
+    reranker, _ = find_reranker(encoder, options.index)
     if reranker is None:
         return None
     shape = reranker.token_shape
