@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from clipspace.cli import main
 from clipspace.fusion.beside import MATCHER_FILE, index_matcher_folder
 from clipspace.fusion.matcher import read_config
 from clipspace.fusion.rerank import find_reranker
@@ -67,6 +68,6 @@ def test_without_a_matcher_the_reason_says_how_to_train_one_from_captions(tmp_pa
     assert str(index_matcher_folder(tmp_path / "index", tiny_encoder.fingerprint) / MATCHER_FILE) in detail
 
 
-def test_corpus_training_refuses_world_only_options_with_a_clear_error(tmp_path):
-    refused = train_from_folder("--corpus", str(tmp_path), "--model", TINY_ARCH, "--scenes", "10")
-    assert refused.returncode == 2 and "apply to the world's matcher only" in refused.stderr
+def test_corpus_training_refuses_world_only_options_with_a_clear_error(tmp_path, capsys):
+    assert main(["matcher", "--corpus", str(tmp_path), "--model", TINY_ARCH, "--scenes", "10"]) == 2
+    assert "apply to the world's matcher only" in capsys.readouterr().err
