@@ -17,8 +17,7 @@ def test_attribute_swap_exchanges_colours_between_the_nouns_they_modify():
     assert made["attribute_swap"] == "a blue cube on top of a red box"
 
 
-def test_attribute_swap_exchanges_only_words_of_one_class_and_keeps_articles_right():
-    assert negatives("an old man with a young dog")["attribute_swap"] == "a young man with an old dog"
+def test_attribute_swap_exchanges_only_words_of_one_class():
     swapped = negatives("a small red circle and a large blue square")["attribute_swap"]
     assert swapped in ("a large red circle and a small blue square", "a small blue circle and a large red square")
 
@@ -74,3 +73,4 @@ def test_without_wordnet_the_fallback_lists_still_swap_colours(tmp_path):
 @pytest.mark.skipif(load_lexicon().source == "fallback", reason="Debian's wordnet-base or nltk is not installed")
 def test_wordnet_tells_adjectives_from_nouns_beyond_the_fallback_lists():
     assert negatives("a wooden chair near a metal table")["attribute_swap"] == "a metal chair near a wooden table"
+    assert negatives("an old man with a young dog")["attribute_swap"] == "a young man with an old dog"  # articles agree
