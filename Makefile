@@ -28,7 +28,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e '.[dev,ray,ocr,onnx]'
+	$(BIN)/pip install --quiet -e '.[dev,ray,ocr,onnx,negatives]'
 	touch $@
 
 $(DEMO_IMAGES)/captions.jsonl: | $(STAMP)
@@ -47,7 +47,7 @@ index: setup demo
 run: index
 	CLIPSPACE_INDEX_DIR=$(DEMO_INDEX) $(BIN)/python -m app --host $(HOST) --port $(PORT)
 
-test: setup browser fonts lit-extra
+test: setup browser fonts wordnet lit-extra
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 	HF_HUB_OFFLINE=1 PYTHONPATH=$(LIT_EXTRA) $(BIN)/python -m pytest -q tests/test_align_lit.py
 
@@ -81,6 +81,15 @@ fonts:
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends fonts-noto-cjk; \
 	else echo "fonts-noto-cjk is missing and only root can install it: signs fall back to another CJK font"; fi
+
+# WordNet's part-of-speech lists for the text-derived negatives of `matcher --corpus` (clipspace/fusion/negatives.py,
+# read by nltk): Debian's wordnet-base, installed as root when missing (CI runs as root); elsewhere fallback lists.
+.PHONY: wordnet
+wordnet:
+	@if [ -e /usr/share/wordnet/index.noun ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wordnet-base; \
+	else echo "wordnet-base is missing and only root can install it: negatives fall back to colour and size lists"; fi
 
 bench: setup
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +20,7 @@ from app.runtime import load_torch_model
 from app.served_index import ServedIndex
 from clipspace.errors import ClipspaceError, RerankUnavailable
 from clipspace.fusion import labels as zero_shot
-from clipspace.fusion.beside import MATCHER_FILE, RERANK_DEPTH, model_folder
+from clipspace.fusion.beside import RERANK_DEPTH, matcher_file, model_folder
 from clipspace.images import load_image
 from clipspace.index.records import SearchHit
 from clipspace.runtimes import TORCH
@@ -33,17 +34,19 @@ log = logging.getLogger(__name__)
 class Fusion:
     """What composed queries and zero-shot labels need of a model beyond its two towers.
 
-    Made once per encoder (finding the matcher reads its file), shared by every index version it serves.
+    Made once per encoder (finding the matcher reads its file), shared by every index version it serves. The matcher
+    is the one trained for the encoder's weights beside the index (`index_dir`), else the one beside a local-dir:
+    model's weights (clipspace.fusion.beside.matcher_file).
     """
 
-    def __init__(self, slot: EncoderSlot, threads: int | None = None) -> None:
-        self.slot, self._threads = slot, threads
+    def __init__(self, slot: EncoderSlot, threads: int | None = None, index_dir: Path | None = None) -> None:
+        self.slot, self._threads, self._index_dir = slot, threads, index_dir
         self._reranker: Reranker | None = None
         if slot.encoder.runtime == TORCH:
-            self._reranker, self.rerank_detail = self._find_reranker(slot.encoder)
+            self._reranker, self.rerank_detail = self._find_reranker(slot.encoder, index_dir)
             self._looked = True
         else:
-            self._looked, self.rerank_detail = _matcher_beside(slot)
+            self._looked, self.rerank_detail = _matcher_beside(slot, index_dir)
         # prompt ensembles per language: the model's own (`zero_shot_templates.json`) over the generic ones
         self.templates: Mapping[str, tuple[str, ...]] = zero_shot.model_templates(model_folder(slot.encoder))
 
@@ -113,23 +116,24 @@ class Fusion:
         if not self._looked:
             log.info("loading torch and the model for the matcher: the towers stay on ONNX Runtime")
             self._reranker, self.rerank_detail = self._find_reranker(
-                load_torch_model(self.slot.encoder.spec, self._threads))
+                load_torch_model(self.slot.encoder.spec, self._threads), self._index_dir)
             self._looked = True
         if self._reranker is None:
             raise RerankUnavailable(f"re-ranking is not available for this index: {self.rerank_detail}")
         return self._reranker
 
     @staticmethod
-    def _find_reranker(encoder: object) -> tuple[Reranker | None, str]:
+    def _find_reranker(encoder: object, index_dir: Path | None) -> tuple[Reranker | None, str]:
         from clipspace.fusion.rerank import find_reranker  # torch
 
-        return find_reranker(encoder)
+        return find_reranker(encoder, index_dir)
 
 
-def _matcher_beside(slot: EncoderSlot) -> tuple[bool, str]:
-    """(looked, detail): nothing to look for when no matcher file lies beside the model (read without torch)."""
-    folder = model_folder(slot.encoder)
-    if folder is None or not (folder / MATCHER_FILE).is_file():
-        return True, "no matcher beside this model (a matcher ships as matcher.safetensors beside a local-dir: model)"
-    return False, (f"cross-attention matcher {MATCHER_FILE}, loaded on torch at the first re-rank (the towers run "
-                   "on ONNX Runtime)")
+def _matcher_beside(slot: EncoderSlot, index_dir: Path | None) -> tuple[bool, str]:
+    """(looked, detail): nothing to look for when there is no matcher file for the model (read without torch)."""
+    path = matcher_file(slot.encoder, index_dir)
+    if path is None:
+        return True, ("no matcher for this model: train one from captioned images with `python -m clipspace.align "
+                      "matcher --corpus DIR --model MODEL`")
+    return False, (f"cross-attention matcher {path}, loaded on torch at the first re-rank (the towers run on "
+                   "ONNX Runtime)")

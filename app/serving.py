@@ -137,5 +137,5 @@ class ServingHolder:
         if self._model is not None:
             self._retired = weakref.ref(self._model[0].encoder)
         slot = EncoderSlot(encoder, runtime, self._executor, self.settings.max_batch, self._decoding)
-        self._model = slot, Fusion(slot, self.settings.threads)
+        self._model = slot, Fusion(slot, self.settings.threads, self.settings.index_dir)
         return self._model

@@ -14,9 +14,10 @@ from clipspace.align import world
 from clipspace.align.train import TrainOptions, train
 from clipspace.errors import ClipspaceError
 from clipspace.fusion.evaluate import EvalOptions
+from clipspace.fusion.folder import FolderMatcherOptions
 from clipspace.fusion.train import MatcherOptions
-from clipspace.options import add_flags, from_flat, given_flags, read_recipe
-from clipspace.settings import EMBEDDED_MODEL
+from clipspace.options import add_flags, flat_fields, from_flat, given_flags, read_recipe
+from clipspace.settings import EMBEDDED_MODEL, Settings
 
 MATCHER_RECIPE = Path(__file__).parent / "fusion" / "recipes" / "matcher-shapes-v5.json"
 
@@ -104,11 +105,29 @@ def run_export(args: argparse.Namespace) -> int:
 def run_matcher(args: argparse.Namespace) -> int:
     from clipspace.fusion.train import train_matchers
 
+    if args.corpus:
+        return run_folder_matcher(args)
     recipe = read_recipe(Path(args.recipe), MatcherOptions)
     result = train_matchers(from_flat(MatcherOptions, {**recipe, **given_flags(args, MatcherOptions)}))
     print(json.dumps({"seconds": round(result.seconds, 1), "matcher": str(result.matcher),
                       "matcher_bytes": result.matcher.stat().st_size, "concat": str(result.concat),
                       "val_binding_accuracy": result.validation}, indent=2))
+    return 0
+
+
+def run_folder_matcher(args: argparse.Namespace) -> int:
+    from clipspace.fusion.folder import train_folder_matcher
+
+    world_only = sorted(set(given_flags(args, MatcherOptions)) - set(flat_fields(FolderMatcherOptions)))
+    if world_only:
+        raise ValueError(f"--corpus trains from a folder: {', '.join(world_only)} apply to the world's matcher only")
+    if args.model is None:
+        raise ValueError("--corpus needs --model: the open_clip model whose index the matcher re-ranks")
+    values = {"index": str(Settings().index_dir), **given_flags(args, FolderMatcherOptions)}
+    result = train_folder_matcher(from_flat(FolderMatcherOptions, values))
+    print(json.dumps({"seconds": round(result.seconds, 1), "matcher": str(result.matcher),
+                      "matcher_bytes": result.matcher.stat().st_size, "pairs": result.pairs,
+                      "negatives": result.negatives, "val_negative_accuracy": result.validation}, indent=2))
     return 0
 
 
@@ -195,14 +214,23 @@ def _parser() -> argparse.ArgumentParser:
     score.set_defaults(command=run_eval)
 
     matcher = commands.add_parser("matcher", help="train the cross-attention matcher and the concatenation "
-                                                  "baseline of a frozen dual encoder; written beside a local-dir: "
-                                                  "model")
+                                                  "baseline of a frozen dual encoder on the world, written beside a "
+                                                  "local-dir: model; or, with --corpus, a matcher for any open_clip "
+                                                  "model from captioned images, written beside the index")
     matcher.add_argument("--recipe", default=str(MATCHER_RECIPE), help="JSON of matcher options (default: %(default)s)")
     overrides = ("model", "out", "scenes", "steps", "mlp_steps", "threads", "seed")
     add_flags(matcher, MatcherOptions, overrides, helps={**dict.fromkeys(overrides, "override the recipe"),
                                                          "model": "the dual encoder (default: the recipe's)",
                                                          "out": "folder for the matcher files (default: the "
                                                                 "local-dir: model's folder)"})
+    add_flags(matcher, FolderMatcherOptions, ("corpus", "pretrained", "index", "batch_size", "val_fraction"), helps={
+        "corpus": "train from this folder of images with caption sidecars (x.jpg + x.txt, or captions.jsonl), "
+                  "hard negatives rewritten from the captions; without it, from the world (the recipe)",
+        "pretrained": "with --corpus: the model's pretrained tag or checkpoint",
+        "index": "with --corpus: the index the service serves; the matcher goes to INDEX/matchers/<fingerprint>/ "
+                 "(default: CLIPSPACE_INDEX_DIR or var/index)",
+        "batch_size": "with --corpus: images per step (default 32)",
+        "val_fraction": "with --corpus: share of images held out to validate on (default 0.1)"})
     matcher.set_defaults(command=run_matcher)
 
     table = commands.add_parser("fusion-eval", help="composed queries, zero-shot shapes, and the binding table "

@@ -274,7 +274,7 @@ def _token_shape(options: BuildOptions, encoder: Encoder) -> tuple[int, int] | N
         log.info("no patch tokens kept: the %s towers do not answer them (a re-ranked query embeds its "
                  "candidates again)", encoder.runtime)
         return None
-    reranker, _ = find_reranker(encoder)
+    reranker, _ = find_reranker(encoder, options.index)
     if reranker is None:
         return None
     shape = reranker.token_shape

@@ -12,7 +12,7 @@ from PIL import Image
 
 from clipspace.encoder import DualEncoder
 from clipspace.errors import ModelLoadError, ModelMismatch
-from clipspace.fusion.beside import MATCHER_FILE, model_folder
+from clipspace.fusion.beside import MATCHER_FILE, index_matcher_folder, matcher_file
 from clipspace.fusion.matcher import CrossAttentionMatcher, load_scorer
 from clipspace.fusion.tokens import image_tokens, preprocess_images, text_tokens
 
@@ -70,15 +70,15 @@ class Reranker:
         return (total / sum(weights)).astype(np.float32)
 
 
-def find_reranker(encoder: DualEncoder) -> tuple[Reranker | None, str]:
-    """The reranker beside the encoder's weights, or None and the reason a person can act on."""
-    folder = model_folder(encoder)
-    if folder is None:
-        return None, (f"no matcher: {encoder.spec.model} is not a local-dir: model, and a matcher ships as "
-                      f"{MATCHER_FILE} beside a local-dir: model's weights")
-    path = folder / MATCHER_FILE
-    if not path.is_file():
-        return None, f"no matcher for this model: train one with `python -m clipspace.align matcher` ({path})"
+def find_reranker(encoder: DualEncoder, index_dir: Path | None = None) -> tuple[Reranker | None, str]:
+    """The reranker for the encoder's weights (`matcher_file`: beside the index, else beside a local-dir: model's
+    weights), or None and the reason a person can act on."""
+    path = matcher_file(encoder, index_dir)
+    if path is None:
+        folder = index_matcher_folder(index_dir or Path("INDEX"), encoder.fingerprint)
+        model = encoder.spec.model + (f" --pretrained {encoder.spec.pretrained}" if encoder.spec.pretrained else "")
+        return None, (f"no matcher for this model: train one from captioned images with `python -m clipspace.align "
+                      f"matcher --corpus DIR --model {model}` (it writes {folder / MATCHER_FILE})")
     try:
         matcher = load_scorer(path, encoder.fingerprint)
     except (ModelMismatch, ModelLoadError) as error:
@@ -87,4 +87,4 @@ def find_reranker(encoder: DualEncoder) -> tuple[Reranker | None, str]:
     if not isinstance(matcher, CrossAttentionMatcher):
         return None, f"{path} is not a cross-attention matcher"
     log.info("re-ranking with %s", path)
-    return Reranker(encoder, matcher, path), f"cross-attention matcher {path.name}, trained for {encoder.fingerprint}"
+    return Reranker(encoder, matcher, path), f"cross-attention matcher {path}, trained for {encoder.fingerprint}"

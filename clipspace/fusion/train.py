@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -88,8 +89,10 @@ def train_matchers(opts: MatcherOptions, progress: bool = True) -> MatcherResult
     concat = ConcatMLP(MatcherConfig("concat-mlp", encoder.fingerprint, embed_dim=encoder.dim, width=opts.width))
 
     # steps
-    fit(concat, train_set, opts, opts.mlp_steps, _pooled_logits, "concat-mlp", progress)
-    fit(matcher, train_set, opts, opts.steps, _token_logits, "cross-attention", progress)
+    fit(concat, opts, opts.mlp_steps, _twin_batches(concat, train_set, opts.batch_size, _pooled_logits),
+        "concat-mlp", progress)
+    fit(matcher, opts, opts.steps, _twin_batches(matcher, train_set, opts.batch_size, _token_logits),
+        "cross-attention", progress)
 
     # validate, write
     validation = binding_accuracy(val_set, {"concat-mlp": concat_scorer(concat.eval()),
@@ -130,9 +133,22 @@ def _token_logits(model: CrossAttentionMatcher, data: TwinFeatures, language: st
     return model(data.patches[images].float(), text.states[captions, :length].float(), text.mask[captions, :length])
 
 
-def fit(model: torch.nn.Module, data: TwinFeatures, opts: MatcherOptions, steps: int, logits_of, name: str,
+def _twin_batches(model: torch.nn.Module, data: TwinFeatures, batch: int, logits_of) -> Batches:
+    """`training_pairs` steps over scenes and their twins, languages alternating step by step."""
+    def draw(rng: np.random.Generator, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, captions, labels = training_pairs(rng, data.n, batch)
+        logits = logits_of(model, data, LANGUAGES[step % len(LANGUAGES)], images, captions)
+        return logits, torch.from_numpy(labels)
+    return draw
+
+
+# (rng, step) -> (logits, labels) of one step's scored pairs
+Batches = Callable[[np.random.Generator, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def fit(model: torch.nn.Module, opts: MatcherOptions, steps: int, batches: Batches, name: str,
         progress: bool) -> None:
-    """AdamW with warm-up and cosine decay; languages alternate step by step."""
+    """AdamW with warm-up and cosine decay over binary cross-entropy; `opts` gives lr, weight decay, warm-up, seed."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     rng = np.random.default_rng(opts.seed)
     model.train()
@@ -140,9 +156,8 @@ def fit(model: torch.nn.Module, data: TwinFeatures, opts: MatcherOptions, steps:
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, steps, opts.lr, opts.warmup_steps)
-        images, captions, labels = training_pairs(rng, data.n, opts.batch_size)
-        loss = F.binary_cross_entropy_with_logits(
-            logits_of(model, data, LANGUAGES[step % len(LANGUAGES)], images, captions), torch.from_numpy(labels))
+        logits, labels = batches(rng, step)
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -150,4 +165,3 @@ def fit(model: torch.nn.Module, data: TwinFeatures, opts: MatcherOptions, steps:
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
-
