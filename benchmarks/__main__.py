@@ -38,6 +38,7 @@ from benchmarks.ocr import measure_ocr
 from benchmarks.ratelimit import HAMMER_PER_S, RATE, measure_rate_isolation
 from benchmarks.relevance import measure_relevance
 from benchmarks.report import progress, render
+from benchmarks.roofline import measure_roofline, render_roofline
 from benchmarks.runtime import measure_runtimes
 from benchmarks.scale import measure_memory, measure_ray_overhead, measure_reindex
 from benchmarks.switch import measure_switch
@@ -52,7 +53,7 @@ from tests.launcher import REPO_ROOT
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
 SECTIONS = ("builder", "http", "text", "load", "ratelimit", "switch", "faiss", "reindex", "memory", "ray", "keywords",
-            "ocr", "relevance", "duplicates", "runtime")
+            "ocr", "relevance", "duplicates", "runtime", "roofline")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -116,6 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--filtered-kind", default="auto",
                         help="the index of the filtered section: auto (the tier for its size) or a factory string")
     parser.add_argument("--ocr-pictures", type=int, default=60, help="rendered signs in the ocr section (its extra)")
+    parser.add_argument("--roofline-rounds", type=int, default=3,
+                        help="roofline section: interleaved rounds of every candidate and the roofline loop")
     parser.add_argument("--skip", action="append", choices=SECTIONS, default=[], help="leave a section out")
     parser.add_argument("--only", action="append", choices=SECTIONS, default=[],
                         help="run only this section (repeatable), e.g. --only load")
@@ -149,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"benchmark failed: {error}")
         return 1
     print(render(result))
+    if result.get("roofline"):
+        print("\n" + "\n".join(render_roofline(result["roofline"])))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
@@ -221,6 +226,9 @@ def run(args: argparse.Namespace) -> dict:
         if "runtime" in sections and importlib.util.find_spec("onnxruntime"):
             result["runtime"] = measure_runtimes(_with_the_embedded_model(encoder, args), corpus, work_dir,
                                                  _service_env(args), args.queries, args.threads)
+        if "roofline" in sections:
+            result["roofline"] = measure_roofline(encoder, corpus, warmup, work_dir, args.batch_size, args.workers,
+                                                  args.roofline_rounds, args.repeats)
         if "ray" in sections:
             with _ray_may_fail(result, "ray_error"):  # a busy machine can miss Ray's start-up deadline
                 result["ray"] = asdict(measure_ray_overhead(encoder, corpus.root, corpus.count, warmup.root, work_dir,
