@@ -1,16 +1,16 @@
 """The builder's image tower on OpenVINO in bf16: torch's bf16 vectors, made faster on CPUs with AVX512-BF16.
 
 Measured on the 2-vCPU EPYC (AVX512-BF16, no AMX), ViT-B-32 bf16, batch 64, interleaved with torch's eager path in
-one run (`python -m benchmarks --only roofline`, docs/decisions.md "The bf16 builder toward its roofline"): OpenVINO
-with INFERENCE_PRECISION_HINT=bf16 fuses what eager torch runs as separate kernels (layer norms, GELU, attention,
-bias adds) and was the fastest candidate, ahead of inductor with frozen weights and oneDNN graph fusion.
+one run (`python -m benchmarks --only roofline`; docs/decisions.md, "Precision"): OpenVINO with
+INFERENCE_PRECISION_HINT=bf16 fuses what eager torch runs as separate kernels (layer norms, GELU, attention, bias
+adds) and was the fastest candidate (1.47x eager), ahead of inductor with frozen weights and oneDNN graph fusion.
 
-The model is converted once per model fingerprint and precision (torch.export, then OpenVINO's converter: ~10-30 s
-for ViT-B-32 on 2 cores) into `INDEX/runtimes/openvino-<precision>-<fingerprint>/`, written crash-safely and verified
-against torch's own vectors on the probe images (cosine >= MIN_COSINE: an index's vectors do not depend on which
-path made them, so its manifest records the model and precision as before); later builds only compile the saved IR
-(~1 s). Anything that fails here (no openvino, a model torch.export cannot trace, a refused conversion) is logged
-and the build runs on torch: never a failed build.
+The model is converted once per model fingerprint and precision (torch.export, then OpenVINO's converter: 30-60 s
+for ViT-B-32 on the loaded 2 cores) into `INDEX/runtimes/openvino-<precision>-<fingerprint>/`, written
+crash-safely and verified against torch's own vectors on the probe images (cosine >= MIN_COSINE: an index's vectors
+do not depend on which path made them, so its manifest records the model and precision as before); later builds
+only compile the saved IR (~1 s). Anything that fails here (no openvino, a model torch.export cannot trace, a
+refused conversion) is logged and the build runs on torch: never a failed build.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ IMAGE_RUNTIME_CHOICES = ("auto", "torch", OPENVINO)
 MODEL_FILE = "image.xml"  # and its weights, image.bin
 MIN_COSINE = 0.999  # against torch's vectors of the same precision; bf16 itself is ~0.9999 from fp32
 MAX_BATCH = 4096  # the batch dimension is dynamic up to this
-# auto converts for folders with at least this many images: the conversion (~10-30 s once) costs what OpenVINO saves
-# on ~1,000-2,000 ViT-B-32 images (docs/decisions.md); after that it is cached and every build uses it
+# auto converts for folders with at least this many images: the conversion (60 s once, contended) costs what OpenVINO
+# saves on ~1,000 ViT-B-32 images (5.45 -> 8.04 img/s, docs/lab-notes.md); after that it is cached for every build
 PAYBACK_IMAGES = 1000
 
 
