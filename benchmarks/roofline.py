@@ -209,8 +209,8 @@ def _end_to_end(encoder: DualEncoder, corpus: Corpus, warmup: Corpus, work_dir: 
     """The real builder on the corpus, eager torch and OpenVINO alternating, the roofline timed beside each build."""
     converted = openvino_encoder(encoder, work_dir / "e2e-index")  # its conversion is cached beside the index
     runs: dict[str, list[dict]] = {"torch eager bf16 (today)": [], "OpenVINO bf16": []}
-    for name, embedder in zip(runs, (encoder, converted), strict=True):
-        build_index(BuildOptions(images=warmup.root, index=work_dir / f"warm-{len(name)}", batch_size=batch_size,
+    for number, embedder in enumerate((encoder, converted)):
+        build_index(BuildOptions(images=warmup.root, index=work_dir / f"warm-{number}", batch_size=batch_size,
                                  workers=workers, progress=False), embedder)
     vectors = {}
     for repeat in range(builds):

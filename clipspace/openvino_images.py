@@ -99,8 +99,8 @@ def openvino_encoder(encoder: DualEncoder, index_dir: Path, threads: int | None 
     started = time.perf_counter()
     try:
         compiled = _check(encoder, _compile(openvino, folder, encoder, threads))
-    except ValueError:
-        shutil.rmtree(folder, ignore_errors=True)  # made by another version of this code: made again next time
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)  # unreadable or refused (made by another OpenVINO): made again
         raise
     log.info("images embedded on OpenVINO (%s, compiled in %.1f s)", _precision(encoder), time.perf_counter() - started)
     return OpenVinoImageEncoder(encoder, compiled)
