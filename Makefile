@@ -28,7 +28,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e '.[dev,ray,ocr,onnx,negatives]'
+	$(BIN)/pip install --quiet -e '.[dev,ray,ocr,onnx,negatives,openvino]'
 	touch $@
 
 $(DEMO_IMAGES)/captions.jsonl: | $(STAMP)

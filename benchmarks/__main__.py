@@ -40,6 +40,7 @@ from benchmarks.parity import measure_parity
 from benchmarks.ratelimit import HAMMER_PER_S, RATE, measure_rate_isolation
 from benchmarks.relevance import measure_relevance
 from benchmarks.report import progress, render
+from benchmarks.roofline import measure_roofline, render_roofline
 from benchmarks.runtime import measure_runtimes
 from benchmarks.scale import measure_memory, measure_ray_overhead, measure_reindex
 from benchmarks.switch import measure_switch
@@ -54,7 +55,7 @@ from tests.launcher import REPO_ROOT
 
 TINY_MODEL = REPO_ROOT / "tests" / "assets" / "tiny-clip.json"
 SECTIONS = ("builder", "http", "text", "load", "ratelimit", "switch", "faiss", "reindex", "memory", "ray", "keywords",
-            "ocr", "relevance", "duplicates", "runtime", "parity", "offbf16")
+            "ocr", "relevance", "duplicates", "runtime", "parity", "offbf16", "roofline")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -123,6 +124,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clip-retrieval-python", type=Path, default=os.environ.get("CLIPSPACE_CLIP_RETRIEVAL_PYTHON"),
                         help="offbf16: the python of a venv with clip-retrieval installed, to run its clip_inference "
                              "on the same files (env CLIPSPACE_CLIP_RETRIEVAL_PYTHON; without it that arm is skipped)")
+    parser.add_argument("--roofline-rounds", type=int, default=3,
+                        help="roofline section: interleaved rounds of every candidate and the roofline loop")
     parser.add_argument("--skip", action="append", choices=SECTIONS, default=[], help="leave a section out")
     parser.add_argument("--only", action="append", choices=SECTIONS, default=[],
                         help="run only this section (repeatable), e.g. --only load")
@@ -156,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"benchmark failed: {error}")
         return 1
     print(render(result))
+    if result.get("roofline"):
+        print("\n" + "\n".join(render_roofline(result["roofline"])))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
@@ -236,6 +241,9 @@ def run(args: argparse.Namespace) -> dict:
             result["off_bf16"] = asdict(measure_off_bf16(
                 encoder, corpus, work_dir / "off-bf16", args.threads or os.cpu_count() or 1, args.batch_size,
                 args.workers, args.repeats, args.clip_retrieval_python))
+        if "roofline" in sections:
+            result["roofline"] = measure_roofline(encoder, corpus, warmup, work_dir, args.batch_size, args.workers,
+                                                  args.roofline_rounds, args.repeats)
         if "ray" in sections:
             with _ray_may_fail(result, "ray_error"):  # a busy machine can miss Ray's start-up deadline
                 result["ray"] = asdict(measure_ray_overhead(encoder, corpus.root, corpus.count, warmup.root, work_dir,
