@@ -40,7 +40,7 @@ from benchmarks.parity import measure_parity
 from benchmarks.ratelimit import HAMMER_PER_S, RATE, measure_rate_isolation
 from benchmarks.relevance import measure_relevance
 from benchmarks.report import progress, render
-from benchmarks.roofline import measure_roofline, render_roofline
+from benchmarks.roofline import measure_roofline
 from benchmarks.runtime import measure_runtimes
 from benchmarks.scale import measure_memory, measure_ray_overhead, measure_reindex
 from benchmarks.switch import measure_switch
@@ -159,8 +159,6 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"benchmark failed: {error}")
         return 1
     print(render(result))
-    if result.get("roofline"):
-        print("\n" + "\n".join(render_roofline(result["roofline"])))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

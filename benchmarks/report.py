@@ -48,8 +48,16 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", *_ocr(result["ocr"])]
     if result.get("runtime"):
         lines += ["", *_runtime(result["runtime"])]
-    if result.get("parity", "offbf16"):
+    if result.get("parity"):
         lines += ["", *_parity(result["parity"])]
+    if result.get("off_bf16"):
+        from benchmarks.off_bf16 import render_off_bf16  # it reports its progress through this module
+
+        lines += ["", *render_off_bf16(result["off_bf16"])]
+    if result.get("roofline"):
+        from benchmarks.roofline import render_roofline  # it reports its progress through this module
+
+        lines += ["", *render_roofline(result["roofline"])]
     return "\n".join(lines)
 
 
