@@ -54,14 +54,8 @@ class EncoderSlot:
         self.decoding = decoding
         self._executor = executor
         self._texts = MicroBatcher(encoder.embed_texts, executor, max_batch, name="text")
-        self._pixels = MicroBatcher(self._embed_pixels, executor, max_batch, name="image")
-
-    def _embed_pixels(self, batch: Sequence[object]) -> np.ndarray:
-        """The batch's vectors; then the C heap's freed pages go back: the decoded pictures and the forward pass's
-        activations, freed across the decoding threads' heaps, otherwise stay resident after a burst of uploads."""
-        vectors = self.encoder.embed_pixels(batch)
-        return_freed_memory()
-        return vectors
+        self._pixels = MicroBatcher(_then_return_freed_memory(encoder.embed_pixels), executor, max_batch,
+                                    name="image")
 
     async def embed_text(self, text: str) -> np.ndarray:
         return await _model_answer(self._texts.embed(text))
@@ -109,3 +103,19 @@ async def _model_answer(embedding: Awaitable[np.ndarray]) -> np.ndarray:
     except Exception as error:
         log.error("the model failed to embed a batch: %r", error, exc_info=error)
         raise ModelUnavailable(f"the model failed to embed the query: {type(error).__name__}: {error}") from error
+
+
+def _then_return_freed_memory(embed_pixels: Callable[[Sequence[object]], np.ndarray]
+                              ) -> Callable[[Sequence[object]], np.ndarray]:
+    """`embed_pixels`, after which the C heap's freed pages go back: the decoded pictures and the forward pass's
+    activations, freed across the decoding threads' heaps, otherwise stay resident after a burst of uploads.
+
+    A function of the encoder's method, not a method of the slot: a slot -> batcher -> slot cycle would keep a
+    retired model alive until the garbage collector's next pass, and its memory with it (tests/test_model_switch.py).
+    """
+    def embed(batch: Sequence[object]) -> np.ndarray:
+        vectors = embed_pixels(batch)
+        return_freed_memory()
+        return vectors
+    return embed
+

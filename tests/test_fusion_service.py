@@ -137,9 +137,9 @@ def test_a_body_beyond_one_base64_upload_is_refused_with_413(served):
 def test_rerank_unavailable_is_explained_by_info(served):
     rerank = served.client.get("/info").json()["rerank"]
     assert rerank["available"] is False
-    assert "not a local-dir: model" in rerank["detail"]
+    assert "no matcher for this model" in rerank["detail"] and "python -m clipspace.align matcher" in rerank["detail"]
     refused = search(served, {"text": "a cat"}, rerank=True).json()["detail"]
-    assert "not available" in refused and "local-dir:" in refused
+    assert "not available" in refused and "--corpus DIR" in refused  # it says how to train one
 
 
 def classify(service, **body) -> httpx.Response:

@@ -166,24 +166,27 @@ def identity():
     return load_encoder(SPEC).identity
 
 
+def runtime_served(index):
+    """What a real service started with CLIPSPACE_RUNTIME=auto on `index` says it runs, and why (/info)."""
+    with running_service(index_dir=index, runtime="auto") as service:
+        service.wait_ready()
+        return service.client.get("/info").json()["runtime"]
+
+
 def fp32_export(index, identity):
     return open_export(export_folder(index, identity.fingerprint), SPEC)
 
 
 def test_auto_serves_int8_where_its_measurements_on_this_machine_say_faithful_and_faster(auto_index, identity):
     int8_towers(fp32_export(auto_index, identity), auto_index, speed=measured((2.0, 1.0)))
-    with running_service(index_dir=auto_index, runtime="auto") as service:
-        service.wait_ready()
-        runtime = service.client.get("/info").json()["runtime"]
+    runtime = runtime_served(auto_index)
     assert runtime["name"] == "onnx-int8", runtime
     assert runtime["detail"].startswith("auto chose int8: faithful and faster") and "(2.00x)" in runtime["detail"]
 
 
 def test_auto_serves_fp32_where_int8_is_not_faster_and_says_so(auto_index, identity):
     int8_towers(fp32_export(auto_index, identity), auto_index, speed=measured((1.0, 0.95)))
-    with running_service(index_dir=auto_index, runtime="auto") as service:
-        service.wait_ready()
-        runtime = service.client.get("/info").json()["runtime"]
+    runtime = runtime_served(auto_index)
     assert runtime["name"] == "onnx", runtime
     assert "not its int8 copy: int8 text is not 1.2x faster" in runtime["detail"] and "(1.05x)" in runtime["detail"]
 
