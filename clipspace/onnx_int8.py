@@ -28,17 +28,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from clipspace.errors import ExportRefused, RuntimeUnavailable
 from clipspace.identity import ModelSpec
-from clipspace.index.publish import fsync_dir, publish_folder
+from clipspace.index.publish import publish_folder, replace_file
 from clipspace.onnx_towers import (
     IMAGE_FILE,
     PROBE_TEXTS,
     RECORD_FILE,
-    RUNTIMES_DIR,
     TEXT_FILE,
     VOCAB_FILE,
     OnnxEncoder,
     probe_images,
     read_record,
+    runtime_folder,
 )
 from clipspace.runtimes import ONNX_INT8
 
@@ -127,7 +127,7 @@ class Int8Record(BaseModel):
 
 
 def int8_folder(index_dir: Path, fingerprint: str) -> Path:
-    return Path(index_dir) / RUNTIMES_DIR / f"{ONNX_INT8}-{fingerprint.split(':')[-1]}"
+    return runtime_folder(index_dir, ONNX_INT8, fingerprint)
 
 
 def this_machine(threads: int | None) -> str:
@@ -243,14 +243,7 @@ def _measures(int8: OnnxEncoder, fp32: OnnxEncoder, threads: int | None, speed: 
 
 
 def _write_measures(folder: Path, record: Int8Record) -> None:
-    """Replace int8.json whole (written beside, fsynced, renamed): a crash leaves the old record or the new."""
-    staged = folder / f".{MEASURES_FILE}.tmp"
-    with open(staged, "w", encoding="utf-8") as file:
-        file.write(record.model_dump_json(indent=1))
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(staged, folder / MEASURES_FILE)
-    fsync_dir(folder)
+    replace_file(folder / MEASURES_FILE, record.model_dump_json(indent=1))
 
 
 def _alternating(calls: dict[str, Callable[[int], object]]) -> dict[str, float]:

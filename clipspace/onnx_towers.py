@@ -61,9 +61,14 @@ class ExportRecord(BaseModel):
     made_with: dict[str, str]
 
 
+def runtime_folder(index_dir: Path, kind: str, fingerprint: str) -> Path:
+    """INDEX/runtimes/<kind>-<weights digest>/: one per model and runtime, shared by every index version."""
+    return Path(index_dir) / RUNTIMES_DIR / f"{kind}-{fingerprint.split(':')[-1]}"
+
+
 def export_folder(index_dir: Path, fingerprint: str) -> Path:
-    """Where the export of the model with these weights lives: one per model, shared by every index version."""
-    return Path(index_dir) / RUNTIMES_DIR / f"{ONNX}-{fingerprint.split(':')[-1]}"
+    """Where the export of the model with these weights lives."""
+    return runtime_folder(index_dir, ONNX, fingerprint)
 
 
 def probe_images() -> list[Image.Image]:
@@ -150,7 +155,6 @@ class OnnxEncoder:
                    np.sum(self.embed_images(probe_images()[:pictures])
                           * np.asarray(self.record.image_vectors[:pictures]), axis=1)]
         return np.concatenate(cosines)
-
 
 
 def read_record(folder: Path) -> ExportRecord:

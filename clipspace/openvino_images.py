@@ -27,7 +27,7 @@ import torch
 
 from clipspace.encoder import DualEncoder, cpu_has_fast_bf16
 from clipspace.index.publish import publish_folder
-from clipspace.onnx_towers import RUNTIMES_DIR, probe_images
+from clipspace.onnx_towers import probe_images, runtime_folder
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class OpenVinoImageEncoder(DualEncoder):
 def openvino_folder(index_dir: Path, encoder: DualEncoder) -> Path:
     """Where the converted image tower of the model with these weights lives, beside the ONNX export; per precision,
     as the weights saved are the model's own (bf16 values in a bf16 model)."""
-    return Path(index_dir) / RUNTIMES_DIR / f"{OPENVINO}-{encoder.spec.precision}-{encoder.fingerprint.split(':')[-1]}"
+    return runtime_folder(index_dir, f"{OPENVINO}-{encoder.spec.precision}", encoder.fingerprint)
 
 
 def wants_openvino(encoder: DualEncoder, choice: str) -> bool:

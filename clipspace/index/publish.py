@@ -43,11 +43,7 @@ def publish_version(index_dir: Path, staging: Path, keep: int = 3) -> str:
     name = f"{max(_numbered_versions(versions), default=0) + 1:04d}"
     with writing(index_dir):
         os.replace(staging, versions / name)
-        pointer = Path(index_dir) / f".{CURRENT}.tmp"
-        pointer.write_text(name + "\n")
-        _fsync_file(pointer)
-        os.replace(pointer, Path(index_dir) / CURRENT)
-        fsync_dir(Path(index_dir))
+        replace_file(Path(index_dir) / CURRENT, name + "\n")
     _prune(versions, keep)
     return name
 
@@ -100,6 +96,16 @@ def _prune(versions: Path, keep: int) -> None:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Replace the small file `path` whole (written beside it, fsynced, renamed, the rename made durable): a crash
+    leaves the old contents or the new, never a part (`current`, an int8 copy's measurements)."""
+    staged = path.parent / f".{path.name}.tmp"
+    staged.write_text(text, encoding="utf-8")
+    _fsync_file(staged)
+    os.replace(staged, path)
+    fsync_dir(path.parent)
 
 
 def fsync_dir(path: Path) -> None:
