@@ -20,7 +20,7 @@ from app.runtime import load_torch_model
 from app.served_index import ServedIndex
 from clipspace.errors import ClipspaceError, RerankUnavailable
 from clipspace.fusion import labels as zero_shot
-from clipspace.fusion.beside import RERANK_DEPTH, matcher_file, model_folder
+from clipspace.fusion.beside import RERANK_DEPTH, matcher_file, model_folder, no_matcher_reason
 from clipspace.images import load_image
 from clipspace.index.records import SearchHit
 from clipspace.runtimes import TORCH
@@ -133,7 +133,6 @@ def _matcher_beside(slot: EncoderSlot, index_dir: Path | None) -> tuple[bool, st
     """(looked, detail): nothing to look for when there is no matcher file for the model (read without torch)."""
     path = matcher_file(slot.encoder, index_dir)
     if path is None:
-        return True, ("no matcher for this model: train one from captioned images with `python -m clipspace.align "
-                      "matcher --corpus DIR --model MODEL`")
+        return True, no_matcher_reason(slot.encoder, index_dir)
     return False, (f"cross-attention matcher {path}, loaded on torch at the first re-rank (the towers run on "
                    "ONNX Runtime)")

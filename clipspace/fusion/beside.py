@@ -35,6 +35,14 @@ def index_matcher_folder(index_dir: Path, fingerprint: str) -> Path:
     return Path(index_dir) / MATCHERS_DIR / fingerprint.split(":")[-1]
 
 
+def no_matcher_reason(encoder: _HasFingerprint, index_dir: Path | None) -> str:
+    """What /info and a refused re-rank say when `matcher_file` finds nothing: how to train one for this model."""
+    folder = index_matcher_folder(index_dir or Path("INDEX"), encoder.fingerprint)
+    model = encoder.spec.model + (f" --pretrained {encoder.spec.pretrained}" if encoder.spec.pretrained else "")
+    return (f"no matcher for this model: train one from captioned images with `python -m clipspace.align matcher "
+            f"--corpus DIR --model {model}` (it writes {folder / MATCHER_FILE})")
+
+
 def matcher_file(encoder: _HasFingerprint, index_dir: Path | None) -> Path | None:
     """The matcher to re-rank with: one trained for these weights beside the index first (the user's own, from
     their captions), else the one shipped beside a local-dir: model's weights; None when there is neither."""

@@ -12,7 +12,7 @@ from PIL import Image
 
 from clipspace.encoder import DualEncoder
 from clipspace.errors import ModelLoadError, ModelMismatch
-from clipspace.fusion.beside import MATCHER_FILE, index_matcher_folder, matcher_file
+from clipspace.fusion.beside import matcher_file, no_matcher_reason
 from clipspace.fusion.matcher import CrossAttentionMatcher, load_scorer
 from clipspace.fusion.tokens import image_tokens, preprocess_images, text_tokens
 
@@ -75,10 +75,7 @@ def find_reranker(encoder: DualEncoder, index_dir: Path | None = None) -> tuple[
     weights), or None and the reason a person can act on."""
     path = matcher_file(encoder, index_dir)
     if path is None:
-        folder = index_matcher_folder(index_dir or Path("INDEX"), encoder.fingerprint)
-        model = encoder.spec.model + (f" --pretrained {encoder.spec.pretrained}" if encoder.spec.pretrained else "")
-        return None, (f"no matcher for this model: train one from captioned images with `python -m clipspace.align "
-                      f"matcher --corpus DIR --model {model}` (it writes {folder / MATCHER_FILE})")
+        return None, no_matcher_reason(encoder, index_dir)
     try:
         matcher = load_scorer(path, encoder.fingerprint)
     except (ModelMismatch, ModelLoadError) as error:
