@@ -34,6 +34,9 @@ class Found:
     hit: SearchHit  # its score: the cosine (vector), bm25 (keyword) or the fused score (hybrid)
     channel: Channel
     relevance: float | None = None  # set by clipspace.index.relevance: None where the version has no calibration
+    # The cosine with the query, where the vector channel found it: relevance then needs no stored vector (reading
+    # them back cost 0.25 ms of a hybrid text query's ~0.7 ms of search on a small index).
+    cosine: float | None = None
 
 
 def find(version: IndexVersion, vector: np.ndarray | None, text: str | None, depth: int, *, target: str = "image",
@@ -47,13 +50,13 @@ def find(version: IndexVersion, vector: np.ndarray | None, text: str | None, dep
         return []
     seen = version.search(vector, depth, target, rows) if mode != "keyword" else []
     if mode == "vector":
-        return [Found(hit, "vector") for hit in seen]
+        return [Found(hit, "vector", cosine=hit.score) for hit in seen]
     read = [SearchHit(record.id, score, record.path, record.caption, record)
             for record, score in version.keyword_search(text or "", depth, search_filter)]
     if mode == "keyword" or not seen:
         return [Found(hit, "keyword") for hit in read]
     if not read:  # nothing to fuse: the vector answer as it is, its scores still cosines
-        return [Found(hit, "vector") for hit in seen]
+        return [Found(hit, "vector", cosine=hit.score) for hit in seen]
     return (fusion or relative_score_fusion)(seen, read, depth)
 
 
@@ -80,7 +83,9 @@ def _fused(seen: list[SearchHit], read: list[SearchHit], depth: int, seen_scores
             hits.setdefault(hit.id, hit)
             channels[hit.id] = "both" if hit.id in channels else channel
     ranked = sorted(score, key=lambda item_id: (-score[item_id], item_id))[:depth]
-    return [Found(replace(hits[item_id], score=round(score[item_id], 6)), channels[item_id]) for item_id in ranked]
+    cosines = {hit.id: hit.score for hit in seen}
+    return [Found(replace(hits[item_id], score=round(score[item_id], 6)), channels[item_id],
+                  cosine=cosines.get(item_id)) for item_id in ranked]
 
 
 def _scaled(hits: list[SearchHit]) -> list[float]:

@@ -46,9 +46,9 @@ def _with_relevance(version: IndexVersion, found: list[Found], query: np.ndarray
                     target: str, cosines_in_list: bool) -> list[Found]:
     if cosines_in_list:
         cosines = [each.hit.score for each in found]
-    else:
-        stored = version.cosines(query, [each.hit.id for each in found], target)
-        cosines = [stored.get(each.hit.id, -1.0) for each in found]
+    else:  # the vector channel's own cosines; the stored vectors only of what the keyword channel alone found
+        stored = version.cosines(query, [each.hit.id for each in found if each.cosine is None], target)
+        cosines = [each.cosine if each.cosine is not None else stored.get(each.hit.id, -1.0) for each in found]
     relevance = mapping.relevance(np.array(cosines))
     return [replace(each, relevance=float(value)) for each, value in zip(found, relevance, strict=True)]
 
