@@ -160,9 +160,15 @@ def trimmed_text_encoder(model: torch.nn.Module) -> Callable[[torch.Tensor], tor
 def encode_trimmed_text(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """CLIP's text tower on tokens already cut after the batch's last end-of-text token, of any length up to the
     context: the trimmed path of `trimmed_text_encoder`, and the graph exported to ONNX with that length dynamic."""
+    return encode_embedded_text(model, model.token_embedding(tokens), tokens)
+
+
+def encode_embedded_text(model: torch.nn.Module, embedded: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """`encode_trimmed_text` after the token embedding's lookup: the ONNX text graph starts here, and the
+    torch-free service looks the rows up itself (clipspace.onnx_towers.TokenTable)."""
     length = tokens.shape[1]
     cast_dtype = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = embedded.to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
     x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
     pooled = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
     projection = model.text_projection

@@ -24,7 +24,7 @@ from open_clip.tokenizer import SimpleTokenizer, default_bpe
 from torchvision import transforms
 
 from clipspace import bpe
-from clipspace.encoder import DualEncoder, encode_trimmed_text, trimmed_text_encoder
+from clipspace.encoder import DualEncoder, encode_embedded_text, trimmed_text_encoder
 from clipspace.errors import ExportRefused, RuntimeUnavailable
 from clipspace.index.publish import publish_folder
 from clipspace.onnx_towers import (
@@ -33,6 +33,7 @@ from clipspace.onnx_towers import (
     PROBE_TEXTS,
     RECORD_FILE,
     TEXT_FILE,
+    TOKENS_FILE,
     VOCAB_FILE,
     ExportRecord,
     OnnxEncoder,
@@ -51,8 +52,8 @@ class _TextTower(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return encode_trimmed_text(self.model, tokens)
+    def forward(self, embedded: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return encode_embedded_text(self.model, embedded, tokens)
 
 
 class _ImageTower(torch.nn.Module):
@@ -103,18 +104,22 @@ def _export_graphs(encoder: DualEncoder, folder: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     length = torch.export.Dim("length", min=2, max=int(model.context_length))  # start and end tokens at least
     tokens = torch.as_tensor(encoder.tokenizer(list(PROBE_TEXTS[:2])))[:, :8]
-    graphs = ((_TextTower(model), tokens, TEXT_FILE, "tokens", {"tokens": {0: batch, 1: length}}),
-              (_ImageTower(model), torch.zeros(2, 3, size, size), IMAGE_FILE, "pixels", {"pixels": {0: batch}}))
-    for tower, example, name, input_name, shapes in graphs:
+    embedded = model.token_embedding(tokens).detach()
+    graphs = ((_TextTower(model), (embedded, tokens), TEXT_FILE, ["embedded", "tokens"],
+               {"embedded": {0: batch, 1: length}, "tokens": {0: batch, 1: length}}),
+              (_ImageTower(model), (torch.zeros(2, 3, size, size),), IMAGE_FILE, ["pixels"], {"pixels": {0: batch}}))
+    for tower, example, name, input_names, shapes in graphs:
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.inference_mode(False):
                 warnings.simplefilter("ignore")
-                program = torch.onnx.export(tower, (example,), dynamo=True, input_names=[input_name],
+                program = torch.onnx.export(tower, example, dynamo=True, input_names=input_names,
                                             output_names=["features"], dynamic_shapes=shapes, verbose=False)
         except Exception as error:  # torch.export raises many types for what it cannot capture
-            raise RuntimeUnavailable(f"{encoder.spec.model}'s {input_name} tower does not export to ONNX: "
+            raise RuntimeUnavailable(f"{encoder.spec.model}'s {input_names[-1]} tower does not export to ONNX: "
                                      f"{type(error).__name__}: {str(error)[:300]}") from error
         program.save(str(folder / name), external_data=True)  # the weights in NAME.data, which ORT maps (onnx_towers)
+    # The token embedding stays out of the graph: the service reads the rows a query needs (TokenTable).
+    np.save(folder / TOKENS_FILE, model.token_embedding.weight.detach().float().numpy())
 
 
 def _text_facts(encoder: DualEncoder) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from clipspace.onnx_towers import (
     PROBE_TEXTS,
     RECORD_FILE,
     TEXT_FILE,
+    TOKENS_FILE,
     VOCAB_FILE,
     OnnxEncoder,
     probe_images,
@@ -163,7 +164,7 @@ def int8_towers(fp32: OnnxEncoder, index_dir: Path, threads: int | None = None,
     def fill(staging: Path) -> None:
         for name in (TEXT_FILE, IMAGE_FILE):
             quantise(fp32.folder / name, staging / name)
-        for name in (VOCAB_FILE, RECORD_FILE):
+        for name in (VOCAB_FILE, RECORD_FILE, TOKENS_FILE):  # the token rows stay fp32: a lookup, no arithmetic
             shutil.copyfile(fp32.folder / name, staging / name)
 
     def verify(staging: Path) -> None:  # the measurements need the verified copy; written durably before the rename

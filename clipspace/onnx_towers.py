@@ -1,7 +1,8 @@
 """A model's two towers on ONNX Runtime, without torch: its export opened, proved against torch's vectors, and run.
 
 An export lives in INDEX_DIR/runtimes/onnx-<weights digest>/ (made once per model by clipspace.onnx_export): the
-two graphs, each with its weights in a file beside it (`text.onnx.data`), the tokenizer's vocabulary, and
+two graphs, each with its weights in a file beside it (`text.onnx.data`), the text tower's token embedding
+(`token_embedding.npy`, read a row at a time: TokenTable), the tokenizer's vocabulary, and
 `runtime.json` with the model's identity, its preprocessing and the vectors torch gave for a fixed set of probe texts
 and images. Opening an export embeds probes again and refuses it (ExportRefused) unless every vector has a cosine of
 at least MIN_COSINE with torch's: a damaged or altered file never serves, and the check also covers the torch-free
@@ -11,6 +12,7 @@ tokenizer and preprocessing.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ log = logging.getLogger(__name__)
 RUNTIMES_DIR = "runtimes"
 RECORD_FILE = "runtime.json"
 TEXT_FILE, IMAGE_FILE, VOCAB_FILE = "text.onnx", "image.onnx", "bpe_vocab.txt.gz"
-FORMAT = 1
+TOKENS_FILE = "token_embedding.npy"
+FORMAT = 2  # 2: the token embedding out of the text graph (TOKENS_FILE); an export of format 1 is made again
 # fp32 graphs of the same weights differ from torch only by the order of float additions (max |Δ| ~1e-5 on the
 # features measured on the embedded model and ViT-B-32, a cosine 1 - 1e-10); altering one weight by a percent moves
 # it far below this bound (tests/test_onnx_runtime.py).
@@ -82,6 +85,43 @@ def probe_images() -> list[Image.Image]:
     return images
 
 
+class TokenTable:
+    """The text tower's token embedding, read from its .npy file a row per token with pread, never mapped.
+
+    Inside the graph, ONNX Runtime mapped the table (101 MB for ViT-B-32) and the kernel's fault-around made 64 KB
+    of it resident for every 2 KB row a query read: 40-45 MB of the int8 service's RSS after a hundred queries, the
+    difference between 337 and 293 MB (docs/decisions.md, "Serving on ONNX Runtime"). Read rows sit in the page
+    cache, which the system may reclaim, not in the process.
+    """
+
+    def __init__(self, path: Path) -> None:
+        with open(path, "rb") as file:
+            version = np.lib.format.read_magic(file)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(file)
+            self._offset = file.tell()
+        if len(shape) != 2 or fortran or dtype != np.float32:
+            raise ExportRefused(f"{path} is not a float32 table of token rows (shape {shape}, {dtype})")
+        self.rows, self.width = shape
+        self._row_bytes = self.width * 4
+        if path.stat().st_size != self._offset + self.rows * self._row_bytes:
+            raise ExportRefused(f"{path} is cut or padded: {path.stat().st_size} bytes for {self.rows} rows")
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        """The rows of `ids` (any shape) as float32, shaped ids.shape + (width,)."""
+        wanted, where = np.unique(ids, return_inverse=True)
+        rows = np.frombuffer(b"".join(os.pread(self._fd, self._row_bytes, self._offset + int(row) * self._row_bytes)
+                                      for row in wanted), dtype=np.float32).reshape(len(wanted), self.width)
+        return rows[where.reshape(ids.shape)]
+
+
 class OnnxEncoder:
     """The dual encoder on ONNX Runtime: the same vectors as `DualEncoder` for a model exported in fp32."""
 
@@ -98,13 +138,14 @@ class OnnxEncoder:
         if threads:
             options.intra_op_num_threads = threads
         # The weights live in files beside the graphs (text.onnx.data), which ONNX Runtime maps instead of copying
-        # them out of a parsed protobuf: the pages no query reads (most of a 101 MB token embedding) stay on disk,
-        # and the sessions open in less time. ViT-B-32 service RSS after queries and uploads: fp32 779 -> 675 MB,
-        # int8 432 -> 320 MB; an export made before keeps its weights inline and still loads (docs/lab-notes.md).
+        # them out of a parsed protobuf: the sessions open in less time, and the pages its prepacked kernels copied
+        # are given back. ViT-B-32 service RSS after queries and uploads: fp32 779 -> 675 MB, int8 432 -> 320 MB
+        # (docs/lab-notes.md); the token embedding, no longer in the graph, is read by TokenTable.
         self._text = onnxruntime.InferenceSession(str(folder / TEXT_FILE), options, providers=["CPUExecutionProvider"])
         self._image = onnxruntime.InferenceSession(str(folder / IMAGE_FILE), options,
                                                    providers=["CPUExecutionProvider"])
         self._tokenizer = bpe.ClipTokenizer(folder / VOCAB_FILE, record.context_length, record.tokenizer_clean)
+        self._token_rows = TokenTable(folder / TOKENS_FILE)
         allocator.return_freed_memory()  # the graphs' parsed protobufs and the vocabulary's decoded text
         self.spec, self.folder, self.record = spec, folder, record
         self.fingerprint, self.dim = record.identity.fingerprint, record.identity.dim
@@ -135,11 +176,13 @@ class OnnxEncoder:
         ids = self._tokenizer([texts[index] for index in order])
         ends = ids.argmax(axis=1) if self.record.text_pool == "argmax" else (ids == self.record.eos_id).argmax(axis=1)
         batches = [slice(start, start + batch_size) for start in range(0, len(ids), batch_size)]
-        vectors = np.concatenate([self._text.run(None, {"tokens": ids[rows, :ends[rows].max() + 1]})[0]
-                                  for rows in batches])
+        vectors = np.concatenate([self._run_text(ids[rows, :ends[rows].max() + 1]) for rows in batches])
         in_order = np.empty_like(vectors)
         in_order[order] = vectors
         return _normalised(in_order)
+
+    def _run_text(self, tokens: np.ndarray) -> np.ndarray:
+        return self._text.run(None, {"embedded": self._token_rows(tokens), "tokens": tokens})[0]
 
     def embed_pixels(self, batch: Sequence[np.ndarray]) -> np.ndarray:
         return _normalised(self._image.run(None, {"pixels": np.stack(list(batch))})[0])

@@ -17,7 +17,15 @@ from clipspace.bpe import ClipTokenizer
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.errors import ExportRefused, RuntimeUnavailable
 from clipspace.onnx_export import export_towers
-from clipspace.onnx_towers import IMAGE_FILE, MIN_COSINE, TEXT_FILE, export_folder, open_export
+from clipspace.onnx_towers import (
+    IMAGE_FILE,
+    MIN_COSINE,
+    TEXT_FILE,
+    TOKENS_FILE,
+    TokenTable,
+    export_folder,
+    open_export,
+)
 from clipspace.settings import EMBEDDED_MODEL
 from tests.conftest import TINY_ARCH, make_image
 
@@ -121,6 +129,24 @@ def test_the_weights_lie_in_a_file_beside_each_graph_and_a_cut_one_is_refused(tm
     weights = damaged / f"{TEXT_FILE}.data"
     weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
     with pytest.raises(ExportRefused, match="does not run"):
+        open_export(damaged, tiny_export.spec, every_probe=False)
+
+
+def test_token_rows_are_read_from_disk_never_mapped(tiny_export):
+    table = np.load(tiny_export.folder / TOKENS_FILE)
+    ids = np.array([[49406, 320, 320, 49407], [49406, 7, 49407, 0]])
+    assert np.array_equal(TokenTable(tiny_export.folder / TOKENS_FILE)(ids), table[ids])
+    tiny_export.embed_texts(TEXTS)
+    with open("/proc/self/maps") as maps:  # what the process maps stays resident: the rows must not be in it
+        assert TOKENS_FILE not in maps.read()
+
+
+def test_a_cut_token_table_is_refused(tmp_path, tiny_export):
+    damaged = tmp_path / "export"
+    shutil.copytree(tiny_export.folder, damaged)
+    table = damaged / TOKENS_FILE
+    table.write_bytes(table.read_bytes()[:-100])
+    with pytest.raises(ExportRefused, match="cut or padded"):
         open_export(damaged, tiny_export.spec, every_probe=False)
 
 
