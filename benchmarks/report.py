@@ -85,13 +85,14 @@ def _parity(parity: dict[str, Any]) -> list[str]:
 def _runtime(models: list[dict[str, Any]]) -> list[str]:
     lines = ["runtime: the service's towers on torch vs ONNX Runtime (fp32, int8), same index (benchmarks/runtime.py)",
              f"  {'model':<34} {'runtime':<9} {'ready s':>8} {'text p50 ms':>12} {'bare p50 ms':>12} "
-             f"{'HTTP/bare':>10} {'RSS MB':>8}"]
+             f"{'HTTP/bare':>10} {'took ms':>8} {'healthz ms':>10} {'RSS MB':>8}"]
     for model in models:
         name = model["model"].rsplit("/", 1)[-1][:34]
         for runtime in model["ready_s"]:
             lines.append(f"  {name:<34} {runtime:<9} {model['ready_s'][runtime]:>8} "
                          f"{model['http'][runtime]['p50_ms']:>12} {model['bare'][runtime]['p50_ms']:>12} "
                          f"{model['ratio_http_over_bare_p50'][runtime]:>9}x "
+                         f"{model['took_p50_ms'][runtime]:>8} {model['healthz_p50_ms'][runtime]:>10} "
                          f"{model['service_memory'][runtime]['rss_mb']:>8}")
         rerank = model["onnx_memory_after_a_rerank"]
         over = model["ratio_over_torch_http_p50"]

@@ -5,8 +5,10 @@ on that index, CLIPSPACE_RUNTIME=torch, onnx and onnx-int8, all up at once, each
 and the copy made before it starts; ready_s is launch to /readyz). Queries go to one runtime after the other in
 alternating blocks (this machine's speed drifts within a minute, docs/decisions.md), and the bare calls (torch's
 `embed_texts` in this process; ONNX Runtime's in a process of its own without torch, benchmarks/bare_onnx.py) are
-timed in the same blocks. Each service's memory is read after its text queries and a burst of image uploads, so
-both towers have run.
+timed in the same blocks. Where an HTTP query's time goes beyond the bare call: `took_ms` (the service's own time,
+route to answer: the model thread's hand-off, search, relevance, JSON) and a GET /healthz from the same client (what
+any request costs before any work: the transport's floor). Each service's memory is read after its text queries and
+a burst of image uploads, so both towers have run.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.corpus import Corpus
-from benchmarks.latency import QUERIES, QUIET, READY_TIMEOUT_S, _blocks, _raw_connection, _sequential
+from benchmarks.latency import QUERIES, QUIET, READY_TIMEOUT_S, _blocks, _healthz, _raw_connection, _sequential
 from benchmarks.report import progress
 from benchmarks.timing import latency_summary, time_calls
 from clipspace.encoder import DualEncoder, load_encoder
@@ -57,6 +59,8 @@ class RuntimeResult:
     ratio_over_torch_http_p50: dict[str, float]  # per ONNX runtime
     ratio_over_torch_rss: dict[str, float]
     ratio_http_over_bare_p50: dict[str, float]  # the service's overhead around the bare call, per runtime
+    took_p50_ms: dict[str, float]  # the service's own time for the query (its took_ms), per runtime
+    healthz_p50_ms: dict[str, float]  # GET /healthz from the same client: the floor of any request, per runtime
     onnx_memory_after_a_rerank: dict[str, float] | None  # the matcher loads torch and the model beside ONNX towers
 
 
@@ -109,12 +113,17 @@ def _measure(encoder: DualEncoder, corpus: Corpus, work_dir: Path, service_env: 
         progress(f"runtime: {queries} text queries per runtime, bare and over HTTP, in alternating blocks")
         http_s: dict[str, list[float]] = {runtime: [] for runtime in RUNTIMES}
         bare_s: dict[str, list[float]] = {runtime: [] for runtime in RUNTIMES}
+        took_ms: dict[str, list[float]] = {runtime: [] for runtime in RUNTIMES}
+        healthz_s: dict[str, list[float]] = {runtime: [] for runtime in RUNTIMES}
         for block in _blocks(queries, 6):
             for runtime in RUNTIMES:
                 time.sleep(SETTLE_S)
                 bare_s[runtime] += bare[runtime](block)
                 time.sleep(SETTLE_S)
-                http_s[runtime] += _sequential(_raw_connection, services[runtime].url, block, 5, 10)[0]
+                seconds, took = _sequential(_raw_connection, services[runtime].url, block, 5, 10)
+                http_s[runtime] += seconds
+                took_ms[runtime] += took
+                healthz_s[runtime] += _healthz(services[runtime].url, 20, 5)
         memory = {}
         for runtime, service in services.items():
             with httpx.Client(base_url=service.url, timeout=60) as client:
@@ -133,6 +142,8 @@ def _measure(encoder: DualEncoder, corpus: Corpus, work_dir: Path, service_env: 
                               for runtime in (ONNX, ONNX_INT8)},
         ratio_http_over_bare_p50={runtime: round(p50[runtime] / statistics.median(bare_s[runtime]), 3)
                                   for runtime in RUNTIMES},
+        took_p50_ms={runtime: round(statistics.median(values), 3) for runtime, values in took_ms.items()},
+        healthz_p50_ms={runtime: round(statistics.median(values) * 1000, 3) for runtime, values in healthz_s.items()},
         onnx_memory_after_a_rerank=after_rerank)
 
 
