@@ -91,14 +91,15 @@ def openvino_encoder(encoder: DualEncoder, index_dir: Path, threads: int | None 
     import openvino
 
     folder = openvino_folder(index_dir, encoder)
+    verified: list[Any] = []  # a conversion made now is compiled and checked once, in staging, and kept
     if not (folder / MODEL_FILE).is_file():
         started = time.perf_counter()
         publish_folder(folder, lambda staging: _convert(encoder, staging),
-                       lambda staging: _check(encoder, _compile(openvino, staging, encoder, threads)))
+                       lambda staging: verified.append(_check(encoder, _compile(openvino, staging, encoder, threads))))
         log.info("image tower converted to OpenVINO in %.1f s: %s", time.perf_counter() - started, folder)
     started = time.perf_counter()
     try:
-        compiled = _check(encoder, _compile(openvino, folder, encoder, threads))
+        compiled = verified[0] if verified else _check(encoder, _compile(openvino, folder, encoder, threads))
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)  # unreadable or refused (made by another OpenVINO): made again
         raise
