@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import Compose, Normalize
 
 from clipspace.align import world
+from clipspace.align.wordnet_captions import with_wordnet_words, wordnet_lexicon
 from clipspace.images import is_image_path, load_image
 
 
@@ -164,7 +165,7 @@ class WorldPairs(Dataset):
         caption = world.sample_caption(self.scenes[index], rng, self.about[index], options.caption_language,
                                        options.caption_frames)
         if options.wordnet_share:
-            caption = _wordnet_words(caption, rng, options.wordnet_share)
+            caption = with_wordnet_words(caption, rng, options.wordnet_share, wordnet_lexicon())
         randomising = self.randomised is not None and self.epoch >= options.randomise_from_epoch
         pixels = self.randomised[index] if randomising and rng.random() < options.randomised_share \
             else self.pixels[index]
@@ -174,14 +175,6 @@ class WorldPairs(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-
-
-def _wordnet_words(caption: str, rng: np.random.Generator, share: float) -> str:
-    """`wordnet_captions.with_wordnet_words`, imported here because it needs nltk (the `negatives` extra), which
-    only runs that ask for WordNet's words do."""
-    from clipspace.align.wordnet_captions import with_wordnet_words, wordnet_lexicon
-
-    return with_wordnet_words(caption, rng, share, wordnet_lexicon())
 
 
 def shifted(pixels: torch.Tensor, down: int, right: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ puts it near the world's own words, which is not far (benchmarks/minilm_ceiling.
 tower on captions that also say "a cerise disk" or "a vermilion circlet" moves each image vector towards the
 centre of many phrasings of its colour and shape, where more of MiniLM's neighbourhood of "red" lies, instead of
 onto the one word the world uses. The words come from outside the world (Debian's WordNet 3.0, `wordnet-base`,
-read by nltk offline through `clipspace.fusion.negatives`), never from the evaluation's paraphrases: every word
+read by nltk offline through `clipspace.wordnet`), never from the evaluation's paraphrases: every word
 of `paraphrases.EN_COLOURS` / `EN_SHAPES` is held out, with any WordNet entry that contains one ("jet black",
 "cobalt blue", "wedge shape"), so the paraphrase P@10 stays a measure of words neither training nor its tuning saw.
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from clipspace.align.paraphrases import EN_COLOURS, EN_SHAPES
 from clipspace.align.world import COLOURS, SHAPES
+from clipspace.wordnet import wordnet_reader
 
 # The evaluation's paraphrase words: training never sees them, nor any WordNet entry with one of them as a word.
 HELD_OUT = frozenset(word for words in (*EN_COLOURS.values(), *EN_SHAPES.values()) for word in words)
@@ -73,9 +74,7 @@ class Lexicon:
 @cache
 def wordnet_lexicon() -> Lexicon:
     """The lexicon from Debian's WordNet; an error that says what to install where it is missing."""
-    from clipspace.fusion.negatives import WORDNET_DIR, _wordnet_reader
-
-    reader = _wordnet_reader(WORDNET_DIR)
+    reader = wordnet_reader()
     colours = {colour: _lemmas(reader, senses, hyponym_depth=2) for colour, senses in COLOUR_SENSES.items()}
     shapes = {shape: _lemmas(reader, senses + SHAPE_HYPERNYMS.get(shape, ()), hyponym_depth=1)
               for shape, senses in SHAPE_SENSES.items()}
