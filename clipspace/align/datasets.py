@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import Compose, Normalize
 
 from clipspace.align import world
+from clipspace.align.wordnet_captions import with_wordnet_words, wordnet_lexicon
 from clipspace.images import is_image_path, load_image
 
 
@@ -127,6 +128,9 @@ class WorldOptions:
     shape_twins: bool = False
     caption_language: str | None = None  # "en": English captions only, for an English-only text tower
     caption_frames: bool = False  # frame a third of the partial captions ("a photo of …", world.FRAMES)
+    # the chance that each colour or shape word of an English caption is replaced by one of WordNet's words for it
+    # (wordnet_captions: "a cerise disk"; the paraphrase eval's words held out); 0 = the world's words only
+    wordnet_share: float = 0.0
 
 
 class WorldPairs(Dataset):
@@ -160,6 +164,8 @@ class WorldPairs(Dataset):
         options = self.options
         caption = world.sample_caption(self.scenes[index], rng, self.about[index], options.caption_language,
                                        options.caption_frames)
+        if options.wordnet_share:
+            caption = with_wordnet_words(caption, rng, options.wordnet_share, wordnet_lexicon())
         randomising = self.randomised is not None and self.epoch >= options.randomise_from_epoch
         pixels = self.randomised[index] if randomising and rng.random() < options.randomised_share \
             else self.pixels[index]

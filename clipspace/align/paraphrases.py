@@ -9,7 +9,11 @@ Chinese words do.
 
 from __future__ import annotations
 
-from clipspace.align.evaluate import Phrasing
+from collections.abc import Callable
+
+# (colour, shape) -> query, as evaluate.Phrasing; defined here so that training code may read the held-out words
+# (wordnet_captions) without importing the evaluation
+Phrasing = Callable[[str, str], str]
 
 EN_COLOURS = {
     "red": ("scarlet", "crimson"), "orange": ("tangerine", "amber"), "yellow": ("lemon", "golden"),

@@ -18,12 +18,13 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from clipspace.wordnet import WORDNET_DIR, wordnet_reader
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,6 @@ KINDS = ("attribute_swap", "relation_swap", "number_change")
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
-
-WORDNET_DIR = Path("/usr/share/wordnet")  # Debian's wordnet-base (WordNet 3.0)
 
 COLOURS = _words("red orange yellow green blue purple pink black white grey gray brown violet cyan magenta "
                  "gold silver beige navy teal maroon")
@@ -108,7 +107,7 @@ class _Phrase:
 def load_lexicon(folder: Path = WORDNET_DIR) -> Lexicon:
     """WordNet's noun and adjective lists when nltk and the Debian files are there, else the fallback (logged)."""
     try:
-        reader = _wordnet_reader(folder)
+        reader = wordnet_reader(folder)
     except (ImportError, OSError, ValueError) as error:
         log.warning("WordNet unavailable (%s): nouns and adjectives told apart by the fallback lists; install "
                     "Debian's wordnet-base and nltk for an open vocabulary", error)
@@ -125,34 +124,6 @@ def load_lexicon(folder: Path = WORDNET_DIR) -> Lexicon:
         return word.endswith(("ing", "ed")) and reader.morphy(word, "v") not in (None, word)
 
     return Lexicon(is_noun, is_adjective, is_participle, f"wordnet {folder}")
-
-
-def _wordnet_reader(folder: Path):
-    """nltk's WordNet reader on Debian's files. Debian leaves out `lexnames` (the names of the lexicographer files);
-    only synset.lexname() reads them, which nothing here asks, so numbered names stand in for WordNet 3.0's 45. The
-    mapping to nltk's own WordNet download serves multilingual lookups only, and there is no download: none is made."""
-    import io
-
-    import nltk
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
-
-    if not (folder / "index.noun").is_file():
-        raise OSError(f"no WordNet at {folder}")
-    if str(folder) not in nltk.data.path:
-        nltk.data.path.append(str(folder))  # nltk reads only below its data paths
-
-    class DebianWordNet(WordNetCorpusReader):
-        def open(self, fileid: str):
-            if fileid == "lexnames":
-                return io.StringIO("".join(f"{i:02d}\tlexfile{i:02d}\t0\n" for i in range(45)))
-            return super().open(fileid)
-
-        def map_wn(self, version: str = "wordnet") -> None:
-            return None
-
-    with warnings.catch_warnings():  # "multilingual functions are not available": none are asked for
-        warnings.simplefilter("ignore", UserWarning)
-        return DebianWordNet(str(folder), None)
 
 
 def text_negatives(caption: str, rng: np.random.Generator, lexicon: Lexicon | None = None) -> list[Negative]:
