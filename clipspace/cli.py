@@ -238,7 +238,9 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--model", default=EMBEDDED_MODEL)
     table.add_argument("--matchers", help="folder of matcher.safetensors + concat-mlp.safetensors "
                                           "(default: the model's folder)")
-    add_flags(table, EvalOptions, ("seed",), helps={"seed": "world seed of the test scenes"})
+    add_flags(table, EvalOptions, ("seed", "family_scenes"), helps={
+        "seed": "world seed of the test scenes",
+        "family_scenes": "two-object scenes for the per-caption-family table on held-out renders (0: leave it out)"})
     table.add_argument("--threads", type=int, default=None)
     table.add_argument("--json", help="also write the report here")
     table.set_defaults(command=run_fusion_eval)

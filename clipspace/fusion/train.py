@@ -22,7 +22,6 @@ from tqdm import tqdm
 from clipspace.align.train import learning_rate
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.fusion.beside import CONCAT_FILE, MATCHER_FILE, model_folder
-from clipspace.fusion.evaluate import binding_accuracy, concat_scorer, matcher_scorer
 from clipspace.fusion.features import LANGUAGES, TwinFeatures, twin_features
 from clipspace.fusion.matcher import (
     ConcatMLP,
@@ -30,6 +29,7 @@ from clipspace.fusion.matcher import (
     MatcherConfig,
     save_scorer,
 )
+from clipspace.fusion.scoring import binding_accuracy, concat_scorer, matcher_scorer
 
 log = logging.getLogger(__name__)
 
