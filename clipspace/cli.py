@@ -238,7 +238,15 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--model", default=EMBEDDED_MODEL)
     table.add_argument("--matchers", help="folder of matcher.safetensors + concat-mlp.safetensors "
                                           "(default: the model's folder)")
-    add_flags(table, EvalOptions, ("seed",), helps={"seed": "world seed of the test scenes"})
+    add_flags(table, EvalOptions, ("seed", "family_scenes", "composed_gallery", "composed_queries", "classify_scenes",
+                                   "binding_pairs", "gallery_scenes"), helps={
+        "seed": "world seed of the test scenes",
+        "family_scenes": "two-object scenes for the per-caption-family table on held-out renders (default 400)",
+        "composed_gallery": "scenes the composed queries search (default 1000)",
+        "composed_queries": "composed queries (default 300)",
+        "classify_scenes": "single-object scenes for zero-shot shapes (default 3000)",
+        "binding_pairs": "two-object scenes for canonical binding on the test split (default 1000)",
+        "gallery_scenes": "scenes (+ twins) for canonical re-ranked R@1 on the test split (default 600)"})
     table.add_argument("--threads", type=int, default=None)
     table.add_argument("--json", help="also write the report here")
     table.set_defaults(command=run_fusion_eval)

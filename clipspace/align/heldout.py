@@ -91,6 +91,26 @@ def sample_picture(seed: int, index: int, combos: tuple[tuple[str, str], ...] | 
                    float(rng.choice([0.0, 0.0, rng.uniform(0.4, 1.3)])), int(rng.integers(2**31)))
 
 
+_SCENE_RADIUS = {"small": (0.075, 0.105), "large": (0.13, 0.155)}  # either side of Drawn's 0.12 threshold
+
+
+def picture_of_scene(scene: world.Scene) -> Picture:
+    """A world scene drawn by this renderer on a flat background: each object near its slot's centre, at a radius
+    of its size class. Everything but the objects' attributes comes from the scene's noise seed and each slot, so a
+    twin (same seed, one change) is drawn the same but for that change: what binding is measured on."""
+    look = np.random.default_rng([_SEED_SALT, scene.noise_seed])
+    objects = []
+    for obj in scene.objects:
+        rng = np.random.default_rng([_SEED_SALT, scene.noise_seed, world.POSITIONS.index(obj.position)])
+        cx, cy = world._SLOT_CENTRES[obj.position]
+        x, y = (float(c + rng.uniform(-0.03, 0.03)) for c in (cx, cy))
+        radius = float(rng.uniform(*_SCENE_RADIUS[obj.size]))
+        rgb = tuple(int(np.clip(c + rng.integers(-16, 17), 0, 255)) for c in PALETTE[obj.colour])
+        objects.append(Drawn(obj.shape, obj.colour, x, y, radius, float(rng.uniform(0, 2 * math.pi)), rgb))
+    return Picture(tuple(objects), STYLES[int(look.integers(len(STYLES)))], "flat", int(look.choice(IMAGE_SIZES)),
+                   0.0, int(look.integers(2**31)))
+
+
 # ---------------------------------------------------------------------------------------- distance fields
 
 def signed_distance(shape: str, px: np.ndarray, py: np.ndarray, r: float) -> np.ndarray:

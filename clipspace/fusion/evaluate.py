@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from clipspace.align import world
 from clipspace.align.evaluate import precision_at_k
 from clipspace.encoder import DualEncoder
 from clipspace.fusion import labels as zero_shot
 from clipspace.fusion.beside import CONCAT_FILE, MATCHER_FILE, RERANK_DEPTH, model_folder
-from clipspace.fusion.features import LANGUAGES, TwinFeatures, encode_scenes, twin_features
-from clipspace.fusion.matcher import ConcatMLP, CrossAttentionMatcher, load_scorer
+from clipspace.fusion.family_eval import family_table, render_family_table
+from clipspace.fusion.features import LANGUAGES, encode_scenes, twin_features
+from clipspace.fusion.matcher import load_scorer
 from clipspace.fusion.query import combine
-from clipspace.fusion.rerank import combined_score
+from clipspace.fusion.scoring import (
+    Scorer,
+    binding_accuracy,
+    concat_scorer,
+    cosine_scorer,
+    matcher_scorer,
+    rerank_recall,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,7 @@ class EvalOptions:
     gallery_scenes: int = 600  # binding queries: scenes + colour-swapped twins = 1,200 gallery images
     seed: int = 7001  # fresh: matcher training uses the train split, validation the val split
     rerank_depth: int = RERANK_DEPTH
+    family_scenes: int = 400  # two-object scenes drawn by the held-out renderer for the per-family table (0: none)
 
 
 # ------------------------------------------------------------------------------------------- composed queries
@@ -114,75 +121,6 @@ def classify_accuracy(encoder: DualEncoder, opts: EvalOptions, progress: bool = 
 
 # -------------------------------------------------------------------------------------------- binding table
 
-Scorer = Callable[[TwinFeatures, str, np.ndarray, np.ndarray], np.ndarray]
-
-
-def cosine_scorer(features: TwinFeatures, language: str, images: np.ndarray, captions: np.ndarray) -> np.ndarray:
-    pooled = features.text[language].pooled
-    return (features.image_pooled[images] * pooled[captions]).sum(dim=-1).numpy()
-
-
-def concat_scorer(mlp: ConcatMLP) -> Scorer:
-    def score(features: TwinFeatures, language: str, images: np.ndarray, captions: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return mlp(features.image_pooled[images], features.text[language].pooled[captions]).numpy()
-    return score
-
-
-def matcher_scorer(matcher: CrossAttentionMatcher, batch: int = 512) -> Scorer:
-    def score(features: TwinFeatures, language: str, images: np.ndarray, captions: np.ndarray) -> np.ndarray:
-        text = features.text[language]
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(images), batch):
-                rows, caps = images[start:start + batch], captions[start:start + batch]
-                length = int(text.mask[caps].sum(dim=1).max())
-                out.append(matcher(features.patches[rows].float(), text.states[caps, :length].float(),
-                                   text.mask[caps, :length]).numpy())
-        return np.concatenate(out)
-    return score
-
-
-def binding_accuracy(features: TwinFeatures, scorers: dict[str, Scorer]) -> dict[str, dict[str, float]]:
-    """Does a scene's caption score its own image above its twin's image? Chance is 0.5 (ties count half)."""
-    n = features.n
-    own, twin = np.arange(n), np.arange(n) + n
-    table: dict[str, dict[str, float]] = {}
-    for name, scorer in scorers.items():
-        table[name] = {}
-        for language in LANGUAGES:
-            right, wrong = scorer(features, language, own, own), scorer(features, language, twin, own)
-            table[name][language] = float(np.mean((right > wrong) + 0.5 * (right == wrong)))
-    return table
-
-
-def rerank_recall(features: TwinFeatures, scorers: dict[str, Scorer], depth: int) -> dict[str, dict[str, float]]:
-    """Text→image R@1 of every gallery image's caption, scenes and twins together: cosine over the whole
-    gallery, then each other scorer re-ranking cosine's top `depth` as the service does (`combined_score`).
-    An image whose caption is identical to the query's counts as a hit (the caption cannot tell them apart)."""
-    n_images = 2 * features.n
-    table: dict[str, dict[str, float]] = {name: {} for name in scorers}
-    for language in LANGUAGES:
-        captions = features.captions(language)
-        owner = {caption: i for i, caption in enumerate(dict.fromkeys(captions))}
-        caption_ids = np.array([owner[c] for c in captions])
-        text = features.text[language].pooled
-        cosine = (text @ features.image_pooled.T).numpy()
-        top = np.argsort(-cosine, axis=1, kind="stable")[:, :depth]
-        for name, scorer in scorers.items():
-            hits = []
-            for query in range(n_images):
-                candidates = top[query]
-                if name == "cosine":
-                    best = candidates[0]
-                else:
-                    logits = scorer(features, language, candidates, np.full(len(candidates), query))
-                    best = candidates[int(np.argmax(combined_score(logits, cosine[query, candidates])))]
-                hits.append(caption_ids[best] == caption_ids[query])
-            table[name][language] = float(np.mean(hits))
-    return table
-
-
 def binding_report(encoder: DualEncoder, scorers: dict[str, Scorer], opts: EvalOptions,
                    progress: bool = True) -> dict[str, object]:
     pairs = twin_features(encoder, opts.binding_pairs, opts.seed + 3, "test", ("colour_swap",), 2,
@@ -200,7 +138,8 @@ def binding_report(encoder: DualEncoder, scorers: dict[str, Scorer], opts: EvalO
 # ------------------------------------------------------------------------------------------------- report
 
 def fusion_report(encoder: DualEncoder, matchers: Path, opts: EvalOptions, progress: bool = True) -> dict:
-    """Everything: composed queries, zero-shot shapes, and the binding table of the three scorers."""
+    """Everything: composed queries, zero-shot shapes, the binding table of the three scorers on the world's test
+    split (canonical captions), and their per-family table on held-out renders."""
     scorers: dict[str, Scorer] = {"cosine": cosine_scorer}
     loaded = {}
     for name, file in (("concat-mlp", CONCAT_FILE), ("cross-attention", MATCHER_FILE)):
@@ -215,7 +154,9 @@ def fusion_report(encoder: DualEncoder, matchers: Path, opts: EvalOptions, progr
                              (("concat-mlp", CONCAT_FILE), ("cross-attention", MATCHER_FILE)) if name in loaded},
             "composed": composed_queries(encoder, opts, progress),
             "classify": classify_accuracy(encoder, opts, progress),
-            "binding": binding_report(encoder, scorers, opts, progress)}
+            "binding": binding_report(encoder, scorers, opts, progress),
+            "phrasing": family_table(encoder, scorers, opts.family_scenes, opts.seed + 5, opts.rerank_depth, progress)
+            if opts.family_scenes else None}
 
 
 def render_report(report: dict) -> str:
@@ -235,4 +176,6 @@ def render_report(report: dict) -> str:
     accuracy, recall = binding["binding_accuracy"], binding["text_to_image_R@1"]
     lines += [f"| {name} | {accuracy[name]['en']:.3f} | {accuracy[name]['zh']:.3f} | {recall[name]['en']:.3f} | "
               f"{recall[name]['zh']:.3f} |" for name in accuracy]
+    if report.get("phrasing"):
+        lines += ["", *render_family_table(report["phrasing"])]
     return "\n".join(lines)

@@ -8,14 +8,17 @@ Chinese. Training then never touches the dual encoder again, which is what makes
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from clipspace.align import world
 from clipspace.encoder import DualEncoder
+from clipspace.fusion import phrasings
 from clipspace.fusion.tokens import TextTokens, image_tokens, text_tokens
 from clipspace.fusion.twins import KINDS, twin
 
@@ -35,13 +38,45 @@ class TwinFeatures:
     patches: torch.Tensor  # (2n, tokens, width) float16
     image_pooled: torch.Tensor  # (2n, dim)
     text: dict[str, TextTokens]  # per language, states float16
+    families: tuple[str, ...] | None = None  # the caption family of each pair (phrasings); None: canonical
 
     @property
     def n(self) -> int:
         return len(self.scenes)
 
     def captions(self, language: str) -> list[str]:
-        return [CAPTION[language](scene) for scene in self.scenes + self.twins]
+        return pair_captions(self.scenes, self.twins, language, self.families)
+
+
+def pair_captions(scenes: list[world.Scene], twins: list[world.Scene], language: str,
+                  families: tuple[str, ...] | None = None) -> list[str]:
+    """Captions of the scenes then of their twins, each pair in its family (canonical without families)."""
+    if families is None:
+        return [CAPTION[language](scene) for scene in scenes + twins]
+    return [phrasings.caption(scene, family, language) for scene, family in zip(scenes + twins, families * 2,
+                                                                                 strict=True)]
+
+
+def pick_families(scenes: list[world.Scene], twins: list[world.Scene], kinds: list[str],
+                  seed: int) -> tuple[str, ...]:
+    """One caption family per pair, drawn among those in which the twin is a hard negative: each pair's text is
+    encoded once, in one family, so memory and encoding time stay those of canonical captions."""
+    rng = np.random.default_rng([seed, 21])
+    picked = []
+    for scene, other, kind in zip(scenes, twins, kinds, strict=True):
+        usable = phrasings.families_for(scene, other, kind) or ["canonical"]
+        picked.append(usable[int(rng.integers(len(usable)))])
+    return tuple(picked)
+
+
+def randomised_render(fraction: float, render_size: int = 128) -> Callable[[world.Scene], Image.Image]:
+    """Draw `fraction` of the scenes (chosen by noise seed, so a twin looks like its scene) with the
+    domain-randomised renderer the embedded model trained on, the rest canonically."""
+    def render(scene: world.Scene) -> Image.Image:
+        if np.random.default_rng([scene.noise_seed, 0xF4]).random() < fraction:
+            return world.render_randomised(scene)
+        return world.render_scene(scene, render_size)
+    return render
 
 
 def make_twins(n: int, seed: int, split: str, kinds: tuple[str, ...] = KINDS,
@@ -65,12 +100,14 @@ def make_twins(n: int, seed: int, split: str, kinds: tuple[str, ...] = KINDS,
 
 
 def encode_scenes(encoder: DualEncoder, scenes: list[world.Scene], render_size: int = 128,
-                  batch: int = 256, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Render at the size `world` writes PNGs, preprocess as the service does, keep patches and embeddings."""
+                  batch: int = 256, progress: bool = True,
+                  render: Callable[[world.Scene], Image.Image] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render (by default at the size `world` writes PNGs), preprocess as the service does, keep patches and
+    embeddings."""
+    render = render or (lambda scene: world.render_scene(scene, render_size))
     patches, pooled = [], []
     for start in tqdm(range(0, len(scenes), batch), desc="images", disable=not progress, dynamic_ncols=True):
-        pixels = torch.stack([encoder.preprocess(world.render_scene(scene, render_size))
-                              for scene in scenes[start:start + batch]])
+        pixels = torch.stack([encoder.preprocess(render(scene)) for scene in scenes[start:start + batch]])
         tokens = image_tokens(encoder, pixels)
         patches.append(tokens.patches.half())
         pooled.append(tokens.pooled)
@@ -87,10 +124,15 @@ def encode_captions(encoder: DualEncoder, captions: list[str], batch: int = 512)
 
 
 def twin_features(encoder: DualEncoder, n: int, seed: int, split: str, kinds: tuple[str, ...] = KINDS,
-                  min_objects: int = 1, render_size: int = 128, progress: bool = True) -> TwinFeatures:
+                  min_objects: int = 1, render_size: int = 128, progress: bool = True, families: bool = False,
+                  randomised: float = 0.0) -> TwinFeatures:
+    """With `families`, each pair is captioned in a family where its twin is a hard negative (`pick_families`);
+    with `randomised`, that fraction of the pairs is drawn by the domain-randomised renderer."""
     scenes, twins, made = make_twins(n, seed, split, kinds, min_objects)
-    patches, pooled = encode_scenes(encoder, scenes + twins, render_size, progress=progress)
-    text = {language: encode_captions(encoder, [CAPTION[language](s) for s in scenes + twins])
+    render = randomised_render(randomised, render_size) if randomised else None
+    patches, pooled = encode_scenes(encoder, scenes + twins, render_size, progress=progress, render=render)
+    picked = pick_families(scenes, twins, made, seed) if families else None
+    text = {language: encode_captions(encoder, pair_captions(scenes, twins, language, picked))
             for language in LANGUAGES}
     log.info("encoded %d scenes and their twins (%s) in %s", n, ", ".join(sorted(set(made))), "en, zh")
-    return TwinFeatures(scenes, twins, made, patches, pooled, text)
+    return TwinFeatures(scenes, twins, made, patches, pooled, text, picked)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class MatcherConfig:
     width: int = 128
     heads: int = 4
     layers: int = 2
+    image_pool: int = 0  # cross-attention: 0 reads every token; g pools the cell grid to g x g (+ the summary token)
 
 
 class FusionBlock(nn.Module):
@@ -57,15 +59,31 @@ class CrossAttentionMatcher(nn.Module):
         self.config = config
         width = config.width
         self.image_in = nn.Sequential(nn.LayerNorm(config.image_width), nn.Linear(config.image_width, width))
-        self.image_position = nn.Parameter(torch.zeros(config.image_tokens, width))
+        tokens = 1 + config.image_pool ** 2 if config.image_pool else config.image_tokens
+        self.image_position = nn.Parameter(torch.zeros(tokens, width))
         self.text_in = nn.Sequential(nn.LayerNorm(config.text_width), nn.Linear(config.text_width, width))
         self.match_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.blocks = nn.ModuleList(FusionBlock(width, config.heads) for _ in range(config.layers))
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 1))
 
-    def forward(self, patches: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Logits (n,) for n pairs: patches (n, tokens, image width), states (n, length, text width), mask."""
-        image = self.image_in(patches) + self.image_position
+    def pool(self, patches: torch.Tensor) -> torch.Tensor:
+        """The summary token and the cell grid averaged to image_pool x image_pool cells: the index stores every
+        token (config.image_tokens), the matcher reads fewer, so pooling costs the store nothing."""
+        if not self.config.image_pool:
+            return patches
+        side = math.isqrt(patches.shape[1] - 1)
+        grid = patches[:, 1:].transpose(1, 2).reshape(len(patches), -1, side, side)
+        cells = nn.functional.adaptive_avg_pool2d(grid, self.config.image_pool).flatten(2).transpose(1, 2)
+        return torch.cat([patches[:, :1], cells], dim=1)
+
+    def forward(self, patches: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
+                image_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (n,) for n pairs: patches (n, tokens, image width), states (n, length, text width), mask.
+        With `image_rows` (n,), patches holds each distinct image once and pair i reads image image_rows[i]:
+        a training step scores each image with several captions, and embeds it once."""
+        image = self.image_in(self.pool(patches)) + self.image_position
+        if image_rows is not None:
+            image = image[image_rows]
         text = torch.cat([self.match_token.expand(len(states), -1, -1), self.text_in(states)], dim=1)
         padding = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)
         for block in self.blocks:

@@ -22,7 +22,6 @@ from tqdm import tqdm
 from clipspace.align.train import learning_rate
 from clipspace.encoder import ModelSpec, load_encoder
 from clipspace.fusion.beside import CONCAT_FILE, MATCHER_FILE, model_folder
-from clipspace.fusion.evaluate import binding_accuracy, concat_scorer, matcher_scorer
 from clipspace.fusion.features import LANGUAGES, TwinFeatures, twin_features
 from clipspace.fusion.matcher import (
     ConcatMLP,
@@ -30,6 +29,7 @@ from clipspace.fusion.matcher import (
     MatcherConfig,
     save_scorer,
 )
+from clipspace.fusion.scoring import binding_accuracy, concat_scorer, matcher_scorer
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,10 @@ class MatcherOptions:
     mlp_steps: int = 600
     threads: int | None = None
     render_size: int = 128
+    families: bool = False  # caption each training pair in a family where its twin is a negative (phrasings)
+    randomised: float = 0.0  # fraction of training pairs drawn by the domain-randomised renderer
+    image_pool: int = 0  # the matcher pools the 6x6 cells to image_pool x image_pool (0: reads all tokens)
+    dedupe: bool = False  # embed each step's distinct images once rather than once per scored pair
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,8 @@ def train_matchers(opts: MatcherOptions, progress: bool = True) -> MatcherResult
         raise ValueError(f"{opts.model} is not a local-dir: model: say where the matcher goes with --out")
 
     # data: encoded once; the dual encoder is not touched again
-    train_set = twin_features(encoder, opts.scenes, opts.seed, "train", progress=progress)
+    train_set = twin_features(encoder, opts.scenes, opts.seed, "train", progress=progress, families=opts.families,
+                              randomised=opts.randomised)
     val_set = twin_features(encoder, opts.val_scenes, opts.val_seed, "val", ("colour_swap",), 2, progress=progress)
     log.info("features ready after %.0f s", time.perf_counter() - started)
 
@@ -85,13 +90,14 @@ def train_matchers(opts: MatcherOptions, progress: bool = True) -> MatcherResult
     matcher = CrossAttentionMatcher(MatcherConfig(
         "cross-attention", encoder.fingerprint, image_width=train_set.patches.shape[2],
         image_tokens=train_set.patches.shape[1], text_width=train_set.text["en"].states.shape[2],
-        width=opts.width, heads=opts.heads, layers=opts.layers))
+        width=opts.width, heads=opts.heads, layers=opts.layers, image_pool=opts.image_pool))
     concat = ConcatMLP(MatcherConfig("concat-mlp", encoder.fingerprint, embed_dim=encoder.dim, width=opts.width))
 
     # steps
     fit(concat, opts, opts.mlp_steps, _twin_batches(concat, train_set, opts.batch_size, _pooled_logits),
         "concat-mlp", progress)
-    fit(matcher, opts, opts.steps, _twin_batches(matcher, train_set, opts.batch_size, _token_logits),
+    fit(matcher, opts, opts.steps, _twin_batches(matcher, train_set, opts.batch_size,
+                                                 _deduped_token_logits if opts.dedupe else _token_logits),
         "cross-attention", progress)
 
     # validate, write
@@ -131,6 +137,15 @@ def _token_logits(model: CrossAttentionMatcher, data: TwinFeatures, language: st
     text = data.text[language]
     length = int(text.mask[captions].sum(dim=1).max())
     return model(data.patches[images].float(), text.states[captions, :length].float(), text.mask[captions, :length])
+
+
+def _deduped_token_logits(model: CrossAttentionMatcher, data: TwinFeatures, language: str, images: np.ndarray,
+                          captions: np.ndarray) -> torch.Tensor:
+    text = data.text[language]
+    length = int(text.mask[captions].sum(dim=1).max())
+    distinct, rows = np.unique(images, return_inverse=True)
+    return model(data.patches[distinct].float(), text.states[captions, :length].float(),
+                 text.mask[captions, :length], torch.from_numpy(rows))
 
 
 def _twin_batches(model: torch.nn.Module, data: TwinFeatures, batch: int, logits_of) -> Batches:
