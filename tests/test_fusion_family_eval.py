@@ -107,3 +107,21 @@ def test_the_held_out_renderer_draws_a_scene_and_its_twin_alike_but_for_the_chan
         assert [o.as_scene_object() for o in drawn.objects] == list(scene.objects)
         assert [o.as_scene_object() for o in drawn_twin.objects] == list(twin.objects)
         assert (drawn.style, drawn.size, drawn.background) == (drawn_twin.style, drawn_twin.size, "flat")
+
+
+def test_a_second_stage_starts_from_the_first_stages_matcher(family_report, tmp_path):
+    first, encoder, _ = family_report
+    still = dict(TINY_FAMILIES, steps=1, lr=1e-12, warmup_steps=1, swap_share=0.8)  # one step that moves nothing
+    train_matchers(MatcherOptions(model=TINY_ARCH, pretrained="none", out=str(tmp_path),
+                                  init=str(first / MATCHER_FILE), **still), progress=False)
+    before, after = load_file(first / MATCHER_FILE), load_file(tmp_path / MATCHER_FILE)
+    for name, weights in before.items():
+        torch.testing.assert_close(after[name], weights, rtol=0, atol=1e-6)
+
+
+def test_a_matcher_of_another_shape_cannot_start_a_run(family_report, tmp_path):
+    first, _, _ = family_report
+    wider = dict(TINY_FAMILIES, width=48)
+    with pytest.raises(ValueError, match="another shape"):
+        train_matchers(MatcherOptions(model=TINY_ARCH, pretrained="none", out=str(tmp_path),
+                                      init=str(first / MATCHER_FILE), **wider), progress=False)

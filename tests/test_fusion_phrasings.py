@@ -7,6 +7,7 @@ import pytest
 
 from clipspace.align import world
 from clipspace.fusion import phrasings
+from clipspace.fusion.features import make_family_twins
 from clipspace.fusion.phrasings import FAMILIES, bag, caption, family_twin, is_negative
 from clipspace.fusion.twins import colour_swap, count_change, position_swap, size_swap
 
@@ -103,3 +104,21 @@ def test_family_twins_are_drawn_only_among_the_kinds_the_family_expresses(family
     kinds = {family_twin(SCENE, family, rng)[0] for _ in range(40)}
     assert kinds == set(FAMILIES[family].kinds)
     assert kinds <= set(phrasings.SWAP_KINDS) | {"count_change"}
+
+
+def test_family_first_pairs_are_mostly_swaps_spread_over_every_family_and_each_a_hard_negative():
+    scenes, twins, kinds, families = make_family_twins(300, 11, "train", swap_share=0.8)
+    assert set(families) == set(FAMILIES)
+    swaps = sum(kind in phrasings.SWAP_KINDS for kind in kinds) / len(kinds)
+    assert 0.5 < swaps < 0.95  # scenes that allow no swap are passed over, one-object ones allow only counts
+    bare = [kind for kind, family in zip(kinds, families, strict=True) if family == "X and Y"]
+    assert set(bare) == {"colour_swap", "count_change"}  # all a family without places or sizes can tell apart
+    assert all(is_negative(*pair) for pair in zip(scenes, twins, kinds, families, strict=True))
+    assert make_family_twins(300, 11, "train", swap_share=0.8)[3] == families  # reproducible
+
+
+def test_a_family_twin_can_be_restricted_to_swaps():
+    rng = np.random.default_rng(4)
+    assert {family_twin(SCENE, "canonical", rng, phrasings.SWAP_KINDS)[0] for _ in range(40)} <= set(
+        phrasings.SWAP_KINDS)
+    assert family_twin(SCENE, "X and Y", rng, ("position_swap",)) is None  # a family without places cannot

@@ -99,6 +99,35 @@ def make_twins(n: int, seed: int, split: str, kinds: tuple[str, ...] = KINDS,
     return scenes, twins, made
 
 
+def make_family_twins(n: int, seed: int, split: str, swap_share: float) -> tuple[list[world.Scene],
+                                                                                 list[world.Scene], list[str],
+                                                                                 tuple[str, ...]]:
+    """n scenes, each with a family drawn uniformly and a twin that is a hard negative in it: a swap (colours,
+    places or sizes, as the family can tell) with chance `swap_share`, otherwise a changed count.
+
+    Why not `make_twins` then `pick_families`: twins drawn first are mostly changed counts (every scene allows
+    one, a one-object scene nothing else), and a family without places or sizes can tell only a colour swap from
+    its scene, so the bare families got ~3% of the pairs each that teach binding, and nothing bound (lab notes).
+    A scene that allows no twin of the drawn sort is passed over; one-object scenes allow only changed counts, so
+    swaps come out fewer than `swap_share` (~0.64 of pairs at 0.8)."""
+    rng = np.random.default_rng([seed, 23])
+    names = tuple(phrasings.FAMILIES)
+    scenes, twins, made, families, index = [], [], [], [], 0
+    while len(scenes) < n:
+        scene = world.sample_scene(seed, split, index)
+        index += 1
+        family = names[int(rng.integers(len(names)))]
+        kinds = phrasings.SWAP_KINDS if rng.random() < swap_share else ("count_change",)
+        drawn = phrasings.family_twin(scene, family, rng, kinds)
+        if drawn is None:
+            continue
+        scenes.append(scene)
+        twins.append(drawn[1])
+        made.append(drawn[0])
+        families.append(family)
+    return scenes, twins, made, tuple(families)
+
+
 def encode_scenes(encoder: DualEncoder, scenes: list[world.Scene], render_size: int = 128,
                   batch: int = 256, progress: bool = True,
                   render: Callable[[world.Scene], Image.Image] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,13 +154,17 @@ def encode_captions(encoder: DualEncoder, captions: list[str], batch: int = 512)
 
 def twin_features(encoder: DualEncoder, n: int, seed: int, split: str, kinds: tuple[str, ...] = KINDS,
                   min_objects: int = 1, render_size: int = 128, progress: bool = True, families: bool = False,
-                  randomised: float = 0.0) -> TwinFeatures:
-    """With `families`, each pair is captioned in a family where its twin is a hard negative (`pick_families`);
-    with `randomised`, that fraction of the pairs is drawn by the domain-randomised renderer."""
-    scenes, twins, made = make_twins(n, seed, split, kinds, min_objects)
+                  randomised: float = 0.0, swap_share: float | None = None) -> TwinFeatures:
+    """With `families`, each pair is captioned in a family where its twin is a hard negative: the family drawn
+    first and a swap twin with chance `swap_share` (`make_family_twins`), or, without it, the twin first
+    (`pick_families`); with `randomised`, that fraction of the pairs is drawn by the domain-randomised renderer."""
+    if families and swap_share is not None:
+        scenes, twins, made, picked = make_family_twins(n, seed, split, swap_share)
+    else:
+        scenes, twins, made = make_twins(n, seed, split, kinds, min_objects)
+        picked = pick_families(scenes, twins, made, seed) if families else None
     render = randomised_render(randomised, render_size) if randomised else None
     patches, pooled = encode_scenes(encoder, scenes + twins, render_size, progress=progress, render=render)
-    picked = pick_families(scenes, twins, made, seed) if families else None
     text = {language: encode_captions(encoder, pair_captions(scenes, twins, language, picked))
             for language in LANGUAGES}
     log.info("encoded %d scenes and their twins (%s) in %s", n, ", ".join(sorted(set(made))), "en, zh")

@@ -158,9 +158,14 @@ def families_for(scene: world.Scene, other: world.Scene, kind: str) -> list[str]
     return [family for family in FAMILIES if is_negative(scene, other, kind, family)]
 
 
-def family_twin(scene: world.Scene, family: str, rng: np.random.Generator) -> tuple[str, world.Scene] | None:
-    """A twin that is a hard negative in the family, of a kind drawn among those it expresses; None if none."""
-    for kind in rng.permutation(np.array(FAMILIES[family].kinds)):
+def family_twin(scene: world.Scene, family: str, rng: np.random.Generator,
+                kinds: tuple[str, ...] | None = None) -> tuple[str, world.Scene] | None:
+    """A twin that is a hard negative in the family, of a kind drawn among those it expresses (and among `kinds`
+    when given); None if none."""
+    allowed = [kind for kind in FAMILIES[family].kinds if kinds is None or kind in kinds]
+    if not allowed:
+        return None
+    for kind in rng.permutation(np.array(allowed)):
         made = MAKERS[str(kind)](scene, rng)
         if made is not None and is_negative(scene, made, str(kind), family):
             return str(kind), made

@@ -27,6 +27,7 @@ from clipspace.fusion.matcher import (
     ConcatMLP,
     CrossAttentionMatcher,
     MatcherConfig,
+    load_scorer,
     save_scorer,
 )
 from clipspace.fusion.scoring import binding_accuracy, concat_scorer, matcher_scorer
@@ -60,6 +61,8 @@ class MatcherOptions:
     randomised: float = 0.0  # fraction of training pairs drawn by the domain-randomised renderer
     image_pool: int = 0  # the matcher pools the 6x6 cells to image_pool x image_pool (0: reads all tokens)
     dedupe: bool = False  # embed each step's distinct images once rather than once per scored pair
+    swap_share: float | None = None  # with families: the family drawn first, a swap twin with this chance
+    init: str | None = None  # a matcher file of the same shape to start from (e.g. one trained on canonical captions)
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def train_matchers(opts: MatcherOptions, progress: bool = True) -> MatcherResult
 
     # data: encoded once; the dual encoder is not touched again
     train_set = twin_features(encoder, opts.scenes, opts.seed, "train", progress=progress, families=opts.families,
-                              randomised=opts.randomised)
+                              randomised=opts.randomised, swap_share=opts.swap_share)
     val_set = twin_features(encoder, opts.val_scenes, opts.val_seed, "val", ("colour_swap",), 2, progress=progress)
     log.info("features ready after %.0f s", time.perf_counter() - started)
 
@@ -91,6 +94,11 @@ def train_matchers(opts: MatcherOptions, progress: bool = True) -> MatcherResult
         "cross-attention", encoder.fingerprint, image_width=train_set.patches.shape[2],
         image_tokens=train_set.patches.shape[1], text_width=train_set.text["en"].states.shape[2],
         width=opts.width, heads=opts.heads, layers=opts.layers, image_pool=opts.image_pool))
+    if opts.init:
+        start = load_scorer(Path(opts.init), encoder.fingerprint)
+        if start.config != matcher.config:
+            raise ValueError(f"{opts.init} is a matcher of another shape ({start.config}); it cannot start this one")
+        matcher.load_state_dict(start.state_dict())
     concat = ConcatMLP(MatcherConfig("concat-mlp", encoder.fingerprint, embed_dim=encoder.dim, width=opts.width))
 
     # steps
