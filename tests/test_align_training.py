@@ -283,6 +283,12 @@ def test_a_locked_text_towers_features_are_computed_once_per_caption_and_equal_t
     assert torch.allclose(first, expected, atol=1e-6) and torch.equal(again, first[[1, 0]])
 
 
+def test_unlocking_text_layers_without_locking_the_text_tower_is_refused(tiny_options: TrainOptions,
+                                                                         tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lock_text"):
+        train(replace(tiny_options, text_unlocked_layers=1, out=str(tmp_path)))
+
+
 def test_training_with_a_locked_text_tower_leaves_it_untouched(tiny_options: TrainOptions, tmp_path: Path) -> None:
     result = train(replace(tiny_options, epochs=2, lock_text=True, out=str(tmp_path)))
     before = load_encoder(ModelSpec(tiny_options.model, seed=tiny_options.seed)).model.state_dict()
