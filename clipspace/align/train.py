@@ -61,11 +61,8 @@ class TrainOptions:
     lock_image: bool = False
     lock_text: bool = False
     pretrained_text: bool = False  # start a Hugging Face text tower from its own weights (LiT: with lock_text)
-    # with lock_text, the text tower's last N layers keep training (open_clip's `lock_text_tower(unlocked_layers)`)
-    # so that a pretrained tower's words can move, not only the images (issue 21, part 3); 0 = all locked
-    text_unlocked_layers: int = 0
-    # the text tower's learning rate as a share of `lr`: a low one keeps a pretrained tower's neighbourhoods
-    text_lr_scale: float = 1.0
+    text_unlocked_layers: int = 0  # with lock_text: its last N layers train, so words can move too (issue 21)
+    text_lr_scale: float = 1.0  # the text tower's rate as a share of lr: low keeps a pretrained tower's neighbours
     seed: int = 0
     device: str = "auto"
     workers: int = 0
@@ -208,12 +205,9 @@ def _cpu_image_autocast(opts: TrainOptions, device: str) -> contextlib.AbstractC
 
 
 def lock_text_tower(model: torch.nn.Module, unlocked_layers: int = 0) -> None:
-    """open_clip's text lock, the last `unlocked_layers` transformer layers left training.
-
-    open_clip's own partial lock does not know BERT, MiniLM's architecture (its table of Hugging Face layer names
-    has none for it), so a Hugging Face tower is locked whole and its last layers, their LayerNorms included, are
-    unlocked here: what open_clip does for the towers it knows. CLIP's own text tower uses open_clip's.
-    """
+    """open_clip's text lock with the last `unlocked_layers` layers left training. Its own partial lock has no
+    layer names for BERT (MiniLM), so a Hugging Face tower is locked whole and its last layers, LayerNorms included,
+    unlocked here, as open_clip does for the towers it knows; CLIP's own text tower uses open_clip's."""
     layers = getattr(getattr(getattr(getattr(model, "text", None), "transformer", None), "encoder", None),
                      "layer", None)
     if not unlocked_layers or layers is None:
