@@ -104,6 +104,32 @@ def test_a_lit_model_is_indexed_like_any_other(lit_run: tuple[Path, Path], tmp_p
     assert report.added == 6 and report.captions_embedded == 6 and encoder.dim == lit.MINILM_WIDTH
 
 
+def test_unlocked_last_layers_of_minilm_train_at_their_own_rate_and_the_rest_stays_minilm(tmp_path: Path) -> None:
+    from transformers import AutoModel
+
+    (tmp_path / "tower.json").write_text(json.dumps(TINY_IMAGE_TOWER))
+    arch = lit.write_architecture(tmp_path / "lit.json", tmp_path / "tower.json")
+    options = TrainOptions(model=str(arch), pretrained_text=True, lock_text=True, text_unlocked_layers=1,
+                           text_lr_scale=0.5, world=WorldOptions(caption_language="en", scenes=32, val_scenes=16),
+                           batch_size=16, epochs=1, lr=3e-3, warmup_steps=1, out=str(tmp_path / "run"),
+                           export=str(tmp_path / "model"), threads=2)
+    train(options)
+    checkpoint = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=False)
+    minilm = AutoModel.from_pretrained(lit.minilm_folder()).state_dict()
+    text = {name.removeprefix("text.transformer."): value for name, value in checkpoint["model"].items()
+            if name.startswith("text.transformer.") and name.removeprefix("text.transformer.") in minilm}
+    moved = {name for name, value in text.items() if not torch.equal(value, minilm[name])}
+    assert moved and all(name.startswith("encoder.layer.5.") for name in moved)  # MiniLM has 6 layers
+    assert sorted({group["lr_scale"] for group in checkpoint["optimizer"]["param_groups"]}) == [0.5, 1.0]
+    with safe_open(tmp_path / "model" / "open_clip_model.safetensors", "pt") as weights:
+        names = list(weights.keys())
+    assert any(name.startswith("text.transformer.encoder.layer.5.") for name in names)  # kept: it trained
+    texts = ["a red circle", "a scarlet disc"]
+    fresh = load_encoder(ModelSpec(str(arch), "none", "fp32"), pretrained_text=True)
+    trained = load_encoder(ModelSpec(f"local-dir:{tmp_path / 'model'}", precision="fp32"))
+    assert not np.allclose(fresh.embed_texts(texts), trained.embed_texts(texts), atol=1e-5)
+
+
 def test_training_resumes_with_the_text_tower_still_locked(lit_run: tuple[Path, Path], tmp_path: Path) -> None:
     checkpoint = torch.load(Path(lit_run[1]).parent / "run" / CHECKPOINT_FILE, weights_only=False)
     assert checkpoint["options"]["lock_text"] and checkpoint["options"]["pretrained_text"]

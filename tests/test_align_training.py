@@ -19,6 +19,7 @@ from clipspace.align.train import (
     CHECKPOINT_FILE,
     FrozenTextFeatures,
     TrainOptions,
+    lock_text_tower,
     text_features_by_length,
     train,
 )
@@ -281,6 +282,24 @@ def test_a_locked_text_towers_features_are_computed_once_per_caption_and_equal_t
     with torch.no_grad():
         expected = open_clip.model.CLIP.encode_text(model, tokens)
     assert torch.allclose(first, expected, atol=1e-6) and torch.equal(again, first[[1, 0]])
+
+
+def test_a_text_tower_with_unlocked_layers_is_run_every_step_at_its_own_rate() -> None:
+    model = open_clip.model.CLIP(**TINY_ARCH).train()
+    lock_text_tower(model, 1)
+    assert not FrozenTextFeatures.applies(model)  # its vectors change: nothing may be cached
+    assert not model.token_embedding.weight.requires_grad  # below the unlocked layer: still locked
+    text = {id(param) for param in train_module._text_parameters(model) if param.requires_grad}
+    groups = train_module._parameter_groups(model, 0.1, text_lr_scale=0.5)
+    assert text and {id(param) for group in groups if group["lr_scale"] == 0.5 for param in group["params"]} == text
+    assert all(group["lr_scale"] == 1.0 for group in train_module._parameter_groups(model, 0.1))
+    assert len(train_module._parameter_groups(model, 0.1)) == 2  # decayed or not, as before the option
+
+
+def test_unlocking_text_layers_without_locking_the_text_tower_is_refused(tiny_options: TrainOptions,
+                                                                         tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lock_text"):
+        train(replace(tiny_options, text_unlocked_layers=1, out=str(tmp_path)))
 
 
 def test_training_with_a_locked_text_tower_leaves_it_untouched(tiny_options: TrainOptions, tmp_path: Path) -> None:

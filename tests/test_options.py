@@ -25,6 +25,7 @@ FLAT_TRAIN_DEFAULTS = {
     "world_randomised_share": 0.0, "world_randomise_from_epoch": 0, "world_shift": 0, "world_free_layout": False,
     "world_shape_twins": False, "world_caption_language": None, "world_caption_frames": False,
     "channels_last": False, "image_bf16": False, "world_wordnet_share": 0.0,
+    "text_unlocked_layers": 0, "text_lr_scale": 1.0,
 }
 
 

