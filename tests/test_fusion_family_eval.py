@@ -110,7 +110,7 @@ def test_the_held_out_renderer_draws_a_scene_and_its_twin_alike_but_for_the_chan
 
 
 def test_a_second_stage_starts_from_the_first_stages_matcher(family_report, tmp_path):
-    first, encoder, _ = family_report
+    first, _, _ = family_report
     still = dict(TINY_FAMILIES, steps=1, lr=1e-12, warmup_steps=1, swap_share=0.8)  # one step that moves nothing
     train_matchers(MatcherOptions(model=TINY_ARCH, pretrained="none", out=str(tmp_path),
                                   init=str(first / MATCHER_FILE), **still), progress=False)
