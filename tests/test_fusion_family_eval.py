@@ -125,3 +125,9 @@ def test_a_matcher_of_another_shape_cannot_start_a_run(family_report, tmp_path):
     with pytest.raises(ValueError, match="another shape"):
         train_matchers(MatcherOptions(model=TINY_ARCH, pretrained="none", out=str(tmp_path),
                                       init=str(first / MATCHER_FILE), **wider), progress=False)
+
+
+def test_a_missing_first_stage_is_named_before_any_work(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no matcher to start from"):
+        train_matchers(MatcherOptions(model=TINY_ARCH, pretrained="none", out=str(tmp_path),
+                                      init=str(tmp_path / "missing.safetensors"), **TINY_FAMILIES), progress=False)

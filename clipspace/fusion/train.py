@@ -75,6 +75,9 @@ class MatcherResult:
 
 def train_matchers(opts: MatcherOptions, progress: bool = True) -> MatcherResult:
     started = time.perf_counter()
+    if opts.init and not Path(opts.init).is_file():  # before minutes of encoding, not after
+        raise FileNotFoundError(f"{opts.init}: no matcher to start from; train the stage before it first "
+                                f"(matcher-shapes-v7.json starts from matcher-shapes-v7-canonical.json's)")
     if opts.threads:
         torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
